@@ -1,0 +1,25 @@
+export { TusModule } from './tus.module.js';
+export { TUS_MODULE_OPTIONS, OPTIONS_TYPE as TusModuleOptionsType, ASYNC_OPTIONS_TYPE as TusModuleAsyncOptions } from './tus.module-definition.js';
+export type { TusModuleOptions, TusModuleExtras } from './tus.options.js';
+export { resolveTusOptions, type ResolvedTusOptions } from './tus.options-validation.js';
+export { TusController, createTusController } from './nest/tus.controller.js';
+export { TusExceptionFilter } from './nest/tus-exception.filter.js';
+export { TusHttpServerConfigurer } from './nest/tus-http-server.configurer.js';
+export { TUS_OPTIONS, TUS_SCHEME, TUS_HOST } from './nest/tus.constants.js';
+
+export { TusHandler } from './protocol/tus-handler.js';
+export type { TusRequest, TusResponse } from './protocol/tus-request.js';
+export type { TusContext, TusLogger, TusProtocolOptions } from './protocol/tus-context.js';
+export { TusError, TusErrors } from './protocol/tus-error.js';
+export { TUS_VERSION } from './protocol/headers.js';
+export { TUS_EXTENSIONS } from './protocol/handlers/options.handler.js';
+export { parseMetadata, serializeMetadata, type UploadMetadata } from './protocol/metadata.js';
+export { UploadRecord, type UploadRecordJson } from './protocol/upload-record.js';
+
+export * from './storage/storage.interfaces.js';
+export { UploadStorageService } from './storage/upload-storage.service.js';
+export { FilesystemStorage, type FilesystemStorageOptions } from './storage/filesystem.storage.js';
+export { FilesystemRecordStore } from './storage/filesystem-record.store.js';
+export { FileUploadLocker } from './storage/file-upload.locker.js';
+export { MemoryStorage, MemoryRecordStore, MemoryUploadLocker } from './storage/memory.storage.js';
+export { pumpBody, type BatchSink } from './storage/body-pump.js';

@@ -1,0 +1,42 @@
+import { Catch, HttpException, Logger, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { TUS_VERSION } from '../protocol/headers.js';
+
+/**
+ * Answers what the TUS handler did not: a guard's 401/403, a pipe's 400, anything thrown before
+ * the controller ran. Guards run before interceptors, so only a filter can give those responses
+ * the `Tus-Resumable` header every TUS response carries.
+ */
+@Catch()
+export class TusExceptionFilter implements ExceptionFilter {
+  private readonly logger = new Logger('TusModule');
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const request = host.switchToHttp().getRequest<Request>();
+    const response = host.switchToHttp().getResponse<Response>();
+    if (response.headersSent) {
+      response.end();
+      return;
+    }
+    let status = 500;
+    let body: unknown = { statusCode: 500, message: 'Internal server error' };
+    if (exception instanceof HttpException) {
+      status = exception.getStatus();
+      body = exception.getResponse();
+      for (const [name, value] of Object.entries(exceptionHeaders(exception))) response.setHeader(name, value);
+    } else {
+      this.logger.error('request failed', exception instanceof Error ? exception.stack : exception);
+    }
+    response.setHeader('Tus-Resumable', TUS_VERSION);
+    if (!request.readableEnded) response.setHeader('Connection', 'close');
+    response.status(status);
+    if (request.method === 'HEAD') response.end();
+    else response.json(typeof body === 'string' ? { statusCode: status, message: body } : body);
+  }
+}
+
+/** Headers an exception asks for (e.g. `WWW-Authenticate`), given as `headers` in its options. */
+function exceptionHeaders(exception: HttpException): Record<string, string> {
+  const headers = (exception as HttpException & { headers?: unknown }).headers;
+  return typeof headers === 'object' && headers !== null ? (headers as Record<string, string>) : {};
+}

@@ -1,0 +1,10 @@
+/** Injection token of the resolved (validated, defaulted) module options. */
+export const TUS_OPTIONS = Symbol('TUS_OPTIONS');
+
+/**
+ * Request properties through which a proxy-aware layer (the trusted-proxy interceptor) tells the
+ * controller which scheme and host the client used. Unset, the socket decides the scheme and the
+ * `Host` header the host.
+ */
+export const TUS_SCHEME = Symbol('tus.scheme');
+export const TUS_HOST = Symbol('tus.host');

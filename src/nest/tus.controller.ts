@@ -1,0 +1,70 @@
+import { All, Controller, Inject, Param, Req, Res, UseFilters, type Type } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import type { TLSSocket } from 'node:tls';
+import { TusHandler } from '../protocol/tus-handler.js';
+import type { TusResponse } from '../protocol/tus-request.js';
+import { TUS_HOST, TUS_SCHEME } from './tus.constants.js';
+import { TusExceptionFilter } from './tus-exception.filter.js';
+
+type TusExpressRequest = Request & { [TUS_SCHEME]?: string; [TUS_HOST]?: string };
+
+/**
+ * The routes of the creation URL and of each upload URL, handed to `TusHandler` as they come.
+ * `TusModule` mounts a subclass at its `path`; to mount it yourself (with your own guards, say),
+ * extend it: `@Controller('uploads') @UseGuards(AuthGuard) class Uploads extends TusController {}`.
+ */
+@UseFilters(TusExceptionFilter)
+export class TusController {
+  constructor(@Inject(TusHandler) protected readonly tus: TusHandler) {}
+
+  @All()
+  async collection(@Req() req: TusExpressRequest, @Res() res: Response): Promise<void> {
+    await this.serve(req, res, undefined);
+  }
+
+  @All(':id')
+  async upload(@Req() req: TusExpressRequest, @Res() res: Response, @Param('id') id: string): Promise<void> {
+    await this.serve(req, res, id);
+  }
+
+  protected async serve(req: TusExpressRequest, res: Response, id: string | undefined): Promise<void> {
+    let path = new URL(req.originalUrl, 'http://localhost').pathname.replace(/\/+$/, '');
+    if (id !== undefined) path = path.slice(0, path.lastIndexOf('/'));
+    const response = await this.tus.handle({
+      method: req.method,
+      headers: req.headers,
+      id,
+      basePath: path,
+      scheme: req[TUS_SCHEME] ?? ((req.socket as TLSSocket).encrypted ? 'https' : 'http'),
+      host: req[TUS_HOST],
+      body: req,
+    });
+    send(req, res, response);
+  }
+}
+
+/** Writes a protocol response; a client already gone is not an error. */
+function send(req: Request, res: Response, response: TusResponse): void {
+  if (res.headersSent || res.destroyed) return;
+  const headers: Record<string, string> = { ...response.headers };
+  // A refused request whose body was not read: close rather than read gigabytes to discard them.
+  if (!req.readableEnded && hasBody(req)) headers.Connection = 'close';
+  if (response.status !== 204 && req.method !== 'HEAD') {
+    headers['Content-Length'] = String(response.body === undefined ? 0 : Buffer.byteLength(response.body));
+  }
+  res.writeHead(response.status, headers);
+  res.end(response.body);
+}
+
+function hasBody(req: Request): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+/** A `TusController` mounted at `path`. */
+export function createTusController(path: string): Type<TusController> {
+  @Controller(path)
+  class MountedTusController extends TusController {}
+  Object.defineProperty(MountedTusController, 'name', { value: 'TusController' });
+  return MountedTusController;
+}

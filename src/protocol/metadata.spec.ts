@@ -1,0 +1,46 @@
+import { describe, expect, it } from '@jest/globals';
+import { parseMetadata, serializeMetadata } from './metadata.js';
+import { TusError } from './tus-error.js';
+
+const b64 = (s: string) => Buffer.from(s).toString('base64');
+const limits = { maxSize: 4096 };
+
+describe('parseMetadata', () => {
+  it.each([
+    ['absent', undefined, {}],
+    ['empty', '', {}],
+    ['one pair', `filename ${b64('a.txt')}`, { filename: 'a.txt' }],
+    ['key without value', 'is_confidential', { is_confidential: '' }],
+    ['several pairs, spaces around', ` a ${b64('1')} , b ${b64('2')}`, { a: '1', b: '2' }],
+    ['invalid key ignored', `bad.key ${b64('x')},ok ${b64('y')}`, { ok: 'y' }],
+    ['invalid base64 ignored', `a !!!,b ${b64('z')}`, { b: 'z' }],
+    ['three parts ignored', `a b c,d ${b64('e')}`, { d: 'e' }],
+    ['utf-8 value', `title ${b64('Grüße')}`, { title: 'Grüße' }],
+    ['unpadded base64', 'a aGk', { a: 'hi' }],
+  ])('%s', (_name, header, expected) => {
+    expect(parseMetadata(header, limits)).toEqual(expected);
+  });
+
+  it.each([
+    ['duplicate key', `a ${b64('1')},a ${b64('2')}`, 'ERR_INVALID_METADATA'],
+    ['non-ASCII filename', `filename ${b64('café.jpg')}`, 'ERR_INVALID_FILENAME'],
+    ['control char in filename', `filename ${b64('a\nb')}`, 'ERR_INVALID_FILENAME'],
+    ['header too large', `a ${b64('x'.repeat(4000))}`, 'ERR_METADATA_TOO_LARGE'],
+  ])('refuses %s with 400', (_name, header, code) => {
+    let error: unknown;
+    try {
+      parseMetadata(header, limits);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(TusError);
+    expect((error as TusError).status).toBe(400);
+    expect((error as TusError).code).toBe(code);
+  });
+
+  it('serializes back to a header that parses to the same metadata', () => {
+    const metadata = { filename: 'a b.txt', empty: '', note: 'Grüße' };
+    expect(parseMetadata(serializeMetadata(metadata), limits)).toEqual(metadata);
+    expect(serializeMetadata({})).toBeUndefined();
+  });
+});

@@ -1,0 +1,61 @@
+/**
+ * Every refusal the server can answer, as a catalog of stable machine codes with their HTTP
+ * status (tusd's style). Handlers throw a `TusError`; the adapter turns it into a response.
+ */
+export class TusError extends Error {
+  constructor(
+    /** Stable machine-readable code, e.g. `ERR_MISMATCHED_OFFSET`. */
+    readonly code: string,
+    /** HTTP status of the response. */
+    readonly status: number,
+    message: string,
+    /** Extra response headers (e.g. the current `Upload-Offset` on a 409). */
+    readonly headers: Readonly<Record<string, string>> = {},
+  ) {
+    super(message);
+    this.name = 'TusError';
+  }
+
+  /** The same error with more response headers. */
+  withHeaders(headers: Record<string, string>): TusError {
+    return new TusError(this.code, this.status, this.message, { ...this.headers, ...headers });
+  }
+}
+
+const define = (code: string, status: number, message: string) => () =>
+  new TusError(code, status, message);
+
+/** The catalog. Each entry is a factory so a thrown error never shares state with another. */
+export const TusErrors = {
+  unsupportedVersion: () =>
+    new TusError('ERR_UNSUPPORTED_VERSION', 412, 'unsupported version', { 'Tus-Version': '1.0.0' }),
+  invalidContentType: define('ERR_INVALID_CONTENT_TYPE', 415, 'missing or invalid Content-Type header'),
+  invalidUploadLength: define('ERR_INVALID_UPLOAD_LENGTH', 400, 'missing or invalid Upload-Length header'),
+  invalidOffset: define('ERR_INVALID_OFFSET', 400, 'missing or invalid Upload-Offset header'),
+  invalidMetadata: define('ERR_INVALID_METADATA', 400, 'invalid Upload-Metadata header'),
+  metadataTooLarge: define('ERR_METADATA_TOO_LARGE', 400, 'Upload-Metadata header too large'),
+  invalidFilename: define('ERR_INVALID_FILENAME', 400, 'filename must be printable ASCII'),
+  invalidHost: define('ERR_INVALID_HOST', 400, 'missing or invalid Host header'),
+  invalidContentLength: define('ERR_INVALID_CONTENT_LENGTH', 400, 'invalid Content-Length header'),
+  notFound: define('ERR_UPLOAD_NOT_FOUND', 404, 'upload not found'),
+  methodNotAllowed: () =>
+    new TusError('ERR_METHOD_NOT_ALLOWED', 405, 'method not allowed', {
+      Allow: 'OPTIONS, POST, HEAD, PATCH',
+    }),
+  mismatchedOffset: (current: number) =>
+    new TusError('ERR_MISMATCHED_OFFSET', 409, 'mismatched offset', {
+      'Upload-Offset': String(current),
+    }),
+  maxSizeExceeded: define('ERR_MAX_SIZE_EXCEEDED', 413, 'maximum size exceeded'),
+  uploadLengthExceeded: define('ERR_UPLOAD_LENGTH_EXCEEDED', 413, 'body exceeds the upload length'),
+  chunkTooLarge: define('ERR_CHUNK_TOO_LARGE', 413, 'request body exceeds the maximum chunk size'),
+  uploadLocked: define('ERR_UPLOAD_LOCKED', 423, 'upload is locked by another request'),
+  insufficientStorage: define('ERR_INSUFFICIENT_STORAGE', 507, 'insufficient storage'),
+  internal: define('ERR_INTERNAL_SERVER_ERROR', 500, 'internal server error'),
+} as const;
+
+/** True for errors a full or over-quota disk raises. */
+export function isNoSpaceError(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}

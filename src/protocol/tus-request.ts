@@ -1,0 +1,28 @@
+import type { Readable } from 'node:stream';
+import type { RequestHeaders } from './headers.js';
+
+/** A request as the protocol sees it: no framework types, so a literal object will do. */
+export interface TusRequest {
+  /** The HTTP method as received (`X-HTTP-Method-Override` is applied by the handler). */
+  method: string;
+  /** Request headers with lower-case names, as Node's `IncomingMessage.headers`. */
+  headers: RequestHeaders;
+  /** The upload id taken from the URL path; `undefined` for the creation URL itself. */
+  id?: string;
+  /** Path of the creation URL as the client addressed it (e.g. `/api/files`), no trailing slash. */
+  basePath: string;
+  /** Scheme of the URL the client used (`http` or `https`), for `Location`. */
+  scheme: string;
+  /** Host of the URL the client used; the `Host` header when not given. */
+  host?: string;
+  /** The request body. */
+  body: Readable;
+}
+
+/** A response for the adapter to send. */
+export interface TusResponse {
+  status: number;
+  headers: Record<string, string>;
+  /** A short text body (errors); success responses have none. */
+  body?: string;
+}

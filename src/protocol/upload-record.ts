@@ -1,0 +1,106 @@
+import { readFile } from 'node:fs/promises';
+import type { UploadMetadata } from './metadata.js';
+
+/** The on-disk JSON of a record, with tussi's field names so either side can read the other's. */
+export interface UploadRecordJson {
+  length: number | null;
+  offset: number;
+  metadata: UploadMetadata;
+  server_metadata: Record<string, string>;
+  /** Unix time, seconds. */
+  created_at: number;
+  /** Unix time, seconds. */
+  last_write: number;
+  /** ISO 8601 UTC, set when finalized. */
+  finished_at?: string | null;
+  /** Seconds from creation to finalization (ISO 8601 durations such as `PT1.5S` are read too). */
+  duration?: number | string | null;
+}
+
+/** What the server knows about one upload. */
+export class UploadRecord {
+  constructor(
+    /** Declared size in bytes (`null` while deferred). */
+    public length: number | null,
+    /** Bytes received and durable. */
+    public offset: number,
+    /** Client metadata decoded from `Upload-Metadata`. */
+    public metadata: UploadMetadata = {},
+    /** Server metadata returned by the `onCreate` hook. */
+    public serverMetadata: Record<string, string> = {},
+    /** Unix time of creation, seconds. */
+    public createdAt: number = Date.now() / 1000,
+    /** Unix time of the last successful write, seconds. */
+    public lastWrite: number = createdAt,
+    /** When the upload was finalized. */
+    public finishedAt: Date | null = null,
+    /** Seconds from creation to finalization. */
+    public duration: number | null = null,
+  ) {}
+
+  /** True once every declared byte is durable. */
+  get isComplete(): boolean {
+    return this.length !== null && this.offset === this.length;
+  }
+
+  toJSON(): UploadRecordJson {
+    return {
+      length: this.length,
+      offset: this.offset,
+      metadata: this.metadata,
+      server_metadata: this.serverMetadata,
+      created_at: this.createdAt,
+      last_write: this.lastWrite,
+      finished_at: this.finishedAt?.toISOString() ?? null,
+      duration: this.duration,
+    };
+  }
+
+  /** Parses a record; throws a `SyntaxError` when a required field is missing or mistyped. */
+  static fromJSON(value: unknown): UploadRecord {
+    const json = value as Partial<UploadRecordJson> | null;
+    const isCount = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) >= 0;
+    if (
+      typeof json !== 'object' ||
+      json === null ||
+      !(json.length === null || isCount(json.length)) ||
+      !isCount(json.offset) ||
+      typeof json.created_at !== 'number'
+    ) {
+      throw new SyntaxError('not an upload record');
+    }
+    return new UploadRecord(
+      json.length,
+      json.offset,
+      stringMap(json.metadata),
+      stringMap(json.server_metadata),
+      json.created_at,
+      typeof json.last_write === 'number' ? json.last_write : json.created_at,
+      json.finished_at ? new Date(json.finished_at) : null,
+      parseDuration(json.duration),
+    );
+  }
+
+  /** Reads a record saved as `.meta` JSON (by this server, a consumer's `saveRecord`, or tussi). */
+  static async fromFile(path: string): Promise<UploadRecord> {
+    return UploadRecord.fromJSON(JSON.parse(await readFile(path, 'utf8')));
+  }
+}
+
+function stringMap(value: unknown): Record<string, string> {
+  if (typeof value !== 'object' || value === null) return {};
+  return Object.fromEntries(
+    Object.entries(value).filter((entry): entry is [string, string] => typeof entry[1] === 'string'),
+  );
+}
+
+/** Seconds from a number or an ISO 8601 duration (`PT1H2M3.5S`, `P1DT2S`) as pydantic writes. */
+function parseDuration(value: unknown): number | null {
+  if (typeof value === 'number') return value;
+  if (typeof value !== 'string') return null;
+  const m = /^(-)?P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$/.exec(value);
+  if (!m) return null;
+  const [, sign, d = '0', h = '0', min = '0', s = '0'] = m;
+  const seconds = Number(d) * 86400 + Number(h) * 3600 + Number(min) * 60 + Number(s);
+  return sign ? -seconds : seconds;
+}

@@ -1,0 +1,38 @@
+import { readFile, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { UploadRecord } from '../protocol/upload-record.js';
+import { writeFileAtomic } from './durable-file.js';
+import type { UploadRecordStore } from './storage.interfaces.js';
+
+/** Records as `{directory}/{id}.meta` JSON files, replaced atomically on every update. */
+export class FilesystemRecordStore implements UploadRecordStore {
+  constructor(
+    readonly directory: string,
+    private readonly fsync = true,
+  ) {}
+
+  pathOf(id: string): string {
+    return join(this.directory, `${id}.meta`);
+  }
+
+  async get(id: string): Promise<UploadRecord | null> {
+    let text: string;
+    try {
+      text = await readFile(this.pathOf(id), 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+    return UploadRecord.fromJSON(JSON.parse(text));
+  }
+
+  async put(id: string, record: UploadRecord): Promise<void> {
+    await writeFileAtomic(this.pathOf(id), JSON.stringify(record), this.fsync);
+  }
+
+  async remove(id: string): Promise<void> {
+    await unlink(this.pathOf(id)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
+  }
+}

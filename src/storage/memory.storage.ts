@@ -1,0 +1,74 @@
+import type { Readable } from 'node:stream';
+import { UploadRecord } from '../protocol/upload-record.js';
+import { pumpBody } from './body-pump.js';
+import { KeyedMutex } from './keyed-mutex.js';
+import type {
+  BodyWriteOptions,
+  BodyWriteResult,
+  UploadLock,
+  UploadLocker,
+  UploadRecordStore,
+  UploadStorage,
+} from './storage.interfaces.js';
+
+/**
+ * Uploads held in memory, for tests and examples: the reference for how an `UploadStorage`
+ * behaves, and proof that the protocol needs nothing from the filesystem.
+ */
+export class MemoryStorage implements UploadStorage {
+  readonly files = new Map<string, Buffer>();
+
+  async create(id: string, length: number | null): Promise<void> {
+    if (this.files.has(id)) throw Object.assign(new Error(`${id} exists`), { code: 'EEXIST' });
+    this.files.set(id, Buffer.alloc(length ?? 0));
+  }
+
+  async write(id: string, offset: number, body: Readable, options: BodyWriteOptions): Promise<BodyWriteResult> {
+    let position = offset;
+    return pumpBody(
+      body,
+      async (chunks, bytes) => {
+        const file = this.files.get(id);
+        if (!file) throw Object.assign(new Error(`${id} is gone`), { code: 'ENOENT' });
+        const grown = position + bytes > file.length ? Buffer.alloc(position + bytes) : file;
+        if (grown !== file) file.copy(grown);
+        Buffer.concat(chunks, bytes).copy(grown, position);
+        this.files.set(id, grown);
+        position += bytes;
+      },
+      options,
+    );
+  }
+
+  async remove(id: string): Promise<void> {
+    this.files.delete(id);
+  }
+}
+
+/** Records held in memory (as JSON, so a caller never shares an object with the store). */
+export class MemoryRecordStore implements UploadRecordStore {
+  readonly records = new Map<string, string>();
+
+  async get(id: string): Promise<UploadRecord | null> {
+    const json = this.records.get(id);
+    return json === undefined ? null : UploadRecord.fromJSON(JSON.parse(json));
+  }
+
+  async put(id: string, record: UploadRecord): Promise<void> {
+    this.records.set(id, JSON.stringify(record));
+  }
+
+  async remove(id: string): Promise<void> {
+    this.records.delete(id);
+  }
+}
+
+/** Locks that hold within one process only. */
+export class MemoryUploadLocker implements UploadLocker {
+  private readonly mutex = new KeyedMutex();
+
+  async acquire(id: string, waitMs: number): Promise<UploadLock> {
+    const release = await this.mutex.acquire(id, waitMs);
+    return { release: async () => release() };
+  }
+}

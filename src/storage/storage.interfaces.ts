@@ -1,0 +1,67 @@
+import type { Readable } from 'node:stream';
+import type { UploadRecord } from '../protocol/upload-record.js';
+
+/** How much of a request body to take and how long to wait for it. */
+export interface BodyWriteOptions {
+  /** Most bytes to accept; a body with more stops at this count and reports `exceeded`. */
+  limit: number;
+  /** Cut the body when no byte arrives for this many milliseconds (0 = never). */
+  idleTimeoutMs: number;
+  /** Sees every accepted chunk in order, before it is written (checksums, progress). */
+  onChunk?: (chunk: Buffer) => void;
+}
+
+/** What became of a request body. */
+export interface BodyWriteResult {
+  /** Bytes written to storage (and durable when the storage syncs). */
+  bytes: number;
+  /** The body ended normally. */
+  ended: boolean;
+  /** The body had more bytes than `limit`; reading stopped there. */
+  exceeded: boolean;
+  /** The client went away or stalled (the bytes received before are kept). */
+  aborted: boolean;
+  /** Writing failed after `bytes` bytes (e.g. ENOSPC). */
+  error?: Error;
+}
+
+/** Where the bytes of uploads live. The filesystem is the default; implement this for others. */
+export interface UploadStorage {
+  /** Creates the data of a new upload and reserves `length` bytes when it is known. */
+  create(id: string, length: number | null): Promise<void>;
+  /** Writes the body at `offset`, streaming, up to `options.limit` bytes. */
+  write(id: string, offset: number, body: Readable, options: BodyWriteOptions): Promise<BodyWriteResult>;
+  /** Removes the data of an upload; a missing upload is not an error. */
+  remove(id: string): Promise<void>;
+}
+
+/** Where the records of uploads live (`{id}.meta` on the filesystem). */
+export interface UploadRecordStore {
+  /** The record, or `null` when there is none. */
+  get(id: string): Promise<UploadRecord | null>;
+  /** Stores a record, replacing any other atomically: a reader sees the old or the new one. */
+  put(id: string, record: UploadRecord): Promise<void>;
+  /** Removes a record; a missing one is not an error. */
+  remove(id: string): Promise<void>;
+}
+
+/** A held lock. */
+export interface UploadLock {
+  release(): Promise<void>;
+}
+
+/** Thrown by `UploadLocker.acquire` when the lock was not free within the wait. */
+export class LockTimeoutError extends Error {
+  override readonly name = 'LockTimeoutError';
+}
+
+/** Thrown by `UploadLocker.acquire` when there is no such upload to lock. */
+export class LockTargetMissingError extends Error {
+  override readonly name = 'LockTargetMissingError';
+}
+
+/** Exclusive per-upload locks; the filesystem locker holds across processes of one host. */
+export interface UploadLocker {
+  /** Waits up to `waitMs` for the lock of `id`. */
+  acquire(id: string, waitMs: number): Promise<UploadLock>;
+}

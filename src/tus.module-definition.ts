@@ -1,0 +1,17 @@
+import { ConfigurableModuleBuilder } from '@nestjs/common';
+import { createTusController } from './nest/tus.controller.js';
+import type { TusModuleExtras, TusModuleOptions } from './tus.options.js';
+
+export const {
+  ConfigurableModuleClass,
+  MODULE_OPTIONS_TOKEN: TUS_MODULE_OPTIONS,
+  OPTIONS_TYPE,
+  ASYNC_OPTIONS_TYPE,
+} = new ConfigurableModuleBuilder<TusModuleOptions>({ moduleName: 'Tus' })
+  .setClassMethodName('forRoot')
+  .setExtras<TusModuleExtras>({ path: 'files', isGlobal: false }, (definition, extras) => ({
+    ...definition,
+    global: extras.isGlobal,
+    controllers: [createTusController(extras.path)],
+  }))
+  .build();
