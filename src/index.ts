@@ -1,5 +1,9 @@
 export { TusModule } from './tus.module.js';
-export { TUS_MODULE_OPTIONS, OPTIONS_TYPE as TusModuleOptionsType, ASYNC_OPTIONS_TYPE as TusModuleAsyncOptions } from './tus.module-definition.js';
+export {
+  TUS_MODULE_OPTIONS,
+  OPTIONS_TYPE as TusModuleOptionsType,
+  ASYNC_OPTIONS_TYPE as TusModuleAsyncOptions,
+} from './tus.module-definition.js';
 export type { TusModuleOptions, TusModuleExtras } from './tus.options.js';
 export { resolveTusOptions, type ResolvedTusOptions } from './tus.options-validation.js';
 export { TusController, createTusController } from './nest/tus.controller.js';
@@ -23,3 +27,8 @@ export { FilesystemRecordStore } from './storage/filesystem-record.store.js';
 export { FileUploadLocker } from './storage/file-upload.locker.js';
 export { MemoryStorage, MemoryRecordStore, MemoryUploadLocker } from './storage/memory.storage.js';
 export { pumpBody, type BatchSink } from './storage/body-pump.js';
+
+export { CompletedUploadQueue, TimeoutError, AbortError, type WaitForFileOptions } from './queue/completed-upload.queue.js';
+export { CompletedUpload } from './queue/completed-upload.js';
+export { FilesystemCompletedQueue, type FilesystemCompletedQueueOptions } from './queue/filesystem-completed.queue.js';
+export { finalizeUpload, recoverFinalizes } from './protocol/finalize.js';

@@ -47,7 +47,8 @@ function nestLogger(): TusLogger {
             directoryMode: options.directoryMode,
             log: (m) => logger.warn(m),
           });
-        const records = options.recordStore ?? new FilesystemRecordStore(options.uploadDir, options.fsync);
+        const records =
+          options.recordStore ?? new FilesystemRecordStore(options.uploadDir, options.fsync);
         // The file locker locks the data file; another storage brings its own locker (or gets
         // locks that hold within this process only).
         const locker =

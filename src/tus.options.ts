@@ -1,5 +1,9 @@
 import type { TusLogger } from './protocol/tus-context.js';
-import type { UploadLocker, UploadRecordStore, UploadStorage } from './storage/storage.interfaces.js';
+import type {
+  UploadLocker,
+  UploadRecordStore,
+  UploadStorage,
+} from './storage/storage.interfaces.js';
 
 /** Options of `TusModule.forRoot()` / `forRootAsync()`. Sizes are bytes, times milliseconds. */
 export interface TusModuleOptions {

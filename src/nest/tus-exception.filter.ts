@@ -1,4 +1,10 @@
-import { Catch, HttpException, Logger, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
+import {
+  Catch,
+  HttpException,
+  Logger,
+  type ArgumentsHost,
+  type ExceptionFilter,
+} from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { TUS_VERSION } from '../protocol/headers.js';
 
@@ -23,7 +29,8 @@ export class TusExceptionFilter implements ExceptionFilter {
     if (exception instanceof HttpException) {
       status = exception.getStatus();
       body = exception.getResponse();
-      for (const [name, value] of Object.entries(exceptionHeaders(exception))) response.setHeader(name, value);
+      for (const [name, value] of Object.entries(exceptionHeaders(exception)))
+        response.setHeader(name, value);
     } else {
       this.logger.error('request failed', exception instanceof Error ? exception.stack : exception);
     }

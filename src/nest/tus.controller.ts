@@ -23,11 +23,19 @@ export class TusController {
   }
 
   @All(':id')
-  async upload(@Req() req: TusExpressRequest, @Res() res: Response, @Param('id') id: string): Promise<void> {
+  async upload(
+    @Req() req: TusExpressRequest,
+    @Res() res: Response,
+    @Param('id') id: string,
+  ): Promise<void> {
     await this.serve(req, res, id);
   }
 
-  protected async serve(req: TusExpressRequest, res: Response, id: string | undefined): Promise<void> {
+  protected async serve(
+    req: TusExpressRequest,
+    res: Response,
+    id: string | undefined,
+  ): Promise<void> {
     let path = new URL(req.originalUrl, 'http://localhost').pathname.replace(/\/+$/, '');
     if (id !== undefined) path = path.slice(0, path.lastIndexOf('/'));
     const response = await this.tus.handle({
@@ -50,7 +58,9 @@ function send(req: Request, res: Response, response: TusResponse): void {
   // A refused request whose body was not read: close rather than read gigabytes to discard them.
   if (!req.readableEnded && hasBody(req)) headers.Connection = 'close';
   if (response.status !== 204 && req.method !== 'HEAD') {
-    headers['Content-Length'] = String(response.body === undefined ? 0 : Buffer.byteLength(response.body));
+    headers['Content-Length'] = String(
+      response.body === undefined ? 0 : Buffer.byteLength(response.body),
+    );
   }
   res.writeHead(response.status, headers);
   res.end(response.body);

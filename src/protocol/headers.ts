@@ -46,7 +46,9 @@ export function parseUploadLength(headers: RequestHeaders): number {
 
 /** `Upload-Offset` of a PATCH; 400 when missing or malformed. */
 export function parseUploadOffset(headers: RequestHeaders): number {
-  const offset = parseNonNegativeInteger(headerValue(headers, 'upload-offset', TusErrors.invalidOffset));
+  const offset = parseNonNegativeInteger(
+    headerValue(headers, 'upload-offset', TusErrors.invalidOffset),
+  );
   if (offset === undefined) throw TusErrors.invalidOffset();
   return offset;
 }
@@ -72,7 +74,8 @@ export function assertTusResumable(headers: RequestHeaders): void {
   if (version?.trim() !== TUS_VERSION) throw TusErrors.unsupportedVersion();
 }
 
-const HOSTNAME = /^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i;
+const HOSTNAME =
+  /^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i;
 const IPV6_LITERAL = /^\[[0-9a-f:.]+(?:%25[a-z0-9._~-]+)?\]$/i;
 
 /**
@@ -85,7 +88,8 @@ export function parseHost(raw: string | undefined): string {
   if (!match) throw TusErrors.invalidHost();
   const [, name, port] = match;
   if (!name || !(HOSTNAME.test(name) || IPV6_LITERAL.test(name))) throw TusErrors.invalidHost();
-  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) throw TusErrors.invalidHost();
+  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535))
+    throw TusErrors.invalidHost();
   return raw.toLowerCase();
 }
 

@@ -1,3 +1,4 @@
+import type { CompletedUploadQueue } from '../queue/completed-upload.queue.js';
 import type { UploadStorageService } from '../storage/upload-storage.service.js';
 import type { TusRequest, TusResponse } from './tus-request.js';
 
@@ -25,6 +26,8 @@ export interface TusProtocolOptions {
 export interface TusContext {
   readonly options: TusProtocolOptions;
   readonly store: UploadStorageService;
+  /** Where finished uploads go; without one they stay in storage with offset == length. */
+  readonly queue?: CompletedUploadQueue;
   readonly logger: TusLogger;
 }
 

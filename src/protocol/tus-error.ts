@@ -29,8 +29,16 @@ const define = (code: string, status: number, message: string) => () =>
 export const TusErrors = {
   unsupportedVersion: () =>
     new TusError('ERR_UNSUPPORTED_VERSION', 412, 'unsupported version', { 'Tus-Version': '1.0.0' }),
-  invalidContentType: define('ERR_INVALID_CONTENT_TYPE', 415, 'missing or invalid Content-Type header'),
-  invalidUploadLength: define('ERR_INVALID_UPLOAD_LENGTH', 400, 'missing or invalid Upload-Length header'),
+  invalidContentType: define(
+    'ERR_INVALID_CONTENT_TYPE',
+    415,
+    'missing or invalid Content-Type header',
+  ),
+  invalidUploadLength: define(
+    'ERR_INVALID_UPLOAD_LENGTH',
+    400,
+    'missing or invalid Upload-Length header',
+  ),
   invalidOffset: define('ERR_INVALID_OFFSET', 400, 'missing or invalid Upload-Offset header'),
   invalidMetadata: define('ERR_INVALID_METADATA', 400, 'invalid Upload-Metadata header'),
   metadataTooLarge: define('ERR_METADATA_TOO_LARGE', 400, 'Upload-Metadata header too large'),

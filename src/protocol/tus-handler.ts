@@ -25,7 +25,11 @@ export class TusHandler {
     let method = request.method.toUpperCase();
     try {
       // "The X-HTTP-Method-Override request header MUST be ... interpreted as the request's method".
-      const override = headerValue(request.headers, 'x-http-method-override', TusErrors.methodNotAllowed);
+      const override = headerValue(
+        request.headers,
+        'x-http-method-override',
+        TusErrors.methodNotAllowed,
+      );
       if (override) method = override.trim().toUpperCase();
       // Tus-Resumable is checked first: "the Server MUST NOT process the request" otherwise.
       if (method !== 'OPTIONS') assertTusResumable(request.headers);

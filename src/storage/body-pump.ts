@@ -13,7 +13,11 @@ const BATCH_BYTES = 1 << 20;
  * before the cut written, because the protocol says to "store as much of the received data as
  * possible".
  */
-export function pumpBody(body: Readable, sink: BatchSink, options: BodyWriteOptions): Promise<BodyWriteResult> {
+export function pumpBody(
+  body: Readable,
+  sink: BatchSink,
+  options: BodyWriteOptions,
+): Promise<BodyWriteResult> {
   return new Promise((resolve) => {
     let queue: Buffer[] = [];
     let queuedBytes = 0;
@@ -22,7 +26,11 @@ export function pumpBody(body: Readable, sink: BatchSink, options: BodyWriteOpti
     let writing = false;
     let finished = false;
     let settled = false;
-    const result: Omit<BodyWriteResult, 'bytes'> = { ended: false, exceeded: false, aborted: false };
+    const result: Omit<BodyWriteResult, 'bytes'> = {
+      ended: false,
+      exceeded: false,
+      aborted: false,
+    };
     let idle: NodeJS.Timeout | undefined;
 
     const armIdle = () => {
@@ -33,6 +41,11 @@ export function pumpBody(body: Readable, sink: BatchSink, options: BodyWriteOpti
         body.destroy();
         finish();
       }, options.idleTimeoutMs);
+    };
+
+    const resume = () => {
+      body.resume();
+      armIdle();
     };
 
     const detach = () => {
@@ -56,7 +69,7 @@ export function pumpBody(body: Readable, sink: BatchSink, options: BodyWriteOpti
       if (writing || settled) return;
       if (queue.length === 0) {
         if (finished) settle();
-        else if (body.isPaused()) body.resume();
+        else if (body.isPaused()) resume();
         return;
       }
       const batch = queue;
@@ -64,7 +77,7 @@ export function pumpBody(body: Readable, sink: BatchSink, options: BodyWriteOpti
       queue = [];
       queuedBytes = 0;
       writing = true;
-      if (!finished) body.resume();
+      if (!finished && body.isPaused()) resume();
       sink(batch, bytes).then(
         () => {
           written += bytes;
@@ -106,7 +119,11 @@ export function pumpBody(body: Readable, sink: BatchSink, options: BodyWriteOpti
         queuedBytes += piece.length;
       }
       if (result.exceeded) return finish();
-      if (queuedBytes >= BATCH_BYTES) body.pause();
+      if (queuedBytes >= BATCH_BYTES) {
+        // While we hold the body paused, the client is not idle: the timer waits for us.
+        body.pause();
+        clearTimeout(idle);
+      }
       flush();
     }
     function onEnd() {

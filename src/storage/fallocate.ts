@@ -8,7 +8,10 @@ interface NativeAddon {
 function loadAddon(): NativeAddon | null {
   const require = createRequire(import.meta.url);
   // dist/storage/ and src/storage/ are both two levels below the package root.
-  for (const candidate of ['../../build/Release/tussi_native.node', '../../build/Debug/tussi_native.node']) {
+  for (const candidate of [
+    '../../build/Release/tussi_native.node',
+    '../../build/Debug/tussi_native.node',
+  ]) {
     try {
       return require(candidate) as NativeAddon;
     } catch {
@@ -30,7 +33,11 @@ export const preallocation = addon ? 'fallocate' : 'ftruncate (native addon not 
  * missing or the filesystem cannot reserve blocks (EOPNOTSUPP: tmpfs on old kernels, some NFS).
  * ENOSPC and other errors are thrown.
  */
-export async function preallocate(handle: FileHandle, length: number, log: (message: string) => void): Promise<void> {
+export async function preallocate(
+  handle: FileHandle,
+  length: number,
+  log: (message: string) => void,
+): Promise<void> {
   if (length === 0) return;
   if (addon) {
     try {

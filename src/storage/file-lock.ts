@@ -9,7 +9,8 @@ export interface FileLock {
   release(): Promise<void>;
 }
 
-const isBusy = (e: unknown) => ['EWOULDBLOCK', 'EAGAIN'].includes((e as NodeJS.ErrnoException).code ?? '');
+const isBusy = (e: unknown) =>
+  ['EWOULDBLOCK', 'EAGAIN'].includes((e as NodeJS.ErrnoException).code ?? '');
 const isMissing = (e: unknown) => (e as NodeJS.ErrnoException).code === 'ENOENT';
 
 /**
@@ -60,7 +61,11 @@ export async function tryLockFile(path: string): Promise<FileLock | null> {
  * Waits up to `waitMs` for an exclusive lock on `path`, retrying non-blocking attempts with a
  * backoff from 2 ms to 100 ms (no threadpool thread is held while waiting).
  */
-export async function lockFile(path: string, waitMs: number, signal?: AbortSignal): Promise<FileLock> {
+export async function lockFile(
+  path: string,
+  waitMs: number,
+  signal?: AbortSignal,
+): Promise<FileLock> {
   const deadline = Date.now() + waitMs;
   for (let delay = 2; ; delay = Math.min(delay * 2, 100)) {
     signal?.throwIfAborted();

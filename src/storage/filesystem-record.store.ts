@@ -1,4 +1,5 @@
-import { readFile, unlink } from 'node:fs/promises';
+import { readFile, readdir, unlink } from 'node:fs/promises';
+import { isUploadId } from '../protocol/headers.js';
 import { join } from 'node:path';
 import { UploadRecord } from '../protocol/upload-record.js';
 import { writeFileAtomic } from './durable-file.js';
@@ -34,5 +35,12 @@ export class FilesystemRecordStore implements UploadRecordStore {
     await unlink(this.pathOf(id)).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== 'ENOENT') throw e;
     });
+  }
+
+  async list(): Promise<string[]> {
+    const names = await readdir(this.directory);
+    return names
+      .filter((n) => n.endsWith('.meta') && isUploadId(n.slice(0, -5)))
+      .map((n) => n.slice(0, -5));
   }
 }

@@ -55,7 +55,12 @@ export class FilesystemStorage implements UploadStorage {
     }
   }
 
-  async write(id: string, offset: number, body: Readable, options: BodyWriteOptions): Promise<BodyWriteResult> {
+  async write(
+    id: string,
+    offset: number,
+    body: Readable,
+    options: BodyWriteOptions,
+  ): Promise<BodyWriteResult> {
     const handle = await open(this.pathOf(id), 'r+');
     let position = offset;
     try {

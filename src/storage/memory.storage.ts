@@ -23,7 +23,12 @@ export class MemoryStorage implements UploadStorage {
     this.files.set(id, Buffer.alloc(length ?? 0));
   }
 
-  async write(id: string, offset: number, body: Readable, options: BodyWriteOptions): Promise<BodyWriteResult> {
+  async write(
+    id: string,
+    offset: number,
+    body: Readable,
+    options: BodyWriteOptions,
+  ): Promise<BodyWriteResult> {
     let position = offset;
     return pumpBody(
       body,
@@ -60,6 +65,10 @@ export class MemoryRecordStore implements UploadRecordStore {
 
   async remove(id: string): Promise<void> {
     this.records.delete(id);
+  }
+
+  async list(): Promise<string[]> {
+    return [...this.records.keys()];
   }
 }
 

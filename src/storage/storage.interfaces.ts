@@ -30,7 +30,12 @@ export interface UploadStorage {
   /** Creates the data of a new upload and reserves `length` bytes when it is known. */
   create(id: string, length: number | null): Promise<void>;
   /** Writes the body at `offset`, streaming, up to `options.limit` bytes. */
-  write(id: string, offset: number, body: Readable, options: BodyWriteOptions): Promise<BodyWriteResult>;
+  write(
+    id: string,
+    offset: number,
+    body: Readable,
+    options: BodyWriteOptions,
+  ): Promise<BodyWriteResult>;
   /** Removes the data of an upload; a missing upload is not an error. */
   remove(id: string): Promise<void>;
 }
@@ -43,6 +48,8 @@ export interface UploadRecordStore {
   put(id: string, record: UploadRecord): Promise<void>;
   /** Removes a record; a missing one is not an error. */
   remove(id: string): Promise<void>;
+  /** The ids of every stored record (for recovery and the janitor). */
+  list(): Promise<string[]>;
 }
 
 /** A held lock. */

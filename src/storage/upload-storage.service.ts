@@ -1,5 +1,10 @@
 import type { UploadRecord } from '../protocol/upload-record.js';
-import type { UploadLock, UploadLocker, UploadRecordStore, UploadStorage } from './storage.interfaces.js';
+import type {
+  UploadLock,
+  UploadLocker,
+  UploadRecordStore,
+  UploadStorage,
+} from './storage.interfaces.js';
 
 /**
  * The uploads as one service: the bytes (`storage`), their records (`records`) and their locks
@@ -29,7 +34,11 @@ export class UploadStorageService {
   }
 
   /** Runs `work` holding the upload's exclusive lock (waits up to `waitMs` for it). */
-  async withLock<T>(id: string, waitMs: number, work: (lock: UploadLock) => Promise<T>): Promise<T> {
+  async withLock<T>(
+    id: string,
+    waitMs: number,
+    work: (lock: UploadLock) => Promise<T>,
+  ): Promise<T> {
     const lock = await this.locker.acquire(id, waitMs);
     try {
       return await work(lock);

@@ -1,0 +1,64 @@
+import type { UploadRecord } from './upload-record.js';
+
+/** Names of the lifecycle events, for `@OnEvent(TusEvents.Completed)`. */
+export const TusEvents = Object.freeze({
+  Created: 'tus.upload.created',
+  Progress: 'tus.upload.progress',
+  Completed: 'tus.upload.completed',
+  Failed: 'tus.upload.failed',
+} as const);
+
+export type TusEventName = (typeof TusEvents)[keyof typeof TusEvents];
+
+/** Who asked, for events caused by a request. */
+export interface TusRequestInfo {
+  method: string;
+  /** Request headers (lower-case names). */
+  headers: Readonly<Record<string, string | string[] | undefined>>;
+}
+
+/** An upload was created (POST 201). */
+export class UploadCreatedEvent {
+  readonly name = TusEvents.Created;
+  constructor(
+    readonly uploadId: string,
+    readonly record: UploadRecord,
+    readonly request: TusRequestInfo,
+  ) {}
+}
+
+/** Bytes of an upload were received; at most one per upload per progress interval. */
+export class UploadProgressEvent {
+  readonly name = TusEvents.Progress;
+  constructor(
+    readonly uploadId: string,
+    /** Bytes received so far (durable up to the last acknowledged offset). */
+    readonly offset: number,
+    readonly length: number | null,
+  ) {}
+}
+
+/** The last byte of an upload is durable and the upload is in the completed queue. */
+export class UploadCompletedEvent {
+  readonly name = TusEvents.Completed;
+  constructor(
+    readonly uploadId: string,
+    readonly record: UploadRecord,
+  ) {}
+}
+
+/** A request on an upload failed on the server's side (5xx) or the client went away mid-body. */
+export class UploadFailedEvent {
+  readonly name = TusEvents.Failed;
+  constructor(
+    /** `undefined` when the failure came before an upload existed. */
+    readonly uploadId: string | undefined,
+    readonly status: number,
+    readonly error: unknown,
+  ) {}
+}
+
+export type TusEvent = UploadCreatedEvent | UploadProgressEvent | UploadCompletedEvent | UploadFailedEvent;
+
+/** Receives lifecycle events. It must not throw or block: the protocol never waits for it. */
+export type TusEventSink = (event: TusEvent) => void;

@@ -1,0 +1,63 @@
+import type { UploadRecord } from '../protocol/upload-record.js';
+import type { CompletedUpload } from './completed-upload.js';
+
+/** `waitForFile` found nothing within its timeout. */
+export class TimeoutError extends Error {
+  override readonly name = 'TimeoutError';
+}
+
+/** `waitForFile` was aborted by its signal or by the queue shutting down. */
+export class AbortError extends Error {
+  override readonly name = 'AbortError';
+}
+
+export interface WaitForFileOptions {
+  /** Give up after this many milliseconds with a `TimeoutError`. @default no timeout */
+  timeout?: number;
+  /** Give up when this signal fires, with an `AbortError`. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Finished uploads as work items: each is handed to exactly one consumer, across every process
+ * that shares the queue. Inject it in a consumer service:
+ *
+ * ```ts
+ * await using upload = await queue.waitForFile({ timeout: 60_000 });
+ * await upload.save(`/srv/files/${upload.name}`);
+ * ```
+ *
+ * An abstract class, so it serves as the injection token; the filesystem queue is the default.
+ */
+export abstract class CompletedUploadQueue {
+  /**
+   * Waits for a finished upload and claims it for this caller alone. Release it (`release()`,
+   * `await using`, or use `withFile`) when done: its files left in the queue are then deleted.
+   */
+  abstract waitForFile(options?: WaitForFileOptions): Promise<CompletedUpload>;
+
+  /** Hands a finished upload to the queue. Called by the server, under the upload's lock. */
+  abstract enqueue(id: string, record: UploadRecord): Promise<void>;
+
+  /**
+   * The record of an upload the queue holds or handed out recently (until it expires), so a
+   * client that lost the last response learns that its upload is complete. `null` otherwise.
+   */
+  abstract lookup(id: string): Promise<UploadRecord | null>;
+
+  /** Stops every pending `waitForFile` with an `AbortError`. */
+  abstract close(): Promise<void>;
+
+  /** Claims one upload, runs `work` with it, and releases it whatever `work` does. */
+  async withFile<T>(
+    work: (upload: CompletedUpload) => Promise<T>,
+    options?: WaitForFileOptions,
+  ): Promise<T> {
+    const upload = await this.waitForFile(options);
+    try {
+      return await work(upload);
+    } finally {
+      await upload.release();
+    }
+  }
+}

@@ -1,0 +1,66 @@
+import type { UploadRecord } from '../protocol/upload-record.js';
+import { moveFile } from './move-file.js';
+
+/** What a queue does when a claim ends; given by the queue that made the claim. */
+export interface ClaimRelease {
+  /** Deletes what the consumer left behind, keeps a receipt, then lets go of the claim. */
+  (upload: CompletedUpload): Promise<void>;
+}
+
+/**
+ * A finished upload claimed by one consumer. Move its files out with `save` / `saveRecord`;
+ * `release()` (or `await using`) deletes whatever is left in the queue and ends the claim.
+ */
+export class CompletedUpload implements AsyncDisposable {
+  private saved = false;
+  private recordSaved = false;
+  private released = false;
+
+  constructor(
+    /** The upload id (a UUID), also the file name in the completed directory. */
+    readonly name: string,
+    /** Path of the data file while it is in the queue. */
+    readonly path: string,
+    /** Path of the record (`.meta`) while it is in the queue. */
+    readonly recordPath: string,
+    /** The upload's record: metadata, server metadata, length, timestamps. */
+    readonly record: UploadRecord,
+    private readonly onRelease: ClaimRelease,
+  ) {}
+
+  /** Moves the data file to `dest` (rename; across filesystems copy, fsync, unlink). Once only. */
+  async save(dest: string): Promise<void> {
+    this.assertHeld();
+    if (this.saved) throw new Error(`${this.name}: save() was already called`);
+    this.saved = true;
+    await moveFile(this.path, dest);
+  }
+
+  /** Moves the record (`.meta` JSON) to `dest`. Once only. */
+  async saveRecord(dest: string): Promise<void> {
+    this.assertHeld();
+    if (this.recordSaved) throw new Error(`${this.name}: saveRecord() was already called`);
+    this.recordSaved = true;
+    await moveFile(this.recordPath, dest);
+  }
+
+  /** True once `release()` ran. */
+  get isReleased(): boolean {
+    return this.released;
+  }
+
+  /** Deletes the files still in the queue and ends the claim. Safe to call more than once. */
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    await this.onRelease(this);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
+  }
+
+  private assertHeld(): void {
+    if (this.released) throw new Error(`${this.name}: the upload was released`);
+  }
+}

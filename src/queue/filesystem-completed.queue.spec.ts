@@ -1,0 +1,150 @@
+import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { UploadRecord } from '../protocol/upload-record.js';
+import { tryLockFile } from '../storage/file-lock.js';
+import { AbortError, TimeoutError } from './completed-upload.queue.js';
+import { FilesystemCompletedQueue } from './filesystem-completed.queue.js';
+
+let root: string;
+let staging: string;
+let completed: string;
+let queue: FilesystemCompletedQueue;
+
+beforeEach(async () => {
+  root = await mkdtemp(join(tmpdir(), 'tussi-queue-'));
+  staging = join(root, 'uploads');
+  completed = join(root, 'completed');
+  queue = new FilesystemCompletedQueue({ directory: completed, stagingDirectory: staging, pollIntervalMs: 200, log: () => {} });
+});
+
+afterEach(async () => {
+  await queue.close();
+  await rm(root, { recursive: true, force: true });
+});
+
+/** A finished upload in staging, handed to the queue as the server does. */
+async function finish(content: string, metadata: Record<string, string> = {}): Promise<string> {
+  const id = randomUUID();
+  await writeFile(join(staging, id), content);
+  const record = new UploadRecord(content.length, content.length, metadata, { user: 'u1' });
+  record.finishedAt = new Date();
+  record.duration = 1.5;
+  await queue.enqueue(id, record);
+  return id;
+}
+
+describe('FilesystemCompletedQueue', () => {
+  it('moves record then data into the completed directory and hands it to a waiter', async () => {
+    const id = await finish('hello', { filename: 'a.txt' });
+    expect(existsSync(join(staging, id))).toBe(false);
+    expect(JSON.parse(await readFile(join(completed, `${id}.meta`), 'utf8'))).toMatchObject({
+      length: 5,
+      offset: 5,
+      metadata: { filename: 'a.txt' },
+      server_metadata: { user: 'u1' },
+      duration: 1.5,
+    });
+    const upload = await queue.waitForFile({ timeout: 1000 });
+    expect(upload.name).toBe(id);
+    expect(upload.record.metadata.filename).toBe('a.txt');
+    expect(upload.record.serverMetadata.user).toBe('u1');
+    expect(upload.record.finishedAt).toBeInstanceOf(Date);
+    expect(await readFile(upload.path, 'utf8')).toBe('hello');
+    await upload.release();
+  });
+
+  it('wakes a waiter that was already waiting when the upload finishes', async () => {
+    const waiting = queue.waitForFile({ timeout: 5000 });
+    const id = await finish('late');
+    expect((await waiting).name).toBe(id);
+    await (await waiting).release();
+  });
+
+  it('hands each upload to one claimer only while it is held', async () => {
+    const id = await finish('once');
+    const first = await queue.waitForFile({ timeout: 1000 });
+    expect(first.name).toBe(id);
+    await expect(queue.waitForFile({ timeout: 300 })).rejects.toBeInstanceOf(TimeoutError);
+    await first.release();
+    await expect(queue.waitForFile({ timeout: 300 })).rejects.toBeInstanceOf(TimeoutError);
+  });
+
+  it('save moves the data file, saveRecord the record; each only once', async () => {
+    await finish('payload');
+    const dest = join(root, 'dest');
+    await mkdir(dest);
+    const upload = await queue.waitForFile({ timeout: 1000 });
+    await upload.save(join(dest, 'file.bin'));
+    await upload.saveRecord(join(dest, 'file.bin.meta'));
+    await expect(upload.save(join(dest, 'again'))).rejects.toThrow(/already/);
+    await expect(upload.saveRecord(join(dest, 'again'))).rejects.toThrow(/already/);
+    expect(await readFile(join(dest, 'file.bin'), 'utf8')).toBe('payload');
+    const saved = await UploadRecord.fromFile(join(dest, 'file.bin.meta'));
+    expect(saved.length).toBe(7);
+    expect(saved.duration).toBe(1.5);
+    await upload.release();
+    await expect(upload.save(join(dest, 'x'))).rejects.toThrow(/released/);
+  });
+
+  it('release deletes what is left and keeps a receipt that lookup reads', async () => {
+    const id = await finish('bytes');
+    {
+      await using upload = await queue.waitForFile({ timeout: 1000 });
+      expect(upload.name).toBe(id);
+    }
+    const left = await readdir(completed);
+    expect(left).not.toContain(id);
+    expect(left).not.toContain(`${id}.meta`);
+    const receipt = await queue.lookup(id);
+    expect(receipt?.offset).toBe(5);
+    expect(receipt?.length).toBe(5);
+    expect(await queue.lookup(randomUUID())).toBeNull();
+  });
+
+  it('withFile releases even when the work throws', async () => {
+    const id = await finish('x');
+    await expect(queue.withFile(async () => Promise.reject(new Error('boom')), { timeout: 1000 })).rejects.toThrow('boom');
+    expect(existsSync(join(completed, id))).toBe(false);
+  });
+
+  it('rejects with TimeoutError after the timeout', async () => {
+    const started = Date.now();
+    await expect(queue.waitForFile({ timeout: 250 })).rejects.toBeInstanceOf(TimeoutError);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(240);
+  });
+
+  it('rejects with AbortError when the signal fires or the queue closes', async () => {
+    const controller = new AbortController();
+    const aborted = queue.waitForFile({ signal: controller.signal });
+    controller.abort();
+    await expect(aborted).rejects.toBeInstanceOf(AbortError);
+    const closed = queue.waitForFile();
+    await queue.close();
+    await expect(closed).rejects.toBeInstanceOf(AbortError);
+  });
+
+  it('quarantines an unreadable record instead of deleting it', async () => {
+    const id = randomUUID();
+    await writeFile(join(completed, id), 'data');
+    await writeFile(join(completed, `${id}.meta`), '{ not json');
+    await expect(queue.waitForFile({ timeout: 300 })).rejects.toBeInstanceOf(TimeoutError);
+    const quarantined = await readdir(join(completed, '.quarantine'));
+    expect(quarantined.sort()).toEqual([id, `${id}.meta`].sort());
+  });
+
+  it('skips an upload another holder has locked, and never a data file without its record', async () => {
+    const held = await finish('held');
+    const lock = await tryLockFile(join(completed, held));
+    const orphan = randomUUID();
+    await writeFile(join(completed, orphan), 'no record yet');
+    await expect(queue.waitForFile({ timeout: 300 })).rejects.toBeInstanceOf(TimeoutError);
+    await lock!.release();
+    const upload = await queue.waitForFile({ timeout: 1000 });
+    expect(upload.name).toBe(held);
+    await upload.release();
+  });
+});

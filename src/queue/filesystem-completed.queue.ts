@@ -1,0 +1,247 @@
+import { mkdirSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { readFile, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isUploadId } from '../protocol/headers.js';
+import { UploadRecord } from '../protocol/upload-record.js';
+import { syncDirectory, writeFileAtomic } from '../storage/durable-file.js';
+import { tryLockFile, type FileLock } from '../storage/file-lock.js';
+import { LockTargetMissingError } from '../storage/storage.interfaces.js';
+import { CompletedUpload } from './completed-upload.js';
+import {
+  AbortError,
+  CompletedUploadQueue,
+  TimeoutError,
+  type WaitForFileOptions,
+} from './completed-upload.queue.js';
+
+export interface FilesystemCompletedQueueOptions {
+  /** The completed directory: `{id}` data and `{id}.meta` record of each finished upload. */
+  directory: string;
+  /** The staging directory finished data files are renamed from (same filesystem). */
+  stagingDirectory: string;
+  /** fsync the record and the directories of each move. @default true */
+  fsync?: boolean;
+  /** Mode of the directory when created. @default 0o755 */
+  directoryMode?: number;
+  /** Rescan at least this often when the directory watch says nothing. @default 2000 */
+  pollIntervalMs?: number;
+  /** Where quarantined records are reported. @default console.warn */
+  log?: (message: string) => void;
+}
+
+/** Suffix of the small record kept after a consumer took an upload (HEAD still answers). */
+export const RECEIPT_SUFFIX = '.done';
+/** Where unreadable records and their data are moved aside. */
+export const QUARANTINE_DIR = '.quarantine';
+
+const ignoreMissing = (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'ENOENT') throw e;
+};
+
+/**
+ * The completed queue on a directory shared by every process of a host. A claim is an exclusive
+ * non-blocking `flock` on the data file, held until release: a consumer that dies loses its
+ * lock with its process, and the upload goes back to the queue. Waiters wake on a directory
+ * watch, with a slow rescan as fallback, never in a busy loop.
+ */
+export class FilesystemCompletedQueue extends CompletedUploadQueue {
+  readonly directory: string;
+  private readonly stagingDirectory: string;
+  private readonly fsync: boolean;
+  private readonly pollIntervalMs: number;
+  private readonly log: (message: string) => void;
+  private readonly closing = new AbortController();
+  private readonly wakers = new Set<() => void>();
+  private watcher: FSWatcher | undefined;
+
+  constructor(options: FilesystemCompletedQueueOptions) {
+    super();
+    this.directory = options.directory;
+    this.stagingDirectory = options.stagingDirectory;
+    this.fsync = options.fsync ?? true;
+    this.pollIntervalMs = options.pollIntervalMs ?? 2000;
+    this.log = options.log ?? ((m) => console.warn(`[nestjs-tussi] ${m}`));
+    const mode = options.directoryMode ?? 0o755;
+    mkdirSync(this.directory, { recursive: true, mode });
+    mkdirSync(this.stagingDirectory, { recursive: true, mode });
+    if (statSync(this.directory).dev !== statSync(this.stagingDirectory).dev) {
+      throw new Error(
+        `completedDir (${this.directory}) and uploadDir (${this.stagingDirectory}) must be on the same ` +
+          'filesystem: finished uploads are moved between them with an atomic rename',
+      );
+    }
+  }
+
+  dataPath(id: string): string {
+    return join(this.directory, id);
+  }
+
+  recordPath(id: string): string {
+    return join(this.directory, `${id}.meta`);
+  }
+
+  private receiptPath(id: string): string {
+    return join(this.directory, `${id}${RECEIPT_SUFFIX}`);
+  }
+
+  /**
+   * Record first, then the data: a consumer only looks at data files, so it never finds one
+   * without its whole record. A crash in between leaves the staging record, which recovery uses
+   * to finish the move.
+   */
+  async enqueue(id: string, record: UploadRecord): Promise<void> {
+    await writeFileAtomic(this.recordPath(id), JSON.stringify(record), this.fsync);
+    await rename(join(this.stagingDirectory, id), this.dataPath(id));
+    if (this.fsync) {
+      await syncDirectory(this.directory);
+      await syncDirectory(this.stagingDirectory);
+    }
+    this.wake();
+  }
+
+  async lookup(id: string): Promise<UploadRecord | null> {
+    if (!isUploadId(id)) return null;
+    for (const path of [this.recordPath(id), this.receiptPath(id)]) {
+      try {
+        return UploadRecord.fromJSON(JSON.parse(await readFile(path, 'utf8')));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && !(e instanceof SyntaxError)) throw e;
+      }
+    }
+    return null;
+  }
+
+  async waitForFile(options: WaitForFileOptions = {}): Promise<CompletedUpload> {
+    const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout;
+    const signal = options.signal
+      ? AbortSignal.any([options.signal, this.closing.signal])
+      : this.closing.signal;
+    this.startWatching();
+    for (;;) {
+      if (signal.aborted) throw new AbortError('waitForFile aborted', { cause: signal.reason });
+      const upload = await this.tryClaim();
+      if (upload) return upload;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new TimeoutError(`no completed upload within ${options.timeout} ms`);
+      await this.nextWake(Math.min(left, this.pollIntervalMs), signal);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closing.abort(new Error('the completed-upload queue is closed'));
+    this.watcher?.close();
+    this.watcher = undefined;
+  }
+
+  /** One pass over the directory: the oldest finished upload nobody holds, claimed. */
+  private async tryClaim(): Promise<CompletedUpload | null> {
+    const names = new Set(await readdir(this.directory));
+    const ids = [...names].filter((n) => isUploadId(n) && names.has(`${n}.meta`));
+    const aged = await Promise.all(
+      ids.map(async (id) => ({
+        id,
+        mtime: (await stat(this.dataPath(id)).catch(() => null))?.mtimeMs,
+      })),
+    );
+    aged.sort((a, b) => (a.mtime ?? 0) - (b.mtime ?? 0));
+    for (const { id, mtime } of aged) {
+      if (mtime === undefined) continue;
+      let lock: FileLock | null;
+      try {
+        lock = await tryLockFile(this.dataPath(id));
+      } catch (e) {
+        if (e instanceof LockTargetMissingError) continue;
+        throw e;
+      }
+      if (!lock) continue;
+      const record = await this.readClaimedRecord(id, lock);
+      if (record) {
+        return new CompletedUpload(id, this.dataPath(id), this.recordPath(id), record, (u) =>
+          this.endClaim(u, lock),
+        );
+      }
+    }
+    return null;
+  }
+
+  /** The record of a claimed upload; an unreadable one is quarantined and the claim dropped. */
+  private async readClaimedRecord(id: string, lock: FileLock): Promise<UploadRecord | null> {
+    try {
+      return UploadRecord.fromJSON(JSON.parse(await readFile(this.recordPath(id), 'utf8')));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+        await lock.release();
+        return null;
+      }
+      try {
+        await this.quarantine(id, e);
+      } finally {
+        await lock.release();
+      }
+      return null;
+    }
+  }
+
+  private async quarantine(id: string, reason: unknown): Promise<void> {
+    const dir = join(this.directory, QUARANTINE_DIR);
+    mkdirSync(dir, { recursive: true });
+    await rename(this.recordPath(id), join(dir, `${id}.meta`)).catch(ignoreMissing);
+    await rename(this.dataPath(id), join(dir, id)).catch(ignoreMissing);
+    this.log(`quarantined completed upload ${id} (unreadable record: ${String(reason)}) in ${dir}`);
+  }
+
+  /** Keeps a receipt for HEAD, deletes what the consumer left, then lets go of the lock. */
+  private async endClaim(upload: CompletedUpload, lock: FileLock): Promise<void> {
+    try {
+      const { length, metadata, createdAt, finishedAt, duration } = upload.record;
+      const receipt = new UploadRecord(
+        length,
+        length ?? 0,
+        metadata,
+        {},
+        createdAt,
+        createdAt,
+        finishedAt,
+        duration,
+      );
+      await writeFileAtomic(this.receiptPath(upload.name), JSON.stringify(receipt), false);
+      await unlink(upload.path).catch(ignoreMissing);
+      await unlink(upload.recordPath).catch(ignoreMissing);
+    } finally {
+      await lock.release();
+    }
+  }
+
+  private startWatching(): void {
+    if (this.watcher || this.closing.signal.aborted) return;
+    try {
+      this.watcher = watch(this.directory, { persistent: false }, () => this.wake());
+      this.watcher.on('error', () => {
+        // The rescan interval keeps the queue going without the watch.
+        this.watcher?.close();
+        this.watcher = undefined;
+      });
+    } catch {
+      this.watcher = undefined;
+    }
+  }
+
+  private wake(): void {
+    for (const waker of [...this.wakers]) waker();
+  }
+
+  private nextWake(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wakers.delete(done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.wakers.add(done);
+      if (signal.aborted) done();
+      else signal.addEventListener('abort', done, { once: true });
+    });
+  }
+}

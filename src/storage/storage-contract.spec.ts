@@ -1,0 +1,458 @@
+import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { UploadRecord } from '../protocol/upload-record.js';
+import { preallocation } from './fallocate.js';
+import { FileUploadLocker } from './file-upload.locker.js';
+import { FilesystemRecordStore } from './filesystem-record.store.js';
+import { FilesystemStorage } from './filesystem.storage.js';
+import { MemoryRecordStore, MemoryStorage, MemoryUploadLocker } from './memory.storage.js';
+import {
+  type BodyWriteResult,
+  LockTargetMissingError,
+  LockTimeoutError,
+  type UploadLocker,
+  type UploadRecordStore,
+  type UploadStorage,
+} from './storage.interfaces.js';
+
+/** One implementation of the three storage contracts, with a view of what it holds. */
+interface Subject {
+  storage: UploadStorage;
+  records: UploadRecordStore;
+  locker: UploadLocker;
+  /** The stored bytes of an upload, `undefined` when it has none. */
+  data(id: string): Promise<Buffer | undefined>;
+  /** The record as stored (parsed JSON), `undefined` when there is none. */
+  rawRecord(id: string): Promise<unknown>;
+  /** Names of every file the implementation keeps (none for memory). */
+  listing(): Promise<string[]>;
+  /** Whether locking an upload that does not exist fails with `LockTargetMissingError`. */
+  locksNeedUpload: boolean;
+  dispose(): Promise<void>;
+}
+
+const memorySubject = async (): Promise<Subject> => {
+  const storage = new MemoryStorage();
+  const records = new MemoryRecordStore();
+  return {
+    storage,
+    records,
+    locker: new MemoryUploadLocker(),
+    data: async (id) => storage.files.get(id),
+    rawRecord: async (id) => {
+      const json = records.records.get(id);
+      return json === undefined ? undefined : (JSON.parse(json) as unknown);
+    },
+    listing: async () => [],
+    locksNeedUpload: false,
+    dispose: async () => {},
+  };
+};
+
+const filesystemSubject = async (): Promise<Subject> => {
+  const directory = await mkdtemp(join(tmpdir(), 'tussi-contract-'));
+  const storage = new FilesystemStorage({ directory, log: () => {} });
+  const records = new FilesystemRecordStore(directory);
+  const readIfAny = async (path: string) =>
+    readFile(path).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return undefined;
+      throw e;
+    });
+  return {
+    storage,
+    records,
+    locker: new FileUploadLocker((id) => storage.pathOf(id)),
+    data: (id) => readIfAny(storage.pathOf(id)),
+    rawRecord: async (id) => {
+      const text = await readIfAny(records.pathOf(id));
+      return text === undefined ? undefined : (JSON.parse(text.toString('utf8')) as unknown);
+    },
+    listing: () => readdir(directory),
+    locksNeedUpload: true,
+    dispose: () => rm(directory, { recursive: true, force: true }),
+  };
+};
+
+const body = (...parts: string[]) => Readable.from(parts.map((p) => Buffer.from(p)));
+const options = (limit: number) => ({ limit, idleTimeoutMs: 0 });
+
+function storageContract(name: string, make: () => Promise<Subject>) {
+  describe(`storage contract: ${name}`, () => {
+    let s: Subject;
+    let id: string;
+    beforeEach(async () => {
+      s = await make();
+      id = randomUUID();
+    });
+    afterEach(async () => {
+      await s.dispose();
+    });
+
+    describe('UploadStorage', () => {
+      it.each([0, 1, 10, 1 << 20])(
+        'create reserves the length (%i bytes), zero-filled',
+        async (length) => {
+          await s.storage.create(id, length);
+          const data = await s.data(id);
+          expect(data?.length).toBe(length);
+          expect(data!.equals(Buffer.alloc(length))).toBe(true);
+        },
+      );
+
+      it('create of a deferred length holds no bytes', async () => {
+        await s.storage.create(id, null);
+        expect((await s.data(id))?.length).toBe(0);
+      });
+
+      it('create refuses an id that exists (EEXIST)', async () => {
+        await s.storage.create(id, 4);
+        await expect(s.storage.create(id, 4)).rejects.toMatchObject({ code: 'EEXIST' });
+      });
+
+      it('writes a body at an offset, in place, and reports it ended', async () => {
+        await s.storage.create(id, 10);
+        expect(await s.storage.write(id, 0, body('ab', 'cde'), options(10))).toEqual({
+          bytes: 5,
+          ended: true,
+          exceeded: false,
+          aborted: false,
+        } satisfies BodyWriteResult);
+        expect((await s.data(id))!.toString('latin1')).toBe('abcde\0\0\0\0\0');
+        expect(await s.storage.write(id, 5, body('fghij'), options(5))).toMatchObject({
+          bytes: 5,
+          ended: true,
+        });
+        expect((await s.data(id))!.toString('latin1')).toBe('abcdefghij');
+        await s.storage.write(id, 2, body('XY'), options(8));
+        expect((await s.data(id))!.toString('latin1')).toBe('abXYefghij');
+      });
+
+      it('an empty body writes nothing', async () => {
+        await s.storage.create(id, 3);
+        expect(await s.storage.write(id, 0, body(), options(3))).toMatchObject({
+          bytes: 0,
+          ended: true,
+          exceeded: false,
+        });
+        expect((await s.data(id))!.equals(Buffer.alloc(3))).toBe(true);
+      });
+
+      it('stops at the limit and reports exceeded, storing nothing past it', async () => {
+        await s.storage.create(id, 10);
+        const result = await s.storage.write(id, 6, body('01', '23456', '789'), options(4));
+        expect(result).toMatchObject({ bytes: 4, exceeded: true, aborted: false });
+        const data = (await s.data(id))!;
+        expect(data.length).toBe(10);
+        expect(data.toString('latin1')).toBe('\0\0\0\0\0\x000123');
+      });
+
+      it('a body of exactly the limit is not exceeded', async () => {
+        await s.storage.create(id, 4);
+        expect(await s.storage.write(id, 0, body('01', '23'), options(4))).toMatchObject({
+          bytes: 4,
+          ended: true,
+          exceeded: false,
+        });
+      });
+
+      it('a limit below the upload length leaves the rest untouched', async () => {
+        await s.storage.create(id, 10);
+        expect(await s.storage.write(id, 0, body('0123456789'), options(3))).toMatchObject({
+          bytes: 3,
+          exceeded: true,
+        });
+        expect((await s.data(id))!.toString('latin1')).toBe('012\0\0\0\0\0\0\0');
+      });
+
+      it('keeps the bytes of an aborted body', async () => {
+        await s.storage.create(id, 10);
+        const stream = new PassThrough();
+        let accepted!: () => void;
+        const gotChunk = new Promise<void>((resolve) => (accepted = resolve));
+        const pending = s.storage.write(id, 0, stream, {
+          ...options(10),
+          onChunk: () => accepted(),
+        });
+        stream.write(Buffer.from('abc'));
+        await gotChunk;
+        stream.destroy();
+        expect(await pending).toMatchObject({ bytes: 3, ended: false, aborted: true });
+        expect((await s.data(id))!.subarray(0, 3).toString()).toBe('abc');
+      });
+
+      it('cuts an idle body and keeps its bytes', async () => {
+        await s.storage.create(id, 10);
+        const stream = new PassThrough();
+        const pending = s.storage.write(id, 0, stream, { limit: 10, idleTimeoutMs: 50 });
+        stream.write(Buffer.from('abcd'));
+        expect(await pending).toMatchObject({ bytes: 4, ended: false, aborted: true });
+        expect(stream.destroyed).toBe(true);
+        expect((await s.data(id))!.subarray(0, 4).toString()).toBe('abcd');
+      });
+
+      it('writing to an upload that is gone stores nothing', async () => {
+        const outcome = await s.storage.write(id, 0, body('abc'), options(3)).then(
+          (result) => result,
+          (error: unknown) => ({ bytes: 0, error }),
+        );
+        expect(outcome.bytes).toBe(0);
+        expect(outcome.error).toBeDefined();
+        expect(await s.data(id)).toBeUndefined();
+      });
+
+      it('remove is idempotent and frees the id', async () => {
+        await s.storage.create(id, 4);
+        await s.storage.remove(id);
+        expect(await s.data(id)).toBeUndefined();
+        await expect(s.storage.remove(id)).resolves.toBeUndefined();
+        await expect(s.storage.remove(randomUUID())).resolves.toBeUndefined();
+        await s.storage.create(id, 2);
+        expect((await s.data(id))?.length).toBe(2);
+      });
+    });
+
+    describe('UploadRecordStore', () => {
+      const sample = () =>
+        new UploadRecord(
+          1000,
+          250,
+          { filename: 'a.txt', note: 'Grüße', empty: '' },
+          { owner: 'u1' },
+          1700000000.5,
+          1700000100.25,
+        );
+
+      it('round-trips a record', async () => {
+        await s.records.put(id, sample());
+        const record = await s.records.get(id);
+        expect(record).toBeInstanceOf(UploadRecord);
+        expect(record).toEqual(sample());
+      });
+
+      it("stores tussi's field names", async () => {
+        await s.records.put(id, sample());
+        const raw = (await s.rawRecord(id)) as Record<string, unknown>;
+        expect(Object.keys(raw)).toEqual(
+          expect.arrayContaining([
+            'length',
+            'offset',
+            'metadata',
+            'server_metadata',
+            'created_at',
+            'last_write',
+          ]),
+        );
+        expect(raw).toMatchObject({
+          length: 1000,
+          offset: 250,
+          metadata: { filename: 'a.txt', note: 'Grüße', empty: '' },
+          server_metadata: { owner: 'u1' },
+          created_at: 1700000000.5,
+          last_write: 1700000100.25,
+        });
+        expect(raw).not.toHaveProperty('serverMetadata');
+        expect(raw).not.toHaveProperty('createdAt');
+      });
+
+      it('get of an unknown id is null', async () => {
+        expect(await s.records.get(id)).toBeNull();
+      });
+
+      it('a record read is a copy, not the stored one', async () => {
+        await s.records.put(id, sample());
+        const record = (await s.records.get(id))!;
+        record.offset = 999;
+        record.metadata.filename = 'changed';
+        expect(await s.records.get(id)).toEqual(sample());
+      });
+
+      it('put replaces the record and leaves no temp file', async () => {
+        await s.records.put(id, sample());
+        const next = sample();
+        next.offset = 1000;
+        await s.records.put(id, next);
+        expect((await s.records.get(id))?.offset).toBe(1000);
+        expect((await s.listing()).filter((n) => /\.tmp$/.test(n))).toEqual([]);
+      });
+
+      it('concurrent puts and gets never see a partial record', async () => {
+        await s.records.put(id, sample());
+        const work: Promise<unknown>[] = [];
+        for (let i = 0; i < 30; i++) {
+          const record = sample();
+          record.offset = i;
+          work.push(s.records.put(id, record));
+          work.push(
+            s.records.get(id).then((read) => {
+              expect(read).toBeInstanceOf(UploadRecord);
+              expect(read!.length).toBe(1000);
+            }),
+          );
+        }
+        await Promise.all(work);
+        expect((await s.listing()).filter((n) => /\.tmp$/.test(n))).toEqual([]);
+      });
+
+      it('list gives the id of every stored record', async () => {
+        expect(await s.records.list()).toEqual([]);
+        const other = randomUUID();
+        await s.records.put(id, sample());
+        await s.records.put(other, sample());
+        await s.records.put(other, sample());
+        expect((await s.records.list()).sort()).toEqual([id, other].sort());
+        await s.records.remove(other);
+        expect(await s.records.list()).toEqual([id]);
+      });
+
+      it('remove is idempotent', async () => {
+        await s.records.put(id, sample());
+        await s.records.remove(id);
+        expect(await s.records.get(id)).toBeNull();
+        await expect(s.records.remove(id)).resolves.toBeUndefined();
+      });
+
+      it('an upload and its record leave nothing behind once removed', async () => {
+        await s.storage.create(id, 8);
+        await s.records.put(id, sample());
+        await s.records.remove(id);
+        await s.storage.remove(id);
+        expect(await s.listing()).toEqual([]);
+      });
+    });
+
+    describe('UploadLocker', () => {
+      beforeEach(async () => {
+        await s.storage.create(id, 4);
+      });
+
+      it('a lock is exclusive until released', async () => {
+        const lock = await s.locker.acquire(id, 0);
+        await expect(s.locker.acquire(id, 50)).rejects.toBeInstanceOf(LockTimeoutError);
+        await lock.release();
+        const again = await s.locker.acquire(id, 50);
+        await again.release();
+      });
+
+      it('a waiting acquire gets the lock when it is released', async () => {
+        const lock = await s.locker.acquire(id, 0);
+        let granted = false;
+        const waiting = s.locker.acquire(id, 5000).then((l) => {
+          granted = true;
+          return l;
+        });
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        expect(granted).toBe(false);
+        await lock.release();
+        await (await waiting).release();
+        expect(granted).toBe(true);
+      });
+
+      it('locks of different uploads are independent', async () => {
+        const other = randomUUID();
+        await s.storage.create(other, 4);
+        const a = await s.locker.acquire(id, 0);
+        const b = await s.locker.acquire(other, 50);
+        await a.release();
+        await b.release();
+      });
+
+      it('releasing twice does not release the next holder', async () => {
+        const first = await s.locker.acquire(id, 0);
+        await first.release();
+        const second = await s.locker.acquire(id, 50);
+        await first.release();
+        await expect(s.locker.acquire(id, 50)).rejects.toBeInstanceOf(LockTimeoutError);
+        await second.release();
+      });
+
+      it('locking an upload that does not exist', async () => {
+        const missing = randomUUID();
+        if (s.locksNeedUpload) {
+          await expect(s.locker.acquire(missing, 50)).rejects.toBeInstanceOf(
+            LockTargetMissingError,
+          );
+          // The failed attempt holds nothing: the id can be created and locked.
+          await s.storage.create(missing, 1);
+        }
+        const lock = await s.locker.acquire(missing, 50);
+        await lock.release();
+      });
+    });
+  });
+}
+
+storageContract('MemoryStorage + MemoryRecordStore + MemoryUploadLocker', memorySubject);
+storageContract('FilesystemStorage + FilesystemRecordStore + FileUploadLocker', filesystemSubject);
+
+describe('FilesystemStorage specifics', () => {
+  let directory: string;
+  beforeEach(async () => {
+    directory = await mkdtemp(join(tmpdir(), 'tussi-fs-'));
+  });
+  afterEach(async () => {
+    await rm(directory, { recursive: true, force: true });
+  });
+
+  it('lays an upload out as {dir}/{id} and {dir}/{id}.meta of the declared size', async () => {
+    const storage = new FilesystemStorage({ directory, log: () => {} });
+    const records = new FilesystemRecordStore(directory);
+    const id = randomUUID();
+    await storage.create(id, 123456);
+    await records.put(id, new UploadRecord(123456, 0));
+    expect((await readdir(directory)).sort()).toEqual([id, `${id}.meta`].sort());
+    const info = await stat(join(directory, id));
+    expect(info.size).toBe(123456);
+    // With the native addon the blocks are reserved, not a sparse file.
+    if (preallocation === 'fallocate') expect(info.blocks * 512).toBeGreaterThanOrEqual(123456);
+  });
+
+  it('list ignores data files, temp files and names that are not upload ids', async () => {
+    const storage = new FilesystemStorage({ directory, log: () => {} });
+    const records = new FilesystemRecordStore(directory);
+    const id = randomUUID();
+    await storage.create(id, 1);
+    await records.put(id, new UploadRecord(1, 0));
+    await writeFile(join(directory, `.${id}.meta.0123456789ab.tmp`), '{}');
+    await writeFile(join(directory, 'notes.meta'), '{}');
+    await writeFile(join(directory, `${id.toUpperCase()}.meta`), '{}');
+    expect(await records.list()).toEqual([id]);
+  });
+
+  it('creates its directory', async () => {
+    const nested = join(directory, 'a', 'b');
+    const storage = new FilesystemStorage({ directory: nested, log: () => {} });
+    await storage.create(randomUUID(), 1);
+    expect((await readdir(nested)).length).toBe(1);
+  });
+
+  it('a record file written by tussi (ISO duration, no last_write) is read', async () => {
+    const records = new FilesystemRecordStore(directory);
+    const id = randomUUID();
+    await writeFile(
+      records.pathOf(id),
+      JSON.stringify({
+        length: 5,
+        offset: 5,
+        metadata: { filename: 'x' },
+        server_metadata: {},
+        created_at: 100,
+        finished_at: '2024-01-01T00:00:00.000Z',
+        duration: 'PT1.5S',
+      }),
+    );
+    const record = (await records.get(id))!;
+    expect(record).toMatchObject({
+      length: 5,
+      offset: 5,
+      createdAt: 100,
+      lastWrite: 100,
+      duration: 1.5,
+    });
+    expect(record.finishedAt?.toISOString()).toBe('2024-01-01T00:00:00.000Z');
+    expect(record.isComplete).toBe(true);
+  });
+});
