@@ -28,7 +28,15 @@ export { FileUploadLocker } from './storage/file-upload.locker.js';
 export { MemoryStorage, MemoryRecordStore, MemoryUploadLocker } from './storage/memory.storage.js';
 export { pumpBody, type BatchSink } from './storage/body-pump.js';
 
-export { CompletedUploadQueue, TimeoutError, AbortError, type WaitForFileOptions } from './queue/completed-upload.queue.js';
+export {
+  CompletedUploadQueue,
+  TimeoutError,
+  AbortError,
+  type WaitForFileOptions,
+} from './queue/completed-upload.queue.js';
 export { CompletedUpload } from './queue/completed-upload.js';
-export { FilesystemCompletedQueue, type FilesystemCompletedQueueOptions } from './queue/filesystem-completed.queue.js';
+export {
+  FilesystemCompletedQueue,
+  type FilesystemCompletedQueueOptions,
+} from './queue/filesystem-completed.queue.js';
 export { finalizeUpload, recoverFinalizes } from './protocol/finalize.js';

@@ -1,5 +1,6 @@
 import { LockTargetMissingError, LockTimeoutError } from '../storage/storage.interfaces.js';
 import type { TusContext } from './tus-context.js';
+import { UploadCompletedEvent } from './tus-events.js';
 import type { UploadRecord } from './upload-record.js';
 
 /**
@@ -18,6 +19,8 @@ export async function finalizeUpload(
   record.duration = Math.max(0, finishedAt.getTime() / 1000 - record.createdAt);
   await context.queue.enqueue(id, record);
   await context.store.records.remove(id);
+  context.progress.forget(id);
+  context.emit(new UploadCompletedEvent(id, record));
 }
 
 /**

@@ -74,8 +74,9 @@ export function assertTusResumable(headers: RequestHeaders): void {
   if (version?.trim() !== TUS_VERSION) throw TusErrors.unsupportedVersion();
 }
 
+// RFC 3986 reg-names allow `_` (docker-compose service names such as `tus_server`).
 const HOSTNAME =
-  /^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i;
+  /^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$/i;
 const IPV6_LITERAL = /^\[[0-9a-f:.]+(?:%25[a-z0-9._~-]+)?\]$/i;
 
 /**

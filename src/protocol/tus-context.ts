@@ -1,6 +1,18 @@
 import type { CompletedUploadQueue } from '../queue/completed-upload.queue.js';
 import type { UploadStorageService } from '../storage/upload-storage.service.js';
+import type { ProgressThrottle, TusEvent } from './tus-events.js';
 import type { TusRequest, TusResponse } from './tus-request.js';
+
+/**
+ * tussi's `on_create`: called on every creation before anything is stored, with the request
+ * headers (lower-case names) and the decoded client metadata; what it returns is stored as the
+ * upload's server metadata. An error with an HTTP status (`getStatus()`, as Nest's
+ * `HttpException`) refuses the creation with that status; any other error is a 500.
+ */
+export type OnCreateHook = (
+  headers: Record<string, string>,
+  metadata: Record<string, string>,
+) => Promise<Record<string, string>> | Record<string, string>;
 
 /** Where the protocol reports what went wrong on the server side. */
 export interface TusLogger {
@@ -20,6 +32,8 @@ export interface TusProtocolOptions {
   lockWaitMs: number;
   /** A body with no byte for this long is cut (its received bytes kept). 0 = never. */
   bodyIdleTimeoutMs: number;
+  /** At most one progress event per upload per this many milliseconds. */
+  progressIntervalMs?: number;
 }
 
 /** What every method handler gets. */
@@ -29,6 +43,10 @@ export interface TusContext {
   /** Where finished uploads go; without one they stay in storage with offset == length. */
   readonly queue?: CompletedUploadQueue;
   readonly logger: TusLogger;
+  /** Receives lifecycle events; never throws, never blocks (see `TusHandler`). */
+  readonly emit: (event: TusEvent) => void;
+  readonly progress: ProgressThrottle;
+  readonly onCreate?: OnCreateHook;
 }
 
 export type MethodHandler = (request: TusRequest, context: TusContext) => Promise<TusResponse>;

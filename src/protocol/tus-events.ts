@@ -58,7 +58,30 @@ export class UploadFailedEvent {
   ) {}
 }
 
-export type TusEvent = UploadCreatedEvent | UploadProgressEvent | UploadCompletedEvent | UploadFailedEvent;
+export type TusEvent =
+  UploadCreatedEvent | UploadProgressEvent | UploadCompletedEvent | UploadFailedEvent;
 
-/** Receives lifecycle events. It must not throw or block: the protocol never waits for it. */
-export type TusEventSink = (event: TusEvent) => void;
+/** Receives lifecycle events; the protocol never waits for it and logs what it throws. */
+export type TusEventSink = (event: TusEvent) => void | Promise<void>;
+
+/** Keeps progress events to one per upload per interval, however small the network reads. */
+export class ProgressThrottle {
+  private readonly last = new Map<string, number>();
+
+  constructor(private readonly intervalMs: number) {}
+
+  /** True (and the clock restarted) when a progress event for `id` may be sent now. */
+  take(id: string): boolean {
+    const now = Date.now();
+    const previous = this.last.get(id);
+    if (previous !== undefined && now - previous < this.intervalMs) return false;
+    // Abandoned uploads must not grow the map without bound.
+    if (this.last.size >= 10_000) this.last.clear();
+    this.last.set(id, now);
+    return true;
+  }
+
+  forget(id: string): void {
+    this.last.delete(id);
+  }
+}

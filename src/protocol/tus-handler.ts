@@ -4,8 +4,20 @@ import { handlePatch } from './handlers/patch.handler.js';
 import { handlePost } from './handlers/post.handler.js';
 import { TUS_VERSION, assertTusResumable, headerValue } from './headers.js';
 import type { MethodHandler, TusContext } from './tus-context.js';
+import {
+  ProgressThrottle,
+  UploadFailedEvent,
+  type TusEvent,
+  type TusEventSink,
+} from './tus-events.js';
 import { TusError, TusErrors } from './tus-error.js';
 import type { TusRequest, TusResponse } from './tus-request.js';
+
+/** What a `TusHandler` is built from. */
+export type TusHandlerConfig = Omit<TusContext, 'emit' | 'progress'> & {
+  /** tussi's `on_event`: receives every lifecycle event (the Nest module feeds EventEmitter2). */
+  onEvent?: TusEventSink;
+};
 
 /**
  * The TUS protocol with no framework around it: takes a `TusRequest`, answers a `TusResponse`.
@@ -19,7 +31,30 @@ export class TusHandler {
     PATCH: handlePatch,
   };
 
-  constructor(private readonly context: TusContext) {}
+  /** What the handlers share: options, storage, queue, event sink (the janitor uses it too). */
+  readonly context: TusContext;
+
+  constructor(config: TusHandlerConfig) {
+    const { onEvent, ...rest } = config;
+    const logger = config.logger;
+    // Listeners run after the current request step, never inside it, and their errors are
+    // logged: a slow or failing listener never breaks or stalls an upload.
+    const emit = onEvent
+      ? (event: TusEvent) =>
+          setImmediate(() => {
+            try {
+              const result: unknown = onEvent(event);
+              if (result instanceof Promise) {
+                result.catch((e: unknown) => logger.error(`${event.name} listener failed`, e));
+              }
+            } catch (e) {
+              logger.error(`${event.name} listener failed`, e);
+            }
+          })
+      : () => {};
+    const progress = new ProgressThrottle(config.options.progressIntervalMs ?? 1000);
+    this.context = { ...rest, emit, progress };
+  }
 
   async handle(request: TusRequest): Promise<TusResponse> {
     let method = request.method.toUpperCase();
@@ -39,11 +74,11 @@ export class TusHandler {
       response.headers['Tus-Resumable'] = TUS_VERSION;
       return response;
     } catch (e) {
-      return this.errorResponse(e, method);
+      return this.errorResponse(e, method, request.id);
     }
   }
 
-  private errorResponse(error: unknown, method: string): TusResponse {
+  private errorResponse(error: unknown, method: string, id: string | undefined): TusResponse {
     let tusError: TusError;
     if (error instanceof TusError) {
       tusError = error;
@@ -51,6 +86,8 @@ export class TusHandler {
       this.context.logger.error(`${method} failed`, error);
       tusError = TusErrors.internal();
     }
+    if (tusError.status >= 500)
+      this.context.emit(new UploadFailedEvent(id, tusError.status, error));
     const headers: Record<string, string> = { ...tusError.headers, 'Tus-Resumable': TUS_VERSION };
     // Error responses to HEAD have no body.
     if (method === 'HEAD') return { status: tusError.status, headers };

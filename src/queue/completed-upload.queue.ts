@@ -45,6 +45,12 @@ export abstract class CompletedUploadQueue {
    */
   abstract lookup(id: string): Promise<UploadRecord | null>;
 
+  /**
+   * Deletes finished uploads nobody claimed for `ageMs`, and receipts of taken ones as old;
+   * never one a consumer holds. Returns how many uploads it deleted.
+   */
+  abstract expire(ageMs: number): Promise<number>;
+
   /** Stops every pending `waitForFile` with an `AbortError`. */
   abstract close(): Promise<void>;
 

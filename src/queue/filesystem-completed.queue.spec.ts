@@ -18,7 +18,12 @@ beforeEach(async () => {
   root = await mkdtemp(join(tmpdir(), 'tussi-queue-'));
   staging = join(root, 'uploads');
   completed = join(root, 'completed');
-  queue = new FilesystemCompletedQueue({ directory: completed, stagingDirectory: staging, pollIntervalMs: 200, log: () => {} });
+  queue = new FilesystemCompletedQueue({
+    directory: completed,
+    stagingDirectory: staging,
+    pollIntervalMs: 200,
+    log: () => {},
+  });
 });
 
 afterEach(async () => {
@@ -107,7 +112,9 @@ describe('FilesystemCompletedQueue', () => {
 
   it('withFile releases even when the work throws', async () => {
     const id = await finish('x');
-    await expect(queue.withFile(async () => Promise.reject(new Error('boom')), { timeout: 1000 })).rejects.toThrow('boom');
+    await expect(
+      queue.withFile(async () => Promise.reject(new Error('boom')), { timeout: 1000 }),
+    ).rejects.toThrow('boom');
     expect(existsSync(join(completed, id))).toBe(false);
   });
 

@@ -3,7 +3,7 @@ import { readFile, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isUploadId } from '../protocol/headers.js';
 import { UploadRecord } from '../protocol/upload-record.js';
-import { syncDirectory, writeFileAtomic } from '../storage/durable-file.js';
+import { TEMP_FILE, syncDirectory, writeFileAtomic } from '../storage/durable-file.js';
 import { tryLockFile, type FileLock } from '../storage/file-lock.js';
 import { LockTargetMissingError } from '../storage/storage.interfaces.js';
 import { CompletedUpload } from './completed-upload.js';
@@ -109,6 +109,36 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
       }
     }
     return null;
+  }
+
+  async expire(ageMs: number): Promise<number> {
+    const now = Date.now();
+    const names = await readdir(this.directory);
+    let expired = 0;
+    for (const name of names) {
+      const path = join(this.directory, name);
+      const info = await stat(path).catch(() => null);
+      if (!info?.isFile() || now - info.mtimeMs < ageMs) continue;
+      const isData: boolean = isUploadId(name);
+      if (isData) {
+        // Data: only under its lock, so a consumer's claim is never pulled away.
+        const lock = await tryLockFile(path).catch(() => null);
+        if (!lock) continue;
+        try {
+          await unlink(this.recordPath(name)).catch(ignoreMissing);
+          await unlink(path).catch(ignoreMissing);
+          expired++;
+        } finally {
+          await lock.release();
+        }
+      } else if (name.endsWith(RECEIPT_SUFFIX) || TEMP_FILE.test(name)) {
+        await unlink(path).catch(ignoreMissing);
+      } else if (name.endsWith('.meta') && !names.includes(name.slice(0, -5))) {
+        // A record whose data a consumer saved before dying, or never got.
+        await unlink(path).catch(ignoreMissing);
+      }
+    }
+    return expired;
   }
 
   async waitForFile(options: WaitForFileOptions = {}): Promise<CompletedUpload> {

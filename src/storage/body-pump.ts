@@ -96,6 +96,18 @@ export function pumpBody(
 
     const finish = () => {
       if (finished) return;
+      // Bytes that arrived but were not yet delivered (the body was paused for backpressure,
+      // or cut before reading began) are still in its buffer: take them too.
+      if (!result.exceeded) {
+        body.pause();
+        for (
+          let chunk = readBuffered();
+          chunk !== null && !result.exceeded;
+          chunk = readBuffered()
+        ) {
+          accept(chunk);
+        }
+      }
       finished = true;
       clearTimeout(idle);
       body.off('data', onData);
@@ -103,9 +115,16 @@ export function pumpBody(
       flush();
     };
 
-    function onData(chunk: Buffer) {
-      if (finished) return;
-      armIdle();
+    const readBuffered = (): Buffer | null => {
+      try {
+        return body.readableLength > 0 ? (body.read() as Buffer | null) : null;
+      } catch {
+        return null;
+      }
+    };
+
+    /** Queues what fits under the limit; true when the limit was passed. */
+    const accept = (chunk: Buffer) => {
       const room = options.limit - accepted;
       let piece = chunk;
       if (piece.length > room) {
@@ -118,6 +137,12 @@ export function pumpBody(
         queue.push(piece);
         queuedBytes += piece.length;
       }
+    };
+
+    function onData(chunk: Buffer) {
+      if (finished) return;
+      armIdle();
+      accept(chunk);
       if (result.exceeded) return finish();
       if (queuedBytes >= BATCH_BYTES) {
         // While we hold the body paused, the client is not idle: the timer waits for us.
@@ -146,8 +171,7 @@ export function pumpBody(
     }
     if (body.destroyed) {
       result.aborted = true;
-      finished = true;
-      return settle();
+      return finish();
     }
     body.on('data', onData);
     body.on('end', onEnd);

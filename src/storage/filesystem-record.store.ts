@@ -1,8 +1,8 @@
-import { readFile, readdir, unlink } from 'node:fs/promises';
+import { readFile, readdir, stat, unlink } from 'node:fs/promises';
 import { isUploadId } from '../protocol/headers.js';
 import { join } from 'node:path';
 import { UploadRecord } from '../protocol/upload-record.js';
-import { writeFileAtomic } from './durable-file.js';
+import { TEMP_FILE, writeFileAtomic } from './durable-file.js';
 import type { UploadRecordStore } from './storage.interfaces.js';
 
 /** Records as `{directory}/{id}.meta` JSON files, replaced atomically on every update. */
@@ -42,5 +42,20 @@ export class FilesystemRecordStore implements UploadRecordStore {
     return names
       .filter((n) => n.endsWith('.meta') && isUploadId(n.slice(0, -5)))
       .map((n) => n.slice(0, -5));
+  }
+
+  async sweep(ageMs: number): Promise<number> {
+    const now = Date.now();
+    let removed = 0;
+    for (const name of await readdir(this.directory)) {
+      if (!TEMP_FILE.test(name)) continue;
+      const path = join(this.directory, name);
+      const info = await stat(path).catch(() => null);
+      // A young temp file may be a record being written right now: never touch it.
+      if (!info || now - info.mtimeMs < ageMs) continue;
+      await unlink(path).catch(() => {});
+      removed++;
+    }
+    return removed;
   }
 }

@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs';
-import { open, unlink } from 'node:fs/promises';
+import { open, readdir, stat, unlink } from 'node:fs/promises';
+import { isUploadId } from '../protocol/headers.js';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pumpBody } from './body-pump.js';
@@ -88,6 +89,18 @@ export class FilesystemStorage implements UploadStorage {
     } finally {
       await handle.close();
     }
+  }
+
+  async list(): Promise<{ id: string; ageMs: number }[]> {
+    const now = Date.now();
+    const ids = (await readdir(this.directory)).filter((name) => isUploadId(name));
+    const found = await Promise.all(
+      ids.map(async (id) => {
+        const info = await stat(this.pathOf(id)).catch(() => null);
+        return info && { id, ageMs: now - info.mtimeMs };
+      }),
+    );
+    return found.filter((entry) => entry !== null);
   }
 
   async remove(id: string): Promise<void> {

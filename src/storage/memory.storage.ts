@@ -17,10 +17,12 @@ import type {
  */
 export class MemoryStorage implements UploadStorage {
   readonly files = new Map<string, Buffer>();
+  private readonly changed = new Map<string, number>();
 
   async create(id: string, length: number | null): Promise<void> {
     if (this.files.has(id)) throw Object.assign(new Error(`${id} exists`), { code: 'EEXIST' });
     this.files.set(id, Buffer.alloc(length ?? 0));
+    this.changed.set(id, Date.now());
   }
 
   async write(
@@ -39,6 +41,7 @@ export class MemoryStorage implements UploadStorage {
         if (grown !== file) file.copy(grown);
         Buffer.concat(chunks, bytes).copy(grown, position);
         this.files.set(id, grown);
+        this.changed.set(id, Date.now());
         position += bytes;
       },
       options,
@@ -47,6 +50,12 @@ export class MemoryStorage implements UploadStorage {
 
   async remove(id: string): Promise<void> {
     this.files.delete(id);
+    this.changed.delete(id);
+  }
+
+  async list(): Promise<{ id: string; ageMs: number }[]> {
+    const now = Date.now();
+    return [...this.files.keys()].map((id) => ({ id, ageMs: now - (this.changed.get(id) ?? now) }));
   }
 }
 

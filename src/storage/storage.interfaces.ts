@@ -38,6 +38,8 @@ export interface UploadStorage {
   ): Promise<BodyWriteResult>;
   /** Removes the data of an upload; a missing upload is not an error. */
   remove(id: string): Promise<void>;
+  /** The ids of every upload with data, and how old the data is (ms since its last change). */
+  list(): Promise<{ id: string; ageMs: number }[]>;
 }
 
 /** Where the records of uploads live (`{id}.meta` on the filesystem). */
@@ -50,6 +52,8 @@ export interface UploadRecordStore {
   remove(id: string): Promise<void>;
   /** The ids of every stored record (for recovery and the janitor). */
   list(): Promise<string[]>;
+  /** Deletes leftovers of interrupted writes older than `ageMs` (temp files); returns how many. */
+  sweep?(ageMs: number): Promise<number>;
 }
 
 /** A held lock. */

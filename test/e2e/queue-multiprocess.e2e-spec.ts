@@ -17,10 +17,18 @@ interface Worker {
   exited: Promise<number | null>;
 }
 
-function startWorker(dirs: { completed: string; staging: string; dest: string }, mode: 'deliver' | 'hold', idleMs: number): Worker {
-  const child = spawn(process.execPath, [workerScript, dirs.completed, dirs.staging, dirs.dest, mode, String(idleMs)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+function startWorker(
+  dirs: { completed: string; staging: string; dest: string },
+  mode: 'deliver' | 'hold',
+  idleMs: number,
+): Worker {
+  const child = spawn(
+    process.execPath,
+    [workerScript, dirs.completed, dirs.staging, dirs.dest, mode, String(idleMs)],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   const worker: Worker = {
     child,
     claimed: [],
@@ -56,9 +64,17 @@ describe('completed queue across processes', () => {
 
   beforeAll(async () => {
     root = await mkdtemp(join(tmpdir(), 'tussi-mp-'));
-    dirs = { completed: join(root, 'completed'), staging: join(root, 'uploads'), dest: join(root, 'dest') };
+    dirs = {
+      completed: join(root, 'completed'),
+      staging: join(root, 'uploads'),
+      dest: join(root, 'dest'),
+    };
     await mkdir(dirs.dest, { recursive: true });
-    producer = new FilesystemCompletedQueue({ directory: dirs.completed, stagingDirectory: dirs.staging, fsync: false });
+    producer = new FilesystemCompletedQueue({
+      directory: dirs.completed,
+      stagingDirectory: dirs.staging,
+      fsync: false,
+    });
   });
 
   afterAll(async () => {

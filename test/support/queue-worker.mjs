@@ -5,7 +5,11 @@ import { join } from 'node:path';
 import { FilesystemCompletedQueue, TimeoutError } from '../../dist/index.js';
 
 const [completed, staging, dest, mode, idleMs] = process.argv.slice(2);
-const queue = new FilesystemCompletedQueue({ directory: completed, stagingDirectory: staging, pollIntervalMs: 250 });
+const queue = new FilesystemCompletedQueue({
+  directory: completed,
+  stagingDirectory: staging,
+  pollIntervalMs: 250,
+});
 
 for (;;) {
   let upload;

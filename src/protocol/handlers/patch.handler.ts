@@ -8,6 +8,7 @@ import {
 import { TusErrors, isNoSpaceError } from '../tus-error.js';
 import { finalizeUpload } from '../finalize.js';
 import type { MethodHandler, TusContext } from '../tus-context.js';
+import { UploadProgressEvent } from '../tus-events.js';
 import type { TusResponse } from '../tus-request.js';
 
 /**
@@ -38,9 +39,16 @@ export const handlePatch: MethodHandler = async (request, context) => {
         throw TusErrors.uploadLengthExceeded();
 
       const limit = Math.min(remaining, maxChunk);
+      let received = 0;
       const result = await store.storage.write(id, offset, request.body, {
         limit,
         idleTimeoutMs: options.bodyIdleTimeoutMs,
+        onChunk: (chunk) => {
+          received += chunk.length;
+          if (context.progress.take(id)) {
+            context.emit(new UploadProgressEvent(id, offset + received, record.length));
+          }
+        },
       });
       if (result.bytes > 0) {
         record.offset += result.bytes;

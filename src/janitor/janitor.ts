@@ -1,0 +1,124 @@
+import { recoverFinalizes } from '../protocol/finalize.js';
+import type { TusContext } from '../protocol/tus-context.js';
+import { LockTargetMissingError, LockTimeoutError } from '../storage/storage.interfaces.js';
+
+export interface JanitorOptions {
+  /** Delete unfinished uploads with no write for this many seconds. @default 86400 */
+  staleUploadAge?: number;
+  /** Delete finished uploads no consumer took (and receipts) after this many seconds. @default 604800 */
+  completedFileAge?: number;
+  /** Delete data without a record, and temp files, after this many seconds. @default 3600 */
+  orphanAge?: number;
+}
+
+/** What one run did, per case. */
+export interface JanitorSummary {
+  /** Complete uploads a crash left unfinalized, now handed to the queue. */
+  finalized: number;
+  /** Unfinished uploads deleted for inactivity. */
+  stale: number;
+  /** Records whose data is gone, deleted. */
+  orphanedRecords: number;
+  /** Data files without a record (a creation cut short), deleted. */
+  orphanedData: number;
+  /** Finished uploads nobody took within `completedFileAge`, deleted. */
+  expiredCompleted: number;
+  /** Leftover temp files of interrupted record writes, deleted. */
+  tempFiles: number;
+}
+
+/**
+ * tussi's janitor without its races: every deletion happens under the lock writers and consumers
+ * take, with a zero wait, so an upload being written or a file a consumer holds is skipped, not
+ * deleted. A complete upload that a crash left unfinalized is finalized (its bytes are all
+ * there; deleting it would lose a finished upload), where tussi deletes it.
+ */
+export class Janitor {
+  readonly staleUploadAge: number;
+  readonly completedFileAge: number;
+  readonly orphanAge: number;
+  private running: Promise<JanitorSummary> | undefined;
+
+  constructor(
+    private readonly context: TusContext,
+    options: JanitorOptions = {},
+  ) {
+    this.staleUploadAge = options.staleUploadAge ?? 86_400;
+    this.completedFileAge = options.completedFileAge ?? 604_800;
+    this.orphanAge = options.orphanAge ?? 3_600;
+  }
+
+  /** Runs every case once. A call while a run is under way joins that run. */
+  run(): Promise<JanitorSummary> {
+    this.running ??= this.sweep().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async sweep(): Promise<JanitorSummary> {
+    const { store, queue } = this.context;
+    const summary: JanitorSummary = {
+      finalized: await recoverFinalizes(this.context),
+      stale: 0,
+      orphanedRecords: 0,
+      orphanedData: 0,
+      expiredCompleted: 0,
+      tempFiles: 0,
+    };
+    const now = Date.now() / 1000;
+    const data = new Map((await store.storage.list()).map((d) => [d.id, d.ageMs]));
+    const recordIds = await store.records.list();
+
+    for (const id of recordIds) {
+      if (!data.has(id)) {
+        summary.orphanedRecords += await this.removeOrphanRecord(id);
+        continue;
+      }
+      const record = await store.getRecord(id).catch(() => null);
+      if (!record || record.isComplete || now - record.lastWrite < this.staleUploadAge) continue;
+      summary.stale += await this.removeUnderLock(
+        id,
+        (current) =>
+          current !== null && !current.isComplete && now - current.lastWrite >= this.staleUploadAge,
+      );
+    }
+
+    const recorded = new Set(recordIds);
+    for (const [id, ageMs] of data) {
+      if (recorded.has(id) || ageMs < this.orphanAge * 1000) continue;
+      summary.orphanedData += await this.removeUnderLock(id, (current) => current === null);
+    }
+
+    if (queue) summary.expiredCompleted = await queue.expire(this.completedFileAge * 1000);
+    summary.tempFiles = (await store.records.sweep?.(this.orphanAge * 1000)) ?? 0;
+    return summary;
+  }
+
+  /** Removes an upload if, under its lock, `stillDue` holds for its current record. */
+  private async removeUnderLock(
+    id: string,
+    stillDue: (record: Awaited<ReturnType<TusContext['store']['getRecord']>>) => boolean,
+  ): Promise<number> {
+    const { store } = this.context;
+    try {
+      return await store.withLock(id, 0, async () => {
+        if (!stillDue(await store.getRecord(id))) return 0;
+        await store.remove(id);
+        return 1;
+      });
+    } catch (e) {
+      if (e instanceof LockTimeoutError || e instanceof LockTargetMissingError) return 0;
+      throw e;
+    }
+  }
+
+  /** A record whose data is gone: finished (the queue has it) or lost; either way it goes. */
+  private async removeOrphanRecord(id: string): Promise<number> {
+    const { store } = this.context;
+    const record = await store.getRecord(id).catch(() => null);
+    // A young record may belong to a creation in progress (data is created first, but the
+    // listing of data may have been taken just before it).
+    if (record && Date.now() / 1000 - record.createdAt < 60) return 0;
+    await store.records.remove(id);
+    return 1;
+  }
+}

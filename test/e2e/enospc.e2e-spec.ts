@@ -1,0 +1,194 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, open, readdir, rm, statfs } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import {
+  createTestApp,
+  createUpload,
+  headUpload,
+  patchUpload,
+  type TestApp,
+} from '../support/app.js';
+import { sha256, sha256File } from '../support/http.js';
+
+/**
+ * A full disk, for real: an 8 MiB tmpfs as uploadDir/completedDir. Needs root (mount); without
+ * it the suite fails, unless TUS_SKIP_ROOT_TESTS=1 asks to skip it.
+ */
+const run = promisify(execFile);
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const skipRequested = process.env.TUS_SKIP_ROOT_TESTS === '1';
+
+/** Mounts an 8 MiB tmpfs at a new temp dir, or throws saying why it could not. */
+async function mountTmpfs(): Promise<string> {
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
+    throw new Error(
+      `not running as root (uid ${process.getuid?.() ?? 'unknown'}): cannot mount a tmpfs`,
+    );
+  }
+  const dir = await mkdtemp(join(tmpdir(), 'tussi-enospc-'));
+  try {
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', dir]);
+  } catch (e) {
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`mount -t tmpfs failed: ${(e as Error).message.trim()}`, { cause: e });
+  }
+  return dir;
+}
+
+async function unmount(dir: string): Promise<void> {
+  await run('umount', [dir]);
+  await rm(dir, { recursive: true, force: true });
+}
+
+/**
+ * Whether a tmpfs can be mounted here, tried once (mounted and unmounted at once) while the
+ * suite is collected, so that TUS_SKIP_ROOT_TESTS=1 can skip it; the real mount is made in
+ * beforeAll, so nothing stays mounted when no test of this file runs.
+ */
+async function probe(): Promise<string | null> {
+  try {
+    await unmount(await mountTmpfs());
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+const unavailable = await probe();
+if (unavailable && skipRequested) {
+  console.warn(`enospc e2e skipped (TUS_SKIP_ROOT_TESTS=1): ${unavailable}`);
+}
+
+async function freeBytes(dir: string): Promise<number> {
+  const s = await statfs(dir);
+  return s.bavail * s.bsize;
+}
+
+/** Fills the filesystem of `dir` with a file outside any upload dir, leaving about `leave` bytes. */
+async function fill(dir: string, leave: number): Promise<string> {
+  const path = join(dir, 'filler');
+  const handle = await open(path, 'w');
+  const block = Buffer.alloc(64 * KiB, 1);
+  try {
+    for (;;) {
+      const free = await freeBytes(dir);
+      if (free <= leave) break;
+      const size = Math.min(block.length, free - leave);
+      await handle.write(block.subarray(0, size));
+    }
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+  } finally {
+    await handle.close();
+  }
+  return path;
+}
+
+(unavailable && skipRequested ? describe.skip : describe)('a full disk (8 MiB tmpfs)', () => {
+  let app: TestApp;
+  let mounted: string | undefined;
+  let uploadDir: string;
+  let filler: string | undefined;
+  const disk = () => mounted!;
+
+  beforeAll(async () => {
+    if (unavailable) {
+      throw new Error(
+        `${unavailable}. These tests need root to mount a tmpfs; set TUS_SKIP_ROOT_TESTS=1 to skip them.`,
+      );
+    }
+    mounted = await mountTmpfs();
+    uploadDir = join(mounted, 'uploads');
+    const completedDir = join(mounted, 'completed');
+    await mkdir(completedDir);
+    app = await createTestApp({ uploadDir, completedDir });
+  });
+  afterEach(async () => {
+    if (filler) await rm(filler, { force: true });
+    filler = undefined;
+  });
+  afterAll(async () => {
+    await app?.close();
+    if (mounted) await unmount(mounted);
+  });
+
+  it('refuses a creation bigger than the free space with 507 and leaves nothing behind', async () => {
+    for (const length of [64 * MiB, 9 * MiB]) {
+      const { res } = await createUpload(app, length);
+      expect(res.status).toBe(507);
+      expect(res.headers['tus-resumable']).toBe('1.0.0');
+      expect(res.headers.location).toBeUndefined();
+      expect(res.body.toString()).toContain('ERR_INSUFFICIENT_STORAGE');
+      // No data file, no record, no temp file.
+      expect(await readdir(uploadDir)).toEqual([]);
+    }
+    // The refused reservation gave its space back.
+    expect(await freeBytes(disk())).toBeGreaterThan(7 * MiB);
+  });
+
+  it('still takes a small upload after refusing a big one', async () => {
+    expect((await createUpload(app, 64 * MiB)).res.status).toBe(507);
+    const data = randomBytes(1 * MiB + 3);
+    const { res, id } = await createUpload(app, data.length);
+    expect(res.status).toBe(201);
+    const patch = await patchUpload(app, id, 0, data);
+    expect(patch.status).toBe(204);
+    expect(patch.headers['upload-offset']).toBe(String(data.length));
+    const head = await headUpload(app, id);
+    expect(head.offset).toBe(data.length);
+    expect(head.res.headers['upload-length']).toBe(String(data.length));
+    expect(await sha256File(join(uploadDir, id))).toBe(sha256(data));
+    await rm(join(uploadDir, id));
+    await rm(join(uploadDir, `${id}.meta`));
+  });
+
+  it('an upload created before the disk filled up completes (its space was reserved)', async () => {
+    const data = randomBytes(3 * MiB);
+    const { res, id } = await createUpload(app, data.length);
+    expect(res.status).toBe(201);
+    // Everything else gets taken; the records still need a page or two.
+    filler = await fill(disk(), 64 * KiB);
+    expect(await freeBytes(disk())).toBeLessThanOrEqual(64 * KiB);
+    const patch = await patchUpload(app, id, 0, data);
+    expect(patch.status).toBe(204);
+    expect(await sha256File(join(uploadDir, id))).toBe(sha256(data));
+    await rm(join(uploadDir, id));
+    await rm(join(uploadDir, `${id}.meta`));
+  });
+
+  it('a PATCH whose record cannot be updated is 507, claims nothing, and can be retried', async () => {
+    const data = randomBytes(1 * MiB);
+    const { id } = await createUpload(app, data.length);
+    filler = await fill(disk(), 0);
+    const refused = await patchUpload(app, id, 0, data);
+    expect(refused.status).toBe(507);
+    expect(refused.headers['tus-resumable']).toBe('1.0.0');
+    expect((await headUpload(app, id)).offset).toBe(0);
+
+    await rm(filler);
+    filler = undefined;
+    const retried = await patchUpload(app, id, 0, data);
+    expect(retried.status).toBe(204);
+    expect(await sha256File(join(uploadDir, id))).toBe(sha256(data));
+    await rm(join(uploadDir, id));
+    await rm(join(uploadDir, `${id}.meta`));
+  });
+
+  it('a creation whose record cannot be written is 507 and leaves nothing behind', async () => {
+    filler = await fill(disk(), 0);
+    expect(await freeBytes(disk())).toBe(0);
+    const { res } = await createUpload(app, 0);
+    expect(res.status).toBe(507);
+    expect(res.headers['tus-resumable']).toBe('1.0.0');
+    expect(await readdir(uploadDir)).toEqual([]);
+  });
+
+  it('logged no server-side failure', () => {
+    expect(app.logged.errors).toEqual([]);
+  });
+});

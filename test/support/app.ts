@@ -1,0 +1,182 @@
+import type { DynamicModule, INestApplication, Type } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { mkdtemp, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TusModule, type TusLogger, type TusModuleOptions } from '../../src/index.js';
+import { request, type RawRequestOptions, type RawResponse } from './http.js';
+
+export const TUS = { 'Tus-Resumable': '1.0.0' } as const;
+export const OCTETS = 'application/offset+octet-stream';
+
+/** Options of `TusModule.forRoot` (directories default to fresh temp dirs) plus app shape. */
+export interface TestAppOptions extends Partial<TusModuleOptions> {
+  /** `TusModule`'s `path` extra. @default 'files' */
+  path?: string;
+  /** `app.setGlobalPrefix(...)`. */
+  globalPrefix?: string;
+}
+
+export interface TestApp {
+  app: INestApplication;
+  server: Server;
+  port: number;
+  /** `http://127.0.0.1:PORT` (no trailing slash). */
+  baseUrl: string;
+  uploadDir: string;
+  completedDir: string;
+  /** What the module logged through its `TusLogger` (server-side failures). */
+  logged: { errors: string[]; warnings: string[] };
+  request(options: RawRequestOptions): Promise<RawResponse>;
+  close(): Promise<void>;
+}
+
+/** Fresh `uploads/` and `completed/` paths below a new temp dir (the dirs are not created). */
+export async function tempDirs(prefix = 'tussi-e2e-'): Promise<{
+  root: string;
+  uploadDir: string;
+  completedDir: string;
+}> {
+  const root = await mkdtemp(join(tmpdir(), prefix));
+  return { root, uploadDir: join(root, 'uploads'), completedDir: join(root, 'completed') };
+}
+
+function collectingLogger(): { logger: TusLogger; logged: TestApp['logged'] } {
+  const logged = { errors: [] as string[], warnings: [] as string[] };
+  return {
+    logged,
+    logger: {
+      error: (message, error) =>
+        logged.errors.push(
+          `${message}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
+        ),
+      warn: (message) => logged.warnings.push(message),
+    },
+  };
+}
+
+/**
+ * A real Nest application with `TusModule.forRoot(...)`, listening on an ephemeral port of
+ * 127.0.0.1. Without `uploadDir`/`completedDir` it gets temp dirs, removed by `close()`.
+ */
+export async function createTestApp(options: TestAppOptions = {}): Promise<TestApp> {
+  const { path, globalPrefix, ...tus } = options;
+  const owned =
+    tus.uploadDir === undefined || tus.completedDir === undefined ? await tempDirs() : undefined;
+  const uploadDir = tus.uploadDir ?? owned!.uploadDir;
+  const completedDir = tus.completedDir ?? owned!.completedDir;
+  const { logger, logged } = collectingLogger();
+  const module = TusModule.forRoot({
+    logger,
+    ...tus,
+    uploadDir,
+    completedDir,
+    ...(path ? { path } : {}),
+  });
+  return startApp([module], {
+    uploadDir,
+    completedDir,
+    globalPrefix,
+    removeOnClose: owned?.root,
+    logged,
+  });
+}
+
+/**
+ * Starts a Nest application importing `imports` (e.g. the sample's `AppModule`) on 127.0.0.1:0.
+ * `removeOnClose` is deleted (recursively) when the app is closed.
+ */
+export async function startApp(
+  imports: Array<Type | DynamicModule>,
+  shape: {
+    uploadDir: string;
+    completedDir: string;
+    globalPrefix?: string;
+    removeOnClose?: string;
+    logged?: TestApp['logged'];
+  },
+): Promise<TestApp> {
+  let app: INestApplication | undefined;
+  try {
+    const moduleRef = await Test.createTestingModule({ imports }).compile();
+    app = moduleRef.createNestApplication({ logger: ['error', 'warn'] });
+    if (shape.globalPrefix) app.setGlobalPrefix(shape.globalPrefix);
+    await app.listen(0, '127.0.0.1');
+  } catch (e) {
+    await app?.close().catch(() => {});
+    if (shape.removeOnClose) await rm(shape.removeOnClose, { recursive: true, force: true });
+    throw e;
+  }
+  const started = app;
+  const server = started.getHttpServer() as Server;
+  const { port } = server.address() as AddressInfo;
+  const baseUrl = `http://127.0.0.1:${port}`;
+  let closed = false;
+  return {
+    app: started,
+    server,
+    port,
+    baseUrl,
+    uploadDir: shape.uploadDir,
+    completedDir: shape.completedDir,
+    logged: shape.logged ?? { errors: [], warnings: [] },
+    request: (options) => request(baseUrl, options),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      // Keep-alive sockets (tus-js-client) or a stalled request must not hold the close.
+      server.closeAllConnections();
+      await started.close();
+      if (shape.removeOnClose) await rm(shape.removeOnClose, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The last path segment of an upload URL: its id. */
+export function idOf(location: string): string {
+  return new URL(location).pathname.split('/').pop()!;
+}
+
+/** POST a creation request; returns the response and the id of the new upload (if any). */
+export async function createUpload(
+  app: TestApp,
+  length: number,
+  { path = '/files', headers = {} }: { path?: string; headers?: Record<string, string> } = {},
+): Promise<{ res: RawResponse; id: string; location: string }> {
+  const res = await app.request({
+    method: 'POST',
+    path,
+    headers: { ...TUS, 'Upload-Length': String(length), ...headers },
+  });
+  const location = typeof res.headers.location === 'string' ? res.headers.location : '';
+  return { res, location, id: location ? idOf(location) : '' };
+}
+
+/** HEAD an upload; `offset` is `Upload-Offset` as a number (NaN when absent). */
+export async function headUpload(
+  app: TestApp,
+  id: string,
+  path = '/files',
+): Promise<{ res: RawResponse; offset: number }> {
+  const res = await app.request({ method: 'HEAD', path: `${path}/${id}`, headers: { ...TUS } });
+  return { res, offset: Number(res.headers['upload-offset'] ?? Number.NaN) };
+}
+
+/** PATCH bytes at `offset` with `Content-Length` (or as `body` says). */
+export function patchUpload(
+  app: TestApp,
+  id: string,
+  offset: number,
+  body: Buffer | AsyncIterable<Buffer>,
+  extra: Partial<RawRequestOptions> & { headers?: Record<string, string> } = {},
+): Promise<RawResponse> {
+  return app.request({
+    method: 'PATCH',
+    path: `/files/${id}`,
+    body,
+    ...extra,
+    headers: { ...TUS, 'Content-Type': OCTETS, 'Upload-Offset': String(offset), ...extra.headers },
+  });
+}
