@@ -8,15 +8,27 @@ export type { TusModuleOptions, TusModuleExtras } from './tus.options.js';
 export { resolveTusOptions, type ResolvedTusOptions } from './tus.options-validation.js';
 export { TusController, createTusController } from './nest/tus.controller.js';
 export { TusExceptionFilter } from './nest/tus-exception.filter.js';
-export { TusHttpServerConfigurer } from './nest/tus-http-server.configurer.js';
+export { TusLifecycle, TUS_JANITOR_INTERVAL } from './nest/tus-lifecycle.js';
+export { TusForwardedInterceptor } from './nest/tus-forwarded.interceptor.js';
+export { TrustedProxies, readForwarded } from './nest/trusted-proxies.js';
+export { applyCors, type TusCorsOptions } from './nest/tus-cors.js';
 export { TUS_OPTIONS, TUS_SCHEME, TUS_HOST } from './nest/tus.constants.js';
 
 export { TusHandler } from './protocol/tus-handler.js';
 export type { TusRequest, TusResponse } from './protocol/tus-request.js';
-export type { TusContext, TusLogger, TusProtocolOptions } from './protocol/tus-context.js';
+export type {
+  TusContext,
+  TusLogger,
+  TusProtocolOptions,
+  OnCreateHook,
+} from './protocol/tus-context.js';
+export { type TusHandlerConfig } from './protocol/tus-handler.js';
+export * from './protocol/tus-events.js';
+export { Janitor, type JanitorOptions, type JanitorSummary } from './janitor/janitor.js';
 export { TusError, TusErrors } from './protocol/tus-error.js';
 export { TUS_VERSION } from './protocol/headers.js';
-export { TUS_EXTENSIONS } from './protocol/handlers/options.handler.js';
+export { TUS_EXTENSIONS, enabledExtensions, type TusExtension } from './protocol/extensions.js';
+export { CHECKSUM_ALGORITHMS, type ChecksumAlgorithm } from './protocol/checksum.js';
 export { parseMetadata, serializeMetadata, type UploadMetadata } from './protocol/metadata.js';
 export { UploadRecord, type UploadRecordJson } from './protocol/upload-record.js';
 
@@ -39,4 +51,6 @@ export {
   FilesystemCompletedQueue,
   type FilesystemCompletedQueueOptions,
 } from './queue/filesystem-completed.queue.js';
-export { finalizeUpload, recoverFinalizes } from './protocol/finalize.js';
+export { finalizeUpload } from './protocol/finalize.js';
+export { recoverFinalizes } from './protocol/recovery.js';
+export { assembleFinal } from './protocol/concatenation.js';

@@ -9,9 +9,12 @@ export const {
   ASYNC_OPTIONS_TYPE,
 } = new ConfigurableModuleBuilder<TusModuleOptions>({ moduleName: 'Tus' })
   .setClassMethodName('forRoot')
-  .setExtras<TusModuleExtras>({ path: 'files', isGlobal: false }, (definition, extras) => ({
-    ...definition,
-    global: extras.isGlobal,
-    controllers: [createTusController(extras.path)],
-  }))
+  .setExtras<TusModuleExtras>(
+    { path: 'files', isGlobal: false, guards: [] },
+    (definition, extras) => ({
+      ...definition,
+      global: extras.isGlobal,
+      controllers: [createTusController(extras.path, extras.guards)],
+    }),
+  )
   .build();

@@ -1,11 +1,17 @@
 import { Logger, Module } from '@nestjs/common';
-import { TusHttpServerConfigurer } from './nest/tus-http-server.configurer.js';
+import { EventEmitter2 } from '@nestjs/event-emitter';
+import { Janitor } from './janitor/janitor.js';
+import { TusForwardedInterceptor } from './nest/tus-forwarded.interceptor.js';
+import { TusLifecycle } from './nest/tus-lifecycle.js';
 import { TUS_OPTIONS } from './nest/tus.constants.js';
 import type { TusLogger } from './protocol/tus-context.js';
+import type { TusEvent } from './protocol/tus-events.js';
 import { TusHandler } from './protocol/tus-handler.js';
+import { CompletedUploadQueue } from './queue/completed-upload.queue.js';
+import { FilesystemCompletedQueue } from './queue/filesystem-completed.queue.js';
+import { FileUploadLocker } from './storage/file-upload.locker.js';
 import { FilesystemRecordStore } from './storage/filesystem-record.store.js';
 import { FilesystemStorage } from './storage/filesystem.storage.js';
-import { FileUploadLocker } from './storage/file-upload.locker.js';
 import { MemoryUploadLocker } from './storage/memory.storage.js';
 import { UploadStorageService } from './storage/upload-storage.service.js';
 import { ConfigurableModuleClass, TUS_MODULE_OPTIONS } from './tus.module-definition.js';
@@ -26,6 +32,10 @@ function nestLogger(): TusLogger {
  * ```ts
  * TusModule.forRoot({ uploadDir: './data/uploads', completedDir: './data/completed' })
  * ```
+ *
+ * Provides (and exports) `UploadStorageService`, `CompletedUploadQueue`, `TusHandler` and
+ * `Janitor`. Lifecycle events go to EventEmitter2 when the application imports
+ * `EventEmitterModule.forRoot()`.
  */
 @Module({
   providers: [
@@ -60,13 +70,62 @@ function nestLogger(): TusLogger {
       },
     },
     {
-      provide: TusHandler,
-      inject: [TUS_OPTIONS, UploadStorageService],
-      useFactory: (options: ResolvedTusOptions, store: UploadStorageService) =>
-        new TusHandler({ options, store, logger: options.logger ?? nestLogger() }),
+      provide: CompletedUploadQueue,
+      inject: [TUS_OPTIONS],
+      useFactory: (options: ResolvedTusOptions) =>
+        options.completedQueue ??
+        new FilesystemCompletedQueue({
+          directory: options.completedDir,
+          stagingDirectory: options.uploadDir,
+          fsync: options.fsync,
+          directoryMode: options.directoryMode,
+          pollIntervalMs: options.queuePollIntervalMs,
+          log: (m) => (options.logger ?? nestLogger()).warn(m),
+        }),
     },
-    TusHttpServerConfigurer,
+    {
+      provide: TusHandler,
+      inject: [
+        TUS_OPTIONS,
+        UploadStorageService,
+        CompletedUploadQueue,
+        { token: EventEmitter2, optional: true },
+      ],
+      useFactory: (
+        options: ResolvedTusOptions,
+        store: UploadStorageService,
+        queue: CompletedUploadQueue,
+        bus: EventEmitter2 | undefined,
+      ) => {
+        // Bus listeners and the callback are independent: one failing never keeps an event from
+        // the other, and every failure, sync or async, reaches TusHandler, which logs it.
+        const onEvent = async (event: TusEvent) => {
+          const outcomes = await Promise.allSettled([
+            Promise.resolve().then(() => bus?.emitAsync(event.name, event)),
+            Promise.resolve().then(() => options.onEvent?.(event)),
+          ]);
+          const failure = outcomes.find((o) => o.status === 'rejected');
+          if (failure) throw failure.reason;
+        };
+        return new TusHandler({
+          options,
+          store,
+          queue,
+          logger: options.logger ?? nestLogger(),
+          onCreate: options.onCreate,
+          onEvent: bus || options.onEvent ? onEvent : undefined,
+        });
+      },
+    },
+    {
+      provide: Janitor,
+      inject: [TUS_OPTIONS, TusHandler],
+      useFactory: (options: ResolvedTusOptions, handler: TusHandler) =>
+        new Janitor(handler.context, options.janitor || {}),
+    },
+    TusForwardedInterceptor,
+    TusLifecycle,
   ],
-  exports: [TUS_OPTIONS, UploadStorageService, TusHandler],
+  exports: [TUS_OPTIONS, UploadStorageService, CompletedUploadQueue, TusHandler, Janitor],
 })
 export class TusModule extends ConfigurableModuleClass {}

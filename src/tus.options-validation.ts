@@ -1,5 +1,6 @@
 import { plainToInstance } from 'class-transformer';
 import {
+  IsArray,
   IsBoolean,
   IsInt,
   IsNotEmpty,
@@ -9,6 +10,7 @@ import {
   Min,
   validateSync,
 } from 'class-validator';
+import { TrustedProxies } from './nest/trusted-proxies.js';
 import type { TusModuleOptions } from './tus.options.js';
 
 /** The checks applied to the options when the application starts. */
@@ -24,6 +26,12 @@ class TusOptionsSchema {
   @IsOptional() @IsInt() @Min(0) bodyIdleTimeoutMs?: number;
   @IsOptional() @IsInt() @Min(1) headersTimeoutMs?: number;
   @IsOptional() @IsBoolean() configureHttpServer?: boolean;
+  @IsOptional() @IsInt() @Min(10) queuePollIntervalMs?: number;
+  @IsOptional() @IsInt() @Min(0) progressIntervalMs?: number;
+  @IsOptional() @IsArray() @IsString({ each: true }) trustedProxies?: string[];
+  @IsOptional() @IsBoolean() trustForwardedHost?: boolean;
+  @IsOptional() @IsInt() @Min(1) expireAfterMs?: number;
+  @IsOptional() @IsBoolean() removePartials?: boolean;
 }
 
 /** The options with their defaults filled in. */
@@ -51,6 +59,20 @@ export function resolveTusOptions(options: TusModuleOptions): ResolvedTusOptions
       .join('; ');
     throw new Error(`Invalid TusModule options: ${detail}`);
   }
+  // Parsed here so a bad entry stops the application at start, not at the first request.
+  new TrustedProxies(options.trustedProxies ?? []);
+  checkJanitor(options.janitor);
+  const origins = options.cors?.origins;
+  if (
+    options.cors &&
+    origins !== '*' &&
+    !(Array.isArray(origins) && origins.every((o) => typeof o === 'string'))
+  ) {
+    throw new Error('Invalid TusModule options: cors.origins must be "*" or an array of origins');
+  }
+  if (options.cors?.credentials && options.cors.origins === '*') {
+    throw new Error('Invalid TusModule options: cors: credentials need explicit origins, not "*"');
+  }
   return {
     ...options,
     maxMetadataSize: options.maxMetadataSize ?? 4096,
@@ -61,4 +83,23 @@ export function resolveTusOptions(options: TusModuleOptions): ResolvedTusOptions
     headersTimeoutMs: options.headersTimeoutMs ?? 60_000,
     configureHttpServer: options.configureHttpServer ?? true,
   };
+}
+
+function checkJanitor(janitor: TusModuleOptions['janitor']): void {
+  if (janitor === undefined || janitor === false) return;
+  const problems: string[] = [];
+  if (typeof janitor !== 'object' || janitor === null) problems.push('must be false or an object');
+  else {
+    const { intervalMs, staleUploadAge, completedFileAge, orphanAge } = janitor;
+    if (intervalMs !== undefined && !(Number.isInteger(intervalMs) && intervalMs >= 1000)) {
+      problems.push('intervalMs must be an integer >= 1000');
+    }
+    for (const [name, value] of Object.entries({ staleUploadAge, completedFileAge, orphanAge })) {
+      if (value !== undefined && !(typeof value === 'number' && value >= 0)) {
+        problems.push(`${name} must be a number of seconds >= 0`);
+      }
+    }
+  }
+  if (problems.length > 0)
+    throw new Error(`Invalid TusModule options: janitor: ${problems.join('; ')}`);
 }

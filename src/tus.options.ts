@@ -1,4 +1,10 @@
-import type { TusLogger } from './protocol/tus-context.js';
+import type { CanActivate, Type } from '@nestjs/common';
+import type { JanitorOptions } from './janitor/janitor.js';
+import type { TusExtension } from './protocol/extensions.js';
+import type { TusCorsOptions } from './nest/tus-cors.js';
+import type { OnCreateHook, TusLogger } from './protocol/tus-context.js';
+import type { TusEventSink } from './protocol/tus-events.js';
+import type { CompletedUploadQueue } from './queue/completed-upload.queue.js';
 import type {
   UploadLocker,
   UploadRecordStore,
@@ -46,6 +52,54 @@ export interface TusModuleOptions {
   recordStore?: UploadRecordStore;
   /** Per-upload locks. @default FileUploadLocker (flock on the data file) */
   locker?: UploadLocker;
+  /**
+   * Extensions to switch off, e.g. `{ 'checksum-trailer': false }`. All of TUS 1.0.0's are on:
+   * creation, creation-with-upload, creation-defer-length, termination, expiration, checksum,
+   * checksum-trailer, concatenation, concatenation-unfinished. An extension switched off is not
+   * advertised in `Tus-Extension`. @default all on
+   */
+  extensions?: Partial<Record<TusExtension, boolean>>;
+  /**
+   * An unfinished upload expires this long after its last write: `Upload-Expires` announces it,
+   * requests after it get 410, and the janitor deletes it (its `staleUploadAge` defaults to
+   * this). @default 86400000 (24 h, tussi's stale_upload_age)
+   */
+  expireAfterMs?: number;
+  /** Delete partial uploads once a final upload was assembled from them. @default true */
+  removePartials?: boolean;
+  /** The completed-upload queue. @default FilesystemCompletedQueue in `completedDir` */
+  completedQueue?: CompletedUploadQueue;
+  /** How often waiting consumers rescan `completedDir` if the directory watch misses. @default 2000 */
+  queuePollIntervalMs?: number;
+  /**
+   * tussi's `on_create`: called before an upload is stored, with the request headers and the
+   * decoded client metadata; returns the server metadata to store. Throw an `HttpException` to
+   * refuse the creation with its status (e.g. 403 over quota). With `forRootAsync` it can use
+   * injected providers. @default none
+   */
+  onCreate?: OnCreateHook;
+  /**
+   * tussi's `on_event`: every lifecycle event, for code that does not use the event bus. Events
+   * also go to EventEmitter2 when the application imports `EventEmitterModule`. @default none
+   */
+  onEvent?: TusEventSink;
+  /** At most one `tus.upload.progress` event per upload per this many ms. @default 1000 */
+  progressIntervalMs?: number;
+  /**
+   * Peers (IPs or CIDR ranges, IPv4 or IPv6) whose `X-Forwarded-Proto` / `Forwarded: proto=`
+   * decides the scheme of `Location`. Without it forwarded headers are ignored. @default []
+   */
+  trustedProxies?: string[];
+  /** Also take the host of `Location` from a trusted proxy's `X-Forwarded-Host`. @default false */
+  trustForwardedHost?: boolean;
+  /** CORS for browser clients; without it no CORS header is sent. @default none */
+  cors?: TusCorsOptions;
+  /**
+   * The janitor: tussi's cleanup, run every `intervalMs` (through `@nestjs/schedule`'s
+   * `SchedulerRegistry` when the application imports `ScheduleModule`), or `false` to run it
+   * yourself (`Janitor.run()`). @default { staleUploadAge: 86400, completedFileAge: 604800, intervalMs: 3600000 }
+   */
+  janitor?: (JanitorOptions & { intervalMs?: number }) | false;
   /** Where server-side failures are logged. @default Nest's `Logger` with context `TusModule` */
   logger?: TusLogger;
 }
@@ -56,4 +110,9 @@ export interface TusModuleExtras {
   path: string;
   /** Register the module globally. @default false */
   isGlobal: boolean;
+  /**
+   * Guards of the upload routes (POST, HEAD, PATCH, DELETE), e.g. a bearer-token guard. Never
+   * applied to OPTIONS: TUS discovery and CORS preflights carry no credentials. @default []
+   */
+  guards: (Type<CanActivate> | CanActivate)[];
 }

@@ -1,20 +1,49 @@
 import { Module } from '@nestjs/common';
-import { TusModule } from 'nestjs-tussi';
+import { ConfigModule, ConfigService } from '@nestjs/config';
+import { EventEmitterModule } from '@nestjs/event-emitter';
+import { ScheduleModule } from '@nestjs/schedule';
+import { TusModule, type TusModuleOptions } from 'nestjs-tussi';
+import { BearerAuthGuard } from './bearer-auth.guard.js';
+import { UploadConsumer } from './upload-consumer.service.js';
+import { UploadEventsListener } from './upload-events.listener.js';
 
-/**
- * The sample application: TUS uploads at `/files/`, stored under ./data unless
- * `TUS_UPLOAD_DIR` / `TUS_COMPLETED_DIR` say otherwise.
- */
+const list = (value: string | undefined) =>
+  value
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean) ?? [];
+const number = (value: string | undefined) => (value ? Number(value) : undefined);
+
+/** The module options from the environment (see the README for each variable). */
+export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
+  const origins = list(config.get<string>('TUS_CORS_ORIGINS'));
+  return {
+    uploadDir: config.get<string>('TUS_UPLOAD_DIR', './data/uploads'),
+    completedDir: config.get<string>('TUS_COMPLETED_DIR', './data/completed'),
+    maxSize: number(config.get<string>('TUS_MAX_SIZE')),
+    maxChunkSize: number(config.get<string>('TUS_MAX_CHUNK_SIZE')),
+    fsync: config.get<string>('TUS_FSYNC', 'true') !== 'false',
+    trustedProxies: list(config.get<string>('TUS_TRUSTED_PROXIES')),
+    cors: origins.length > 0 ? { origins: origins.includes('*') ? '*' : origins } : undefined,
+    // Records who uploaded: the server metadata of each upload.
+    onCreate: (headers) => ({
+      uploaded_by: headers.authorization?.startsWith('Bearer ') ? 'token holder' : 'anonymous',
+    }),
+  };
+}
+
 @Module({
   imports: [
+    ConfigModule.forRoot({ isGlobal: true }),
+    EventEmitterModule.forRoot(),
+    ScheduleModule.forRoot(),
     TusModule.forRootAsync({
       path: 'files',
-      useFactory: () => ({
-        uploadDir: process.env.TUS_UPLOAD_DIR ?? './data/uploads',
-        completedDir: process.env.TUS_COMPLETED_DIR ?? './data/completed',
-        maxSize: process.env.TUS_MAX_SIZE ? Number(process.env.TUS_MAX_SIZE) : undefined,
-      }),
+      guards: [BearerAuthGuard],
+      inject: [ConfigService],
+      useFactory: tusOptionsFrom,
     }),
   ],
+  providers: [UploadConsumer, UploadEventsListener],
 })
 export class AppModule {}

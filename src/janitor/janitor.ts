@@ -1,9 +1,11 @@
-import { recoverFinalizes } from '../protocol/finalize.js';
+import { recoverFinalizes } from '../protocol/recovery.js';
 import type { TusContext } from '../protocol/tus-context.js';
+import type { UploadRecord } from '../protocol/upload-record.js';
+import { DEFAULT_EXPIRE_AFTER_MS } from '../protocol/expiration.js';
 import { LockTargetMissingError, LockTimeoutError } from '../storage/storage.interfaces.js';
 
 export interface JanitorOptions {
-  /** Delete unfinished uploads with no write for this many seconds. @default 86400 */
+  /** Delete unfinished uploads with no write for this many seconds. @default expireAfterMs / 1000 (86400) */
   staleUploadAge?: number;
   /** Delete finished uploads no consumer took (and receipts) after this many seconds. @default 604800 */
   completedFileAge?: number;
@@ -43,7 +45,9 @@ export class Janitor {
     private readonly context: TusContext,
     options: JanitorOptions = {},
   ) {
-    this.staleUploadAge = options.staleUploadAge ?? 86_400;
+    // One lifetime for an unfinished upload: what `Upload-Expires` announces is what happens.
+    this.staleUploadAge =
+      options.staleUploadAge ?? (context.options.expireAfterMs ?? DEFAULT_EXPIRE_AFTER_MS) / 1000;
     this.completedFileAge = options.completedFileAge ?? 604_800;
     this.orphanAge = options.orphanAge ?? 3_600;
   }
@@ -74,11 +78,10 @@ export class Janitor {
         continue;
       }
       const record = await store.getRecord(id).catch(() => null);
-      if (!record || record.isComplete || now - record.lastWrite < this.staleUploadAge) continue;
+      if (!record || !this.isStale(record, now)) continue;
       summary.stale += await this.removeUnderLock(
         id,
-        (current) =>
-          current !== null && !current.isComplete && now - current.lastWrite >= this.staleUploadAge,
+        (current) => current !== null && this.isStale(current, now),
       );
     }
 
@@ -93,10 +96,20 @@ export class Janitor {
     return summary;
   }
 
+  /**
+   * Unfinished (or a complete partial, which never leaves staging on its own) and without a
+   * write for `staleUploadAge`: expired, in the terms of the expiration extension.
+   */
+  private isStale(record: UploadRecord, now: number): boolean {
+    return (
+      (!record.isComplete || record.isPartial) && now - record.lastWrite >= this.staleUploadAge
+    );
+  }
+
   /** Removes an upload if, under its lock, `stillDue` holds for its current record. */
   private async removeUnderLock(
     id: string,
-    stillDue: (record: Awaited<ReturnType<TusContext['store']['getRecord']>>) => boolean,
+    stillDue: (record: UploadRecord | null) => boolean,
   ): Promise<number> {
     const { store } = this.context;
     try {

@@ -1,12 +1,17 @@
 import {
   Catch,
   HttpException,
+  Inject,
+  Optional,
   Logger,
   type ArgumentsHost,
   type ExceptionFilter,
 } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { TUS_VERSION } from '../protocol/headers.js';
+import type { ResolvedTusOptions } from '../tus.options-validation.js';
+import { TUS_OPTIONS } from './tus.constants.js';
+import { applyCors } from './tus-cors.js';
 
 /**
  * Answers what the TUS handler did not: a guard's 401/403, a pipe's 400, anything thrown before
@@ -16,6 +21,8 @@ import { TUS_VERSION } from '../protocol/headers.js';
 @Catch()
 export class TusExceptionFilter implements ExceptionFilter {
   private readonly logger = new Logger('TusModule');
+
+  constructor(@Optional() @Inject(TUS_OPTIONS) private readonly options?: ResolvedTusOptions) {}
 
   catch(exception: unknown, host: ArgumentsHost): void {
     const request = host.switchToHttp().getRequest<Request>();
@@ -35,6 +42,7 @@ export class TusExceptionFilter implements ExceptionFilter {
       this.logger.error('request failed', exception instanceof Error ? exception.stack : exception);
     }
     response.setHeader('Tus-Resumable', TUS_VERSION);
+    applyCors(request, response, this.options?.cors);
     if (!request.readableEnded) response.setHeader('Connection', 'close');
     response.status(status);
     if (request.method === 'HEAD') response.end();

@@ -1,5 +1,6 @@
 import type { CompletedUploadQueue } from '../queue/completed-upload.queue.js';
 import type { UploadStorageService } from '../storage/upload-storage.service.js';
+import type { TusExtension } from './extensions.js';
 import type { ProgressThrottle, TusEvent } from './tus-events.js';
 import type { TusRequest, TusResponse } from './tus-request.js';
 
@@ -34,6 +35,12 @@ export interface TusProtocolOptions {
   bodyIdleTimeoutMs: number;
   /** At most one progress event per upload per this many milliseconds. */
   progressIntervalMs?: number;
+  /** Extensions to switch off (`{ 'checksum-trailer': false }`); all are on by default. */
+  extensions?: Partial<Record<TusExtension, boolean>>;
+  /** An unfinished upload expires this long after its last write (expiration). @default 86400000 */
+  expireAfterMs?: number;
+  /** Delete partial uploads once a final upload has been assembled from them. @default true */
+  removePartials?: boolean;
 }
 
 /** What every method handler gets. */
@@ -47,6 +54,10 @@ export interface TusContext {
   readonly emit: (event: TusEvent) => void;
   readonly progress: ProgressThrottle;
   readonly onCreate?: OnCreateHook;
+  /** The extensions served and advertised. */
+  readonly extensions: ReadonlySet<TusExtension>;
+  /** Body writes under way in this process, by upload id: termination stops them first. */
+  readonly activeWrites: Map<string, AbortController>;
 }
 
 export type MethodHandler = (request: TusRequest, context: TusContext) => Promise<TusResponse>;

@@ -48,7 +48,7 @@ export const TusErrors = {
   notFound: define('ERR_UPLOAD_NOT_FOUND', 404, 'upload not found'),
   methodNotAllowed: () =>
     new TusError('ERR_METHOD_NOT_ALLOWED', 405, 'method not allowed', {
-      Allow: 'OPTIONS, POST, HEAD, PATCH',
+      Allow: 'OPTIONS, POST, HEAD, PATCH, DELETE',
     }),
   mismatchedOffset: (current: number) =>
     new TusError('ERR_MISMATCHED_OFFSET', 409, 'mismatched offset', {
@@ -58,6 +58,32 @@ export const TusErrors = {
   uploadLengthExceeded: define('ERR_UPLOAD_LENGTH_EXCEEDED', 413, 'body exceeds the upload length'),
   chunkTooLarge: define('ERR_CHUNK_TOO_LARGE', 413, 'request body exceeds the maximum chunk size'),
   uploadLocked: define('ERR_UPLOAD_LOCKED', 423, 'upload is locked by another request'),
+  uploadExpired: define('ERR_UPLOAD_EXPIRED', 410, 'upload has expired'),
+  invalidDeferLength: define(
+    'ERR_INVALID_UPLOAD_DEFER_LENGTH',
+    400,
+    'invalid Upload-Defer-Length header',
+  ),
+  lengthAndDefer: define(
+    'ERR_AMBIGUOUS_UPLOAD_LENGTH',
+    400,
+    'Upload-Length and Upload-Defer-Length must not be sent together',
+  ),
+  lengthAlreadySet: define('ERR_INVALID_UPLOAD_LENGTH', 400, 'the upload length cannot be changed'),
+  invalidChecksum: define('ERR_INVALID_CHECKSUM', 400, 'invalid Upload-Checksum header'),
+  unsupportedChecksumAlgorithm: define(
+    'ERR_UNSUPPORTED_CHECKSUM_ALGORITHM',
+    400,
+    'unsupported checksum algorithm',
+  ),
+  checksumMismatch: define('ERR_CHECKSUM_MISMATCH', 460, 'checksum mismatch'),
+  invalidConcat: define('ERR_INVALID_CONCAT', 400, 'invalid Upload-Concat header'),
+  modifyFinal: define('ERR_MODIFY_FINAL', 403, 'a final upload cannot be modified'),
+  unfinishedPartials: define(
+    'ERR_PARTIALS_UNFINISHED',
+    400,
+    'the partial uploads are not complete',
+  ),
   insufficientStorage: define('ERR_INSUFFICIENT_STORAGE', 507, 'insufficient storage'),
   internal: define('ERR_INTERNAL_SERVER_ERROR', 500, 'internal server error'),
 } as const;

@@ -6,6 +6,7 @@ export const TusEvents = Object.freeze({
   Progress: 'tus.upload.progress',
   Completed: 'tus.upload.completed',
   Failed: 'tus.upload.failed',
+  Terminated: 'tus.upload.terminated',
 } as const);
 
 export type TusEventName = (typeof TusEvents)[keyof typeof TusEvents];
@@ -58,8 +59,18 @@ export class UploadFailedEvent {
   ) {}
 }
 
+/** A client terminated an upload (DELETE); its files are gone. */
+export class UploadTerminatedEvent {
+  readonly name = TusEvents.Terminated;
+  constructor(readonly uploadId: string) {}
+}
+
 export type TusEvent =
-  UploadCreatedEvent | UploadProgressEvent | UploadCompletedEvent | UploadFailedEvent;
+  | UploadCreatedEvent
+  | UploadProgressEvent
+  | UploadCompletedEvent
+  | UploadFailedEvent
+  | UploadTerminatedEvent;
 
 /** Receives lifecycle events; the protocol never waits for it and logs what it throws. */
 export type TusEventSink = (event: TusEvent) => void | Promise<void>;

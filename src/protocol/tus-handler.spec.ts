@@ -125,7 +125,13 @@ const cases: Case[] = [
     method: 'OPTIONS',
     headers: {},
     status: 204,
-    resHeaders: { 'Tus-Version': '1.0.0', 'Tus-Extension': 'creation', 'Tus-Max-Size': null },
+    resHeaders: {
+      'Tus-Version': '1.0.0',
+      'Tus-Extension':
+        'creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,checksum-trailer,concatenation,concatenation-unfinished',
+      'Tus-Checksum-Algorithm': 'sha1,md5,sha256,sha512,crc32',
+      'Tus-Max-Size': null,
+    },
   },
   {
     name: 'OPTIONS advertises Tus-Max-Size when maxSize is set',
@@ -133,7 +139,23 @@ const cases: Case[] = [
     headers: {},
     options: { maxSize: 1000 },
     status: 204,
-    resHeaders: { 'Tus-Version': '1.0.0', 'Tus-Extension': 'creation', 'Tus-Max-Size': '1000' },
+    resHeaders: {
+      'Tus-Version': '1.0.0',
+      'Tus-Extension':
+        'creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,checksum-trailer,concatenation,concatenation-unfinished',
+      'Tus-Max-Size': '1000',
+    },
+  },
+  {
+    name: 'OPTIONS leaves out switched-off extensions and those that depend on them',
+    method: 'OPTIONS',
+    headers: {},
+    options: { extensions: { checksum: false, concatenation: false } },
+    status: 204,
+    resHeaders: {
+      'Tus-Extension': 'creation,creation-with-upload,creation-defer-length,termination,expiration',
+      'Tus-Checksum-Algorithm': null,
+    },
   },
   {
     name: 'OPTIONS ignores an unsupported Tus-Resumable',
@@ -197,9 +219,9 @@ const cases: Case[] = [
     name: 'unknown override method',
     method: 'POST',
     id: EXISTING,
-    headers: { ...TUS, 'x-http-method-override': 'DELETE' },
+    headers: { ...TUS, 'x-http-method-override': 'COPY' },
     status: 405,
-    resHeaders: { Allow: 'OPTIONS, POST, HEAD, PATCH' },
+    resHeaders: { Allow: 'OPTIONS, POST, HEAD, PATCH, DELETE' },
     code: 'ERR_METHOD_NOT_ALLOWED',
   },
   {
@@ -221,10 +243,11 @@ const cases: Case[] = [
     code: 'ERR_METHOD_NOT_ALLOWED',
   },
   {
-    name: 'DELETE (termination not offered)',
+    name: 'DELETE when termination is switched off',
     method: 'DELETE',
     id: EXISTING,
     headers: TUS,
+    options: { extensions: { termination: false } },
     status: 405,
     code: 'ERR_METHOD_NOT_ALLOWED',
   },

@@ -1,4 +1,6 @@
+import { handleDelete } from './handlers/delete.handler.js';
 import { handleHead } from './handlers/head.handler.js';
+import { enabledExtensions } from './extensions.js';
 import { handleOptions } from './handlers/options.handler.js';
 import { handlePatch } from './handlers/patch.handler.js';
 import { handlePost } from './handlers/post.handler.js';
@@ -14,7 +16,10 @@ import { TusError, TusErrors } from './tus-error.js';
 import type { TusRequest, TusResponse } from './tus-request.js';
 
 /** What a `TusHandler` is built from. */
-export type TusHandlerConfig = Omit<TusContext, 'emit' | 'progress'> & {
+export type TusHandlerConfig = Omit<
+  TusContext,
+  'emit' | 'progress' | 'extensions' | 'activeWrites'
+> & {
   /** tussi's `on_event`: receives every lifecycle event (the Nest module feeds EventEmitter2). */
   onEvent?: TusEventSink;
 };
@@ -29,6 +34,7 @@ export class TusHandler {
     POST: handlePost,
     HEAD: handleHead,
     PATCH: handlePatch,
+    DELETE: handleDelete,
   };
 
   /** What the handlers share: options, storage, queue, event sink (the janitor uses it too). */
@@ -53,7 +59,13 @@ export class TusHandler {
           })
       : () => {};
     const progress = new ProgressThrottle(config.options.progressIntervalMs ?? 1000);
-    this.context = { ...rest, emit, progress };
+    this.context = {
+      ...rest,
+      emit,
+      progress,
+      extensions: enabledExtensions(config.options.extensions),
+      activeWrites: new Map(),
+    };
   }
 
   async handle(request: TusRequest): Promise<TusResponse> {

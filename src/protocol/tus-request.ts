@@ -17,6 +17,8 @@ export interface TusRequest {
   host?: string;
   /** The request body. */
   body: Readable;
+  /** The trailers of a chunked body, once it has ended (checksum-trailer). */
+  trailers?: () => RequestHeaders;
 }
 
 /** A response for the adapter to send. */

@@ -15,6 +15,12 @@ export interface UploadRecordJson {
   finished_at?: string | null;
   /** Seconds from creation to finalization (ISO 8601 durations such as `PT1.5S` are read too). */
   duration?: number | string | null;
+  /** Extensions (ignored by tussi): `Upload-Concat` as the client sent it. */
+  concat?: string | null;
+  /** Of a final upload: the ids of its partial uploads, in order. */
+  parts?: string[];
+  /** Of a partial upload: final uploads created before it was complete, waiting for it. */
+  waiting_finals?: string[];
 }
 
 /** What the server knows about one upload. */
@@ -38,6 +44,21 @@ export class UploadRecord {
     public duration: number | null = null,
   ) {}
 
+  /** `Upload-Concat` as received at creation (`partial` or `final;<urls>`), or `null`. */
+  concat: string | null = null;
+  /** Of a final upload: the ids of its partial uploads, in order. */
+  parts: string[] = [];
+  /** Of a partial upload: final uploads waiting for it to complete. */
+  waitingFinals: string[] = [];
+
+  get isPartial(): boolean {
+    return this.concat === 'partial';
+  }
+
+  get isFinal(): boolean {
+    return this.concat !== null && this.concat.startsWith('final');
+  }
+
   /** True once every declared byte is durable. */
   get isComplete(): boolean {
     return this.length !== null && this.offset === this.length;
@@ -53,6 +74,9 @@ export class UploadRecord {
       last_write: this.lastWrite,
       finished_at: this.finishedAt?.toISOString() ?? null,
       duration: this.duration,
+      ...(this.concat !== null && { concat: this.concat }),
+      ...(this.parts.length > 0 && { parts: this.parts }),
+      ...(this.waitingFinals.length > 0 && { waiting_finals: this.waitingFinals }),
     };
   }
 
@@ -69,7 +93,7 @@ export class UploadRecord {
     ) {
       throw new SyntaxError('not an upload record');
     }
-    return new UploadRecord(
+    const record = new UploadRecord(
       json.length,
       json.offset,
       stringMap(json.metadata),
@@ -79,12 +103,20 @@ export class UploadRecord {
       json.finished_at ? new Date(json.finished_at) : null,
       parseDuration(json.duration),
     );
+    if (typeof json.concat === 'string') record.concat = json.concat;
+    record.parts = stringList(json.parts);
+    record.waitingFinals = stringList(json.waiting_finals);
+    return record;
   }
 
   /** Reads a record saved as `.meta` JSON (by this server, a consumer's `saveRecord`, or tussi). */
   static async fromFile(path: string): Promise<UploadRecord> {
     return UploadRecord.fromJSON(JSON.parse(await readFile(path, 'utf8')));
   }
+}
+
+function stringList(value: unknown): string[] {
+  return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
 }
 
 function stringMap(value: unknown): Record<string, string> {

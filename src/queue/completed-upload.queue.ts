@@ -51,6 +51,12 @@ export abstract class CompletedUploadQueue {
    */
   abstract expire(ageMs: number): Promise<number>;
 
+  /**
+   * Terminates a finished upload: removes it (and its receipt) from the queue unless a consumer
+   * holds it. `'held'` when a consumer has it, `'missing'` when the queue never knew it.
+   */
+  abstract remove(id: string): Promise<'removed' | 'held' | 'missing'>;
+
   /** Stops every pending `waitForFile` with an `AbortError`. */
   abstract close(): Promise<void>;
 

@@ -1,5 +1,5 @@
 import { mkdirSync, statSync, watch, type FSWatcher } from 'node:fs';
-import { readFile, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { readFile, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isUploadId } from '../protocol/headers.js';
 import { UploadRecord } from '../protocol/upload-record.js';
@@ -92,6 +92,9 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   async enqueue(id: string, record: UploadRecord): Promise<void> {
     await writeFileAtomic(this.recordPath(id), JSON.stringify(record), this.fsync);
     await rename(join(this.stagingDirectory, id), this.dataPath(id));
+    // Age in the queue counts from now (expiry, oldest-first order), not from the last write.
+    const now = new Date();
+    await utimes(this.dataPath(id), now, now);
     if (this.fsync) {
       await syncDirectory(this.directory);
       await syncDirectory(this.stagingDirectory);
@@ -109,6 +112,29 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
       }
     }
     return null;
+  }
+
+  async remove(id: string): Promise<'removed' | 'held' | 'missing'> {
+    if (!isUploadId(id)) return 'missing';
+    let lock: FileLock | null = null;
+    try {
+      lock = await tryLockFile(this.dataPath(id));
+      if (!lock) return 'held';
+    } catch (e) {
+      if (!(e instanceof LockTargetMissingError)) throw e;
+    }
+    try {
+      let found = lock !== null;
+      for (const path of [this.recordPath(id), this.receiptPath(id), this.dataPath(id)]) {
+        await unlink(path).then(
+          () => (found = true),
+          (e: NodeJS.ErrnoException) => ignoreMissing(e),
+        );
+      }
+      return found ? 'removed' : 'missing';
+    } finally {
+      await lock?.release();
+    }
   }
 
   async expire(ageMs: number): Promise<number> {
@@ -186,6 +212,12 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
       if (!lock) continue;
       const record = await this.readClaimedRecord(id, lock);
       if (record) {
+        try {
+          await this.writeReceipt(id, record);
+        } catch (e) {
+          await lock.release();
+          throw e;
+        }
         return new CompletedUpload(id, this.dataPath(id), this.recordPath(id), record, (u) =>
           this.endClaim(u, lock),
         );
@@ -221,20 +253,22 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   }
 
   /** Keeps a receipt for HEAD, deletes what the consumer left, then lets go of the lock. */
+  /**
+   * The small record HEAD answers from once the consumer moved the files away; written when the
+   * claim is made, so there is no moment (save, then release) when a client would get 404.
+   */
+  private async writeReceipt(id: string, record: UploadRecord): Promise<void> {
+    const { length, metadata, createdAt, finishedAt, duration } = record;
+    const receipt = new UploadRecord(length, length ?? 0, metadata, {}, createdAt, createdAt);
+    receipt.finishedAt = finishedAt;
+    receipt.duration = duration;
+    receipt.concat = record.concat;
+    await writeFileAtomic(this.receiptPath(id), JSON.stringify(receipt), false);
+  }
+
+  /** Deletes what the consumer left, then lets go of the lock. */
   private async endClaim(upload: CompletedUpload, lock: FileLock): Promise<void> {
     try {
-      const { length, metadata, createdAt, finishedAt, duration } = upload.record;
-      const receipt = new UploadRecord(
-        length,
-        length ?? 0,
-        metadata,
-        {},
-        createdAt,
-        createdAt,
-        finishedAt,
-        duration,
-      );
-      await writeFileAtomic(this.receiptPath(upload.name), JSON.stringify(receipt), false);
       await unlink(upload.path).catch(ignoreMissing);
       await unlink(upload.recordPath).catch(ignoreMissing);
     } finally {

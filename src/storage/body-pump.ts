@@ -50,6 +50,7 @@ export function pumpBody(
 
     const detach = () => {
       clearTimeout(idle);
+      options.signal?.removeEventListener('abort', onAbort);
       body.off('data', onData);
       body.off('end', onEnd);
       body.off('close', onClose);
@@ -163,6 +164,17 @@ export function pumpBody(
       result.aborted = true;
       finish();
     }
+
+    const onAbort = () => {
+      result.aborted = true;
+      finish();
+    };
+    if (options.signal?.aborted) {
+      result.aborted = true;
+      finished = true;
+      return settle();
+    }
+    options.signal?.addEventListener('abort', onAbort, { once: true });
 
     if (body.readableEnded) {
       result.ended = true;

@@ -1,8 +1,8 @@
-import { mkdirSync } from 'node:fs';
+import { createReadStream, mkdirSync } from 'node:fs';
 import { open, readdir, stat, unlink } from 'node:fs/promises';
 import { isUploadId } from '../protocol/headers.js';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pumpBody } from './body-pump.js';
 import { syncDirectory } from './durable-file.js';
 import { preallocate } from './fallocate.js';
@@ -86,6 +86,25 @@ export class FilesystemStorage implements UploadStorage {
         }
       }
       return result;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  read(id: string, start: number, length: number): Readable {
+    if (length === 0) return Readable.from([]);
+    return createReadStream(this.pathOf(id), {
+      start,
+      end: start + length - 1,
+      highWaterMark: 1 << 20,
+    });
+  }
+
+  async allocate(id: string, length: number): Promise<void> {
+    const handle = await open(this.pathOf(id), 'r+');
+    try {
+      await preallocate(handle, length, this.log);
+      if (this.fsync) await handle.sync();
     } finally {
       await handle.close();
     }

@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { UploadRecord } from '../protocol/upload-record.js';
 import { pumpBody } from './body-pump.js';
 import { KeyedMutex } from './keyed-mutex.js';
@@ -46,6 +46,20 @@ export class MemoryStorage implements UploadStorage {
       },
       options,
     );
+  }
+
+  read(id: string, start: number, length: number): Readable {
+    const file = this.files.get(id) ?? Buffer.alloc(0);
+    return Readable.from([Buffer.from(file.subarray(start, start + length))]);
+  }
+
+  async allocate(id: string, length: number): Promise<void> {
+    const file = this.files.get(id);
+    if (file && file.length < length) {
+      const grown = Buffer.alloc(length);
+      file.copy(grown);
+      this.files.set(id, grown);
+    }
   }
 
   async remove(id: string): Promise<void> {

@@ -9,6 +9,8 @@ export interface BodyWriteOptions {
   idleTimeoutMs: number;
   /** Sees every accepted chunk in order, before it is written (checksums, progress). */
   onChunk?: (chunk: Buffer) => void;
+  /** Stops reading when it fires (the bytes received before are still written). */
+  signal?: AbortSignal;
 }
 
 /** What became of a request body. */
@@ -36,6 +38,10 @@ export interface UploadStorage {
     body: Readable,
     options: BodyWriteOptions,
   ): Promise<BodyWriteResult>;
+  /** Reads `length` bytes of an upload's data from `start` (concatenation assembles with it). */
+  read(id: string, start: number, length: number): Readable;
+  /** Reserves `length` bytes for an upload created with a deferred length, once it is known. */
+  allocate(id: string, length: number): Promise<void>;
   /** Removes the data of an upload; a missing upload is not an error. */
   remove(id: string): Promise<void>;
   /** The ids of every upload with data, and how old the data is (ms since its last change). */

@@ -6,8 +6,10 @@ import { join } from 'node:path';
 import {
   OCTETS,
   TUS,
+  completedPaths,
   createTestApp,
   createUpload,
+  entriesOf,
   headUpload,
   idOf,
   patchUpload,
@@ -30,6 +32,17 @@ async function storedPrefix(app: TestApp, id: string, length: number): Promise<B
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * A complete upload was finalized: its data file in completedDir holds exactly `data`, and
+ * nothing of it (data, record, temp file) is left in uploadDir.
+ */
+async function expectFinalized(app: TestApp, id: string, data: Buffer): Promise<void> {
+  const { data: path } = completedPaths(app, id);
+  expect(await sha256File(path)).toBe(sha256(data));
+  expect((await stat(path)).size).toBe(data.length);
+  expect(await entriesOf(app.uploadDir, id)).toEqual([]);
 }
 
 /** True while some open file description holds an exclusive flock on `path`. */
@@ -129,12 +142,13 @@ describe('TUS core + creation over real HTTP', () => {
     );
     expect(head.res.body.length).toBe(0);
 
-    // Finalization into completedDir is not implemented: the data stays in uploadDir.
-    expect(await sha256File(join(app.uploadDir, id))).toBe(sha256(data));
-    expect((await stat(join(app.uploadDir, id))).size).toBe(data.length);
-    const record = JSON.parse(await readFile(join(app.uploadDir, `${id}.meta`), 'utf8')) as {
+    // Finalized by the last PATCH: data and record are in completedDir, staging is empty.
+    await expectFinalized(app, id, data);
+    const record = JSON.parse(await readFile(completedPaths(app, id).record, 'utf8')) as {
       created_at: number;
       last_write: number;
+      finished_at: string;
+      duration: number;
     };
     expect(record).toMatchObject({
       length: data.length,
@@ -144,6 +158,8 @@ describe('TUS core + creation over real HTTP', () => {
     });
     expect(typeof record.created_at).toBe('number');
     expect(record.last_write).toBeGreaterThanOrEqual(record.created_at);
+    expect(new Date(record.finished_at).toISOString()).toBe(record.finished_at);
+    expect(record.duration).toBeGreaterThanOrEqual(0);
   });
 
   it('creates an empty upload (Upload-Length: 0) that is complete at once', async () => {
@@ -153,12 +169,14 @@ describe('TUS core + creation over real HTTP', () => {
     expect(head.res.status).toBe(200);
     expect(head.res.headers['upload-offset']).toBe('0');
     expect(head.res.headers['upload-length']).toBe('0');
-    expect((await stat(join(app.uploadDir, id))).size).toBe(0);
+    // Complete at creation, so finalized by the POST itself.
+    await expectFinalized(app, id, Buffer.alloc(0));
   });
 
   describe('refusals', () => {
     it('412 with Tus-Version when Tus-Resumable is missing or unsupported, nothing created', async () => {
       const before = await readdir(app.uploadDir);
+      const completedBefore = await readdir(app.completedDir);
       for (const headers of [{}, { 'Tus-Resumable': '0.2.2' }]) {
         const res = await app.request({
           method: 'POST',
@@ -171,6 +189,7 @@ describe('TUS core + creation over real HTTP', () => {
         expect(res.headers.location).toBeUndefined();
       }
       expect((await readdir(app.uploadDir)).sort()).toEqual(before.sort());
+      expect((await readdir(app.completedDir)).sort()).toEqual(completedBefore.sort());
     });
 
     it('400 for a creation without a valid Upload-Length', async () => {
@@ -229,7 +248,7 @@ describe('TUS core + creation over real HTTP', () => {
       expect((await headUpload(app, id)).offset).toBe(60);
 
       expect((await patchUpload(app, id, 60, data.subarray(60))).status).toBe(204);
-      expect(await sha256File(join(app.uploadDir, id))).toBe(sha256(data));
+      await expectFinalized(app, id, data);
     });
 
     it('413 when a chunked body runs past Upload-Length; nothing is written past the end', async () => {
@@ -238,8 +257,16 @@ describe('TUS core + creation over real HTTP', () => {
       expect(res.status).toBe(413);
       expect(res.headers['tus-resumable']).toBe('1.0.0');
       const head = await headUpload(app, id);
+      expect(head.res.status).toBe(200);
       expect(head.offset).toBeLessThanOrEqual(100);
-      expect((await stat(join(app.uploadDir, id))).size).toBe(100);
+      if (head.offset === 100) {
+        // The 100 bytes that fit were written: the request wrote the last byte, so the upload
+        // is complete and finalized (data in completedDir, sized 100, nothing left in staging).
+        expect((await stat(completedPaths(app, id).data)).size).toBe(100);
+        expect(await entriesOf(app.uploadDir, id)).toEqual([]);
+      } else {
+        expect((await stat(join(app.uploadDir, id))).size).toBe(100);
+      }
     });
   });
 
@@ -276,7 +303,7 @@ describe('TUS core + creation over real HTTP', () => {
             body: data,
           });
           expect(patch.status).toBe(204);
-          expect(await sha256File(join(prefixed.uploadDir, idOf(location)))).toBe(sha256(data));
+          await expectFinalized(prefixed, idOf(location), data);
         }
         // Without the prefix there is no TUS route.
         expect((await createUpload(prefixed, 7, { path: '/files' })).res.status).toBe(404);
@@ -308,6 +335,7 @@ describe('TUS core + creation over real HTTP', () => {
       ['an empty value', 'Host: '],
     ])('a malformed Host header (%s) is 400, never 500', async (_name, hostLine) => {
       const before = await readdir(app.uploadDir);
+      const completedBefore = await readdir(app.completedDir);
       const res = await rawSocketRequest(
         app.port,
         [
@@ -321,6 +349,7 @@ describe('TUS core + creation over real HTTP', () => {
       expect(res.status).toBe(400);
       expect(res.headers.location).toBeUndefined();
       expect((await readdir(app.uploadDir)).sort()).toEqual(before.sort());
+      expect((await readdir(app.completedDir)).sort()).toEqual(completedBefore.sort());
     });
 
     it.each([
@@ -404,7 +433,7 @@ describe('TUS core + creation over real HTTP', () => {
       expect(head.status).toBe(200);
       expect(head.headers['upload-offset']).toBe(String(data.length));
       expect(head.headers['cache-control']).toBe('no-store');
-      expect(await sha256File(join(app.uploadDir, id))).toBe(sha256(data));
+      await expectFinalized(app, id, data);
     });
 
     it('the override is the method: a POST overridden to DELETE is 405, not a creation', async () => {
@@ -438,7 +467,7 @@ describe('TUS core + creation over real HTTP', () => {
     });
     expect(second.status).toBe(204);
     expect(second.headers['upload-offset']).toBe(String(data.length));
-    expect(await sha256File(join(app.uploadDir, id))).toBe(sha256(data));
+    await expectFinalized(app, id, data);
   });
 
   it('resumes after a connection dropped mid-body: the received bytes are kept', async () => {
@@ -460,7 +489,7 @@ describe('TUS core + creation over real HTTP', () => {
     const rest = await patchUpload(app, id, offset, data.subarray(offset));
     expect(rest.status).toBe(204);
     expect(rest.headers['upload-offset']).toBe(String(data.length));
-    expect(await sha256File(join(app.uploadDir, id))).toBe(sha256(data));
+    await expectFinalized(app, id, data);
   });
 
   it.each([1, 10_000])(
@@ -514,7 +543,7 @@ describe('TUS core + creation over real HTTP', () => {
     expect([409, 423]).toContain(statuses.find((s) => s !== 204));
     const winner = results.findIndex((r) => r.status === 204);
     expect((await headUpload(app, id)).offset).toBe(size);
-    expect(await sha256File(join(app.uploadDir, id))).toBe(sha256(bodies[winner]));
+    await expectFinalized(app, id, bodies[winner]);
   });
 
   describe('not found', () => {
@@ -645,7 +674,7 @@ describe('limits and timeouts', () => {
 
     const rest = await patchUpload(app, id, offset, data.subarray(offset));
     expect(rest.status).toBe(204);
-    expect(await sha256File(join(app.uploadDir, id))).toBe(sha256(data));
+    await expectFinalized(app, id, data);
   });
 
   it('logged no server-side failure', () => {

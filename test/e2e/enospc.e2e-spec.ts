@@ -6,8 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
+  completedPaths,
   createTestApp,
   createUpload,
+  entriesOf,
   headUpload,
   patchUpload,
   type TestApp,
@@ -89,10 +91,27 @@ async function fill(dir: string, leave: number): Promise<string> {
   return path;
 }
 
+/**
+ * The upload was finalized with exactly `data` (data and record in completedDir, nothing left
+ * in uploadDir); then both are removed to give their space back.
+ */
+async function expectFinalizedThenRemove(
+  dirs: { uploadDir: string; completedDir: string },
+  id: string,
+  data: Buffer,
+): Promise<void> {
+  const paths = completedPaths(dirs, id);
+  expect(await sha256File(paths.data)).toBe(sha256(data));
+  expect(await entriesOf(dirs.uploadDir, id)).toEqual([]);
+  await rm(paths.data);
+  await rm(paths.record);
+}
+
 (unavailable && skipRequested ? describe.skip : describe)('a full disk (8 MiB tmpfs)', () => {
   let app: TestApp;
   let mounted: string | undefined;
   let uploadDir: string;
+  let completedDir: string;
   let filler: string | undefined;
   const disk = () => mounted!;
 
@@ -104,7 +123,7 @@ async function fill(dir: string, leave: number): Promise<string> {
     }
     mounted = await mountTmpfs();
     uploadDir = join(mounted, 'uploads');
-    const completedDir = join(mounted, 'completed');
+    completedDir = join(mounted, 'completed');
     await mkdir(completedDir);
     app = await createTestApp({ uploadDir, completedDir });
   });
@@ -126,6 +145,7 @@ async function fill(dir: string, leave: number): Promise<string> {
       expect(res.body.toString()).toContain('ERR_INSUFFICIENT_STORAGE');
       // No data file, no record, no temp file.
       expect(await readdir(uploadDir)).toEqual([]);
+      expect(await readdir(completedDir)).toEqual([]);
     }
     // The refused reservation gave its space back.
     expect(await freeBytes(disk())).toBeGreaterThan(7 * MiB);
@@ -142,9 +162,7 @@ async function fill(dir: string, leave: number): Promise<string> {
     const head = await headUpload(app, id);
     expect(head.offset).toBe(data.length);
     expect(head.res.headers['upload-length']).toBe(String(data.length));
-    expect(await sha256File(join(uploadDir, id))).toBe(sha256(data));
-    await rm(join(uploadDir, id));
-    await rm(join(uploadDir, `${id}.meta`));
+    await expectFinalizedThenRemove({ uploadDir, completedDir }, id, data);
   });
 
   it('an upload created before the disk filled up completes (its space was reserved)', async () => {
@@ -156,9 +174,7 @@ async function fill(dir: string, leave: number): Promise<string> {
     expect(await freeBytes(disk())).toBeLessThanOrEqual(64 * KiB);
     const patch = await patchUpload(app, id, 0, data);
     expect(patch.status).toBe(204);
-    expect(await sha256File(join(uploadDir, id))).toBe(sha256(data));
-    await rm(join(uploadDir, id));
-    await rm(join(uploadDir, `${id}.meta`));
+    await expectFinalizedThenRemove({ uploadDir, completedDir }, id, data);
   });
 
   it('a PATCH whose record cannot be updated is 507, claims nothing, and can be retried', async () => {
@@ -174,9 +190,7 @@ async function fill(dir: string, leave: number): Promise<string> {
     filler = undefined;
     const retried = await patchUpload(app, id, 0, data);
     expect(retried.status).toBe(204);
-    expect(await sha256File(join(uploadDir, id))).toBe(sha256(data));
-    await rm(join(uploadDir, id));
-    await rm(join(uploadDir, `${id}.meta`));
+    await expectFinalizedThenRemove({ uploadDir, completedDir }, id, data);
   });
 
   it('a creation whose record cannot be written is 507 and leaves nothing behind', async () => {
@@ -186,6 +200,7 @@ async function fill(dir: string, leave: number): Promise<string> {
     expect(res.status).toBe(507);
     expect(res.headers['tus-resumable']).toBe('1.0.0');
     expect(await readdir(uploadDir)).toEqual([]);
+    expect(await readdir(completedDir)).toEqual([]);
   });
 
   it('logged no server-side failure', () => {

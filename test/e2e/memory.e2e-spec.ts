@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createHash, randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import { TUS, OCTETS, idOf, tempDirs } from '../support/app.js';
+import { TUS, OCTETS, completedPaths, entriesOf, idOf, tempDirs } from '../support/app.js';
 import {
   ensureBuilt,
   memoryOf,
@@ -109,7 +108,9 @@ describe('memory while streaming a 256 MiB PATCH', () => {
       report,
     });
 
-    expect(await sha256File(join(dirs.uploadDir, id))).toBe(hash.digest('hex'));
+    // The last PATCH finalized the upload: its bytes are in completedDir, none left in staging.
+    expect(await sha256File(completedPaths(dirs, id).data)).toBe(hash.digest('hex'));
+    expect(await entriesOf(dirs.uploadDir, id)).toEqual([]);
     expect(server!.stderr()).not.toMatch(/ERROR/);
   });
 });

@@ -1,12 +1,21 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Upload, type HttpRequest, type HttpResponse } from 'tus-js-client';
 import { AppModule } from '../../sample/src/app.module.js';
-import { TUS, idOf, startApp, tempDirs, type TestApp } from '../support/app.js';
+import { UploadRecord } from '../../src/index.js';
+import {
+  TUS,
+  completedPaths,
+  entriesOf,
+  idOf,
+  startApp,
+  tempDirs,
+  type TestApp,
+} from '../support/app.js';
 import { pollUntil, sha256, sha256File } from '../support/http.js';
 
 const KiB = 1024;
@@ -98,20 +107,23 @@ function stallingReader(data: Buffer, stallAt: number) {
 
 describe('tus-js-client against the sample app', () => {
   let app: TestApp;
-  const saved = { upload: process.env.TUS_UPLOAD_DIR, completed: process.env.TUS_COMPLETED_DIR };
+  /** Where the sample's consumer delivers finished uploads (`TUS_DEST_DIR`). */
+  let destDir: string;
+  const env = ['TUS_UPLOAD_DIR', 'TUS_COMPLETED_DIR', 'TUS_DEST_DIR'] as const;
+  const saved = Object.fromEntries(env.map((name) => [name, process.env[name]]));
 
   beforeAll(async () => {
     const dirs = await tempDirs('tussi-client-');
+    destDir = join(dirs.root, 'dest');
     process.env.TUS_UPLOAD_DIR = dirs.uploadDir;
     process.env.TUS_COMPLETED_DIR = dirs.completedDir;
+    process.env.TUS_DEST_DIR = destDir;
     app = await startApp([AppModule], { ...dirs, removeOnClose: dirs.root });
   });
   afterAll(async () => {
     await app?.close();
-    for (const [name, value] of [
-      ['TUS_UPLOAD_DIR', saved.upload],
-      ['TUS_COMPLETED_DIR', saved.completed],
-    ] as const) {
+    for (const name of env) {
+      const value = saved[name];
       if (value === undefined) delete process.env[name];
       else process.env[name] = value;
     }
@@ -120,7 +132,20 @@ describe('tus-js-client against the sample app', () => {
   async function expectStored(url: string, data: Buffer, filename: string): Promise<void> {
     expect(url).toMatch(new RegExp(`^${app.baseUrl}/files/[0-9a-f-]{36}$`));
     const id = idOf(url);
-    expect(await sha256File(join(app.uploadDir, id))).toBe(sha256(data));
+    // Finalized by the last PATCH, then taken by the sample's consumer: the bytes end up in
+    // TUS_DEST_DIR as `{id}-{filename}` (record beside them), a receipt is all that is left
+    // in completedDir, and nothing is left in staging.
+    const delivered = join(destDir, `${id}-${filename}`);
+    const { receipt } = completedPaths(app, id);
+    await pollUntil(
+      async () => existsSync(`${delivered}.meta`) && existsSync(receipt),
+      (done) => done,
+      { timeoutMs: 10_000, what: `delivery of ${id}` },
+    );
+    expect(await sha256File(delivered)).toBe(sha256(data));
+    expect((await UploadRecord.fromFile(`${delivered}.meta`)).length).toBe(data.length);
+    expect(await entriesOf(app.completedDir, id)).toEqual([`${id}.done`]);
+    expect(await entriesOf(app.uploadDir, id)).toEqual([]);
     const head = await app.request({ method: 'HEAD', path: url, headers: { ...TUS } });
     expect(head.status).toBe(200);
     expect(head.headers['upload-offset']).toBe(String(data.length));

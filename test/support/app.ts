@@ -1,6 +1,6 @@
 import type { DynamicModule, INestApplication, Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -179,4 +179,24 @@ export function patchUpload(
     ...extra,
     headers: { ...TUS, 'Content-Type': OCTETS, 'Upload-Offset': String(offset), ...extra.headers },
   });
+}
+
+/**
+ * Where a finished upload lives once finalized: `${completedDir}/${id}` (data) and
+ * `${completedDir}/${id}.meta` (record). Unfinished uploads stay in `uploadDir`.
+ */
+export function completedPaths(
+  dirs: { completedDir: string },
+  id: string,
+): { data: string; record: string; receipt: string } {
+  return {
+    data: join(dirs.completedDir, id),
+    record: join(dirs.completedDir, `${id}.meta`),
+    receipt: join(dirs.completedDir, `${id}.done`),
+  };
+}
+
+/** Every entry of `dir` that belongs to upload `id` (data, record, temp files of its record). */
+export async function entriesOf(dir: string, id: string): Promise<string[]> {
+  return (await readdir(dir)).filter((name) => name.includes(id)).sort();
 }

@@ -1,15 +1,21 @@
+import type { Readable } from 'node:stream';
+import { pumpBody } from '../../storage/body-pump.js';
 import { LockTargetMissingError, LockTimeoutError } from '../../storage/storage.interfaces.js';
+import { assertNotExpired, expiresHeader } from '../expiration.js';
 import {
+  headerValue,
   isOffsetOctetStream,
   isUploadId,
   parseContentLength,
+  parseNonNegativeInteger,
   parseUploadOffset,
+  type RequestHeaders,
 } from '../headers.js';
-import { TusErrors, isNoSpaceError } from '../tus-error.js';
-import { finalizeUpload } from '../finalize.js';
+import { bodyChecksum, receiveBody } from '../receive-body.js';
 import type { MethodHandler, TusContext } from '../tus-context.js';
-import { UploadProgressEvent } from '../tus-events.js';
+import { TusErrors, isNoSpaceError } from '../tus-error.js';
 import type { TusResponse } from '../tus-request.js';
+import type { UploadRecord } from '../upload-record.js';
 
 /**
  * PATCH on an upload URL: the body is streamed to storage at the upload's offset under the
@@ -24,52 +30,70 @@ export const handlePatch: MethodHandler = async (request, context) => {
   if (!isOffsetOctetStream(request.headers)) throw TusErrors.invalidContentType();
   const offset = parseUploadOffset(request.headers);
   const contentLength = parseContentLength(request.headers);
-  const maxChunk = options.maxChunkSize ?? Number.POSITIVE_INFINITY;
-  if (contentLength !== undefined && contentLength > maxChunk) throw TusErrors.chunkTooLarge();
+  const declaredLength = readDeclaredLength(request.headers);
+  if (contentLength !== undefined && contentLength > (options.maxChunkSize ?? Infinity)) {
+    throw TusErrors.chunkTooLarge();
+  }
+  const checksum = bodyChecksum(request, context);
 
   try {
     return await store.withLock(id, options.lockWaitMs, async () => {
       const record = await store.getRecord(id);
-      if (!record) return answerFinished(id, offset, contentLength, context);
-      if (record.length === null) throw TusErrors.notFound();
+      if (!record) return answerFinished(id, offset, contentLength, request.body, context);
+      // "The Server MUST respond with the 403 Forbidden status to PATCH requests against a final".
+      if (record.isFinal) throw TusErrors.modifyFinal();
+      assertNotExpired(record, context);
       // "If the offsets do not match, the Server MUST respond with 409 ... without modifying".
       if (record.offset !== offset) throw TusErrors.mismatchedOffset(record.offset);
-      const remaining = record.length - offset;
-      if (contentLength !== undefined && contentLength > remaining)
-        throw TusErrors.uploadLengthExceeded();
-
-      const limit = Math.min(remaining, maxChunk);
-      let received = 0;
-      const result = await store.storage.write(id, offset, request.body, {
-        limit,
-        idleTimeoutMs: options.bodyIdleTimeoutMs,
-        onChunk: (chunk) => {
-          received += chunk.length;
-          if (context.progress.take(id)) {
-            context.emit(new UploadProgressEvent(id, offset + received, record.length));
-          }
-        },
-      });
-      if (result.bytes > 0) {
-        record.offset += result.bytes;
-        record.lastWrite = Date.now() / 1000;
-        await store.records.put(id, record);
-      }
-      if (result.error) throw result.error;
-      if (result.exceeded) {
-        throw limit < remaining ? TusErrors.chunkTooLarge() : TusErrors.uploadLengthExceeded();
-      }
-      if (record.isComplete) await finalizeUpload(id, record, context);
-      return { status: 204, headers: { 'Upload-Offset': String(record.offset) } };
+      if (declaredLength !== undefined) await settleLength(id, record, declaredLength, context);
+      await receiveBody(request, context, id, record, contentLength, checksum);
+      return {
+        status: 204,
+        headers: { 'Upload-Offset': String(record.offset), ...expiresHeader(record, context) },
+      };
     });
   } catch (e) {
     if (e instanceof LockTimeoutError) throw TusErrors.uploadLocked();
-    if (e instanceof LockTargetMissingError)
-      return answerFinished(id, offset, contentLength, context);
+    if (e instanceof LockTargetMissingError) {
+      return answerFinished(id, offset, contentLength, request.body, context);
+    }
     if (isNoSpaceError(e)) throw TusErrors.insufficientStorage();
     throw e;
   }
 };
+
+/** `Upload-Length` on a PATCH: how a deferred length arrives (creation-defer-length). */
+function readDeclaredLength(headers: RequestHeaders): number | undefined {
+  const raw = headerValue(headers, 'upload-length', TusErrors.invalidUploadLength);
+  if (raw === undefined) return undefined;
+  const length = parseNonNegativeInteger(raw);
+  if (length === undefined) throw TusErrors.invalidUploadLength();
+  return length;
+}
+
+/**
+ * "Once set the length MUST NOT be changed": the same value again is accepted, another is 400.
+ * A deferred length is set once, checked against `maxSize` and the bytes already received, and
+ * the remaining space is reserved then.
+ */
+async function settleLength(
+  id: string,
+  record: UploadRecord,
+  length: number,
+  context: TusContext,
+): Promise<void> {
+  if (record.length !== null) {
+    if (record.length !== length) throw TusErrors.lengthAlreadySet();
+    return;
+  }
+  if (!context.extensions.has('creation-defer-length')) throw TusErrors.lengthAlreadySet();
+  const { maxSize } = context.options;
+  if (maxSize !== undefined && length > maxSize) throw TusErrors.maxSizeExceeded();
+  if (length < record.offset) throw TusErrors.invalidUploadLength();
+  await context.store.storage.allocate(id, length);
+  record.length = length;
+  await context.store.records.put(id, record);
+}
 
 /**
  * A PATCH for an upload that is no longer in staging: if it finished (it waits in the completed
@@ -80,11 +104,24 @@ async function answerFinished(
   id: string,
   offset: number,
   contentLength: number | undefined,
-  { queue }: TusContext,
+  body: Readable,
+  context: TusContext,
 ): Promise<TusResponse> {
-  const finished = await queue?.lookup(id);
+  const finished = await context.queue?.lookup(id);
   if (!finished || finished.length === null) throw TusErrors.notFound();
+  if (finished.isFinal) throw TusErrors.modifyFinal();
   if (offset !== finished.length) throw TusErrors.mismatchedOffset(finished.length);
-  if (contentLength !== undefined && contentLength > 0) throw TusErrors.uploadLengthExceeded();
+  if (contentLength === undefined ? await bodyHasBytes(body, context) : contentLength > 0) {
+    throw TusErrors.uploadLengthExceeded();
+  }
   return { status: 204, headers: { 'Upload-Offset': String(finished.length) } };
+}
+
+/** Whether a body of unknown length (chunked) brings any byte: reads at most its first chunk. */
+async function bodyHasBytes(body: Readable, context: TusContext): Promise<boolean> {
+  const probe = await pumpBody(body, async () => {}, {
+    limit: 0,
+    idleTimeoutMs: context.options.bodyIdleTimeoutMs,
+  });
+  return probe.exceeded;
 }

@@ -1,51 +1,129 @@
 import { randomUUID } from 'node:crypto';
-import { headerValue, parseHost, parseUploadLength } from '../headers.js';
+import { completeUpload, parseFinalConcat, registerWaitingFinal } from '../concatenation.js';
+import { expiresHeader } from '../expiration.js';
+import {
+  headerValue,
+  isOffsetOctetStream,
+  parseContentLength,
+  parseHost,
+  parseUploadLength,
+  type RequestHeaders,
+} from '../headers.js';
 import { parseMetadata } from '../metadata.js';
-import { TusErrors, isNoSpaceError } from '../tus-error.js';
-import { UploadRecord } from '../upload-record.js';
-import { finalizeUpload } from '../finalize.js';
-import type { MethodHandler, OnCreateHook } from '../tus-context.js';
+import { bodyChecksum, receiveBody } from '../receive-body.js';
+import type { MethodHandler, OnCreateHook, TusContext } from '../tus-context.js';
+import { TusError, TusErrors, isNoSpaceError } from '../tus-error.js';
 import { UploadCreatedEvent } from '../tus-events.js';
-import { TusError } from '../tus-error.js';
-import type { RequestHeaders } from '../headers.js';
+import { UploadRecord } from '../upload-record.js';
 
 /** POST on the creation URL: a new upload, stored under a random UUID, never a client name. */
 export const handlePost: MethodHandler = async (request, context) => {
-  const { options, store } = context;
+  const { options, store, extensions } = context;
+  if (!extensions.has('creation')) throw TusErrors.methodNotAllowed();
   if (request.id !== undefined) throw TusErrors.methodNotAllowed();
   const { headers } = request;
-  const length = parseUploadLength(headers);
+  const host = parseHost(request.host ?? headerValue(headers, 'host', TusErrors.invalidHost));
+  const concat = readConcat(headers, context);
+  const finalParts =
+    concat?.startsWith('final') === true ? parseFinalConcat(concat, request.basePath, host) : [];
+  const length =
+    finalParts.length > 0 ? await finalLength(finalParts, context) : readLength(headers, context);
   // "If the length of the upload exceeds the maximum ... the Server MUST respond with 413".
-  if (options.maxSize !== undefined && length > options.maxSize) throw TusErrors.maxSizeExceeded();
+  if (length !== null && options.maxSize !== undefined && length > options.maxSize) {
+    throw TusErrors.maxSizeExceeded();
+  }
   const metadata = parseMetadata(
     headerValue(headers, 'upload-metadata', TusErrors.invalidMetadata),
     {
       maxSize: options.maxMetadataSize,
     },
   );
-  const host = parseHost(request.host ?? headerValue(headers, 'host', TusErrors.invalidHost));
-
+  // creation-with-upload: "The Client MUST include the Content-Type: application/offset+octet-stream".
+  const withData =
+    extensions.has('creation-with-upload') &&
+    finalParts.length === 0 &&
+    isOffsetOctetStream(headers);
+  const contentLength = withData ? parseContentLength(headers) : undefined;
+  if (withData && contentLength !== undefined) {
+    if (contentLength > (options.maxChunkSize ?? Infinity)) throw TusErrors.chunkTooLarge();
+    if (length !== null && contentLength > length) throw TusErrors.uploadLengthExceeded();
+  }
+  const checksum = withData ? bodyChecksum(request, context) : undefined;
   const serverMetadata = context.onCreate
     ? await runOnCreate(context.onCreate, headers, metadata)
     : {};
 
   const id = randomUUID();
   const record = new UploadRecord(length, 0, metadata, serverMetadata);
+  record.concat = concat ?? null;
+  record.parts = finalParts;
+  const response: Record<string, string> = {
+    Location: `${request.scheme}://${host}${request.basePath}/${id}`,
+  };
   try {
     await store.create(id, record);
     context.emit(new UploadCreatedEvent(id, record, { method: request.method, headers }));
-    // "Such an upload is immediately complete after its creation".
-    if (record.isComplete)
-      await store.withLock(id, options.lockWaitMs, () => finalizeUpload(id, record, context));
+    if (finalParts.length > 0) {
+      await registerWaitingFinal(id, finalParts, context);
+    } else {
+      await store.withLock(id, options.lockWaitMs, async () => {
+        if (withData) await receiveBody(request, context, id, record, contentLength, checksum);
+        // "Such an upload is immediately complete after its creation".
+        else if (record.isComplete) await completeUpload(id, record, context);
+      });
+      if (withData) response['Upload-Offset'] = String(record.offset);
+      Object.assign(response, expiresHeader(record, context));
+    }
   } catch (e) {
     if (isNoSpaceError(e)) throw TusErrors.insufficientStorage();
     throw e;
   }
-  return {
-    status: 201,
-    headers: { Location: `${request.scheme}://${host}${request.basePath}/${id}` },
-  };
+  return { status: 201, headers: response };
 };
+
+/** `Upload-Length`, or `null` for `Upload-Defer-Length: 1` (creation-defer-length). */
+function readLength(headers: RequestHeaders, context: TusContext): number | null {
+  const defer = headerValue(headers, 'upload-defer-length', TusErrors.invalidDeferLength);
+  if (defer === undefined || !context.extensions.has('creation-defer-length')) {
+    return parseUploadLength(headers);
+  }
+  // "If the Upload-Defer-Length header contains any other value than 1 ... 400".
+  if (defer.trim() !== '1') throw TusErrors.invalidDeferLength();
+  if (headers['upload-length'] !== undefined) throw TusErrors.lengthAndDefer();
+  return null;
+}
+
+/** `Upload-Concat` of a creation, when concatenation is on: `partial` or `final;<urls>`. */
+function readConcat(headers: RequestHeaders, context: TusContext): string | undefined {
+  if (!context.extensions.has('concatenation')) return undefined;
+  const value = headerValue(headers, 'upload-concat', TusErrors.invalidConcat)?.trim();
+  if (value === undefined) return undefined;
+  if (value === 'partial') return value;
+  if (!value.startsWith('final;')) throw TusErrors.invalidConcat();
+  // "The Client MUST NOT include the Upload-Length header in the final upload creation."
+  if (headers['upload-length'] !== undefined || headers['upload-defer-length'] !== undefined) {
+    throw TusErrors.invalidConcat();
+  }
+  return value;
+}
+
+/**
+ * The length of a final upload: the sum of its partials' lengths, when all are known. Every
+ * part must be a partial upload of this server; unfinished ones only with
+ * concatenation-unfinished.
+ */
+async function finalLength(parts: string[], context: TusContext): Promise<number | null> {
+  const records = await Promise.all(parts.map((id) => context.store.getRecord(id)));
+  let sum: number | null = 0;
+  for (const part of records) {
+    if (!part?.isPartial) throw TusErrors.invalidConcat();
+    if (!part.isComplete && !context.extensions.has('concatenation-unfinished')) {
+      throw TusErrors.unfinishedPartials();
+    }
+    sum = part.length === null || sum === null ? null : sum + part.length;
+  }
+  return sum;
+}
 
 /** Runs the hook; an error carrying an HTTP status (Nest's `HttpException`) refuses with it. */
 async function runOnCreate(

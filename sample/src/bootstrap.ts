@@ -1,0 +1,55 @@
+import 'reflect-metadata';
+import type { INestApplication, LogLevel } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { Server } from 'node:http';
+import { AppModule } from './app.module.js';
+
+export interface BootstrapOptions {
+  /** Address to listen on. @default '127.0.0.1' */
+  host?: string;
+  /** Port to listen on; 0 picks a free one. @default 1080 */
+  port?: number;
+  /** Nest log levels. @default ['log', 'warn', 'error'] */
+  logLevels?: LogLevel[];
+  /**
+   * `app.enableShutdownHooks(signals, { useProcessExit })`; `false` leaves signals alone.
+   * @default {} (every signal Nest knows, then the signal is raised again)
+   */
+  shutdownHooks?: { signals?: string[]; useProcessExit?: boolean } | false;
+  /** Nest's `abortOnError`: `false` makes a failed start reject instead of aborting. @default true */
+  abortOnError?: boolean;
+}
+
+export interface BootstrapResult {
+  app: INestApplication;
+  server: Server;
+  /** The port actually bound (the chosen one when `port` was 0). */
+  port: number;
+  /** `http://HOST:PORT/files/`, where clients create uploads. */
+  url: string;
+}
+
+/**
+ * Creates the sample application (`AppModule`, configured from the environment) and listens.
+ * `sample/src/main.ts` and the `tussi-server` command both start the server through it.
+ */
+export async function bootstrap(options: BootstrapOptions = {}): Promise<BootstrapResult> {
+  const host = options.host ?? '127.0.0.1';
+  const app = await NestFactory.create(AppModule, {
+    logger: options.logLevels ?? ['log', 'warn', 'error'],
+    abortOnError: options.abortOnError,
+  });
+  if (options.shutdownHooks !== false) {
+    const { signals, useProcessExit } = options.shutdownHooks ?? {};
+    app.enableShutdownHooks(signals, { useProcessExit });
+  }
+  // TusModule already lifts Node's 300 s requestTimeout (which would cut long PATCHes); keep idle
+  // keep-alive connections a little longer than typical proxies do.
+  await app.listen(options.port ?? 1080, host);
+  const server = app.getHttpServer() as Server;
+  server.keepAliveTimeout = 65_000;
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : (options.port ?? 1080);
+  const shown = host.includes(':') ? `[${host}]` : host;
+  return { app, server, port, url: `http://${shown}:${port}/files/` };
+}

@@ -1,0 +1,76 @@
+import {
+  Injectable,
+  Logger,
+  type OnApplicationBootstrap,
+  type OnApplicationShutdown,
+} from '@nestjs/common';
+import { ConfigService } from '@nestjs/config';
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { AbortError, CompletedUploadQueue, TimeoutError, type CompletedUpload } from 'nestjs-tussi';
+
+/**
+ * `{uuid}-{filename}` with the client's filename made safe for any filesystem: only letters,
+ * digits, `.`, `_` and `-`, no leading dot, at most 200 characters; `{uuid}` when there is none.
+ * The uuid prefix means two uploads of `photo.jpg` never collide.
+ */
+export function destinationName(upload: CompletedUpload): string {
+  const safe = (upload.record.metadata.filename ?? '')
+    .replace(/[^A-Za-z0-9._-]+/g, '_')
+    .replace(/^[._]+/, '')
+    .slice(0, 200);
+  return safe ? `${upload.name}-${safe}` : upload.name;
+}
+
+/**
+ * The consumer: takes each finished upload from the queue (exactly once, even with several
+ * server processes) and moves it into `TUS_DEST_DIR`, with its record beside it.
+ */
+@Injectable()
+export class UploadConsumer implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger(UploadConsumer.name);
+  private readonly stop = new AbortController();
+  private readonly destDir: string;
+  private loop: Promise<void> | undefined;
+
+  constructor(
+    private readonly queue: CompletedUploadQueue,
+    config: ConfigService,
+  ) {
+    this.destDir = resolve(config.get<string>('TUS_DEST_DIR', './data/dest'));
+  }
+
+  onApplicationBootstrap(): void {
+    mkdirSync(this.destDir, { recursive: true });
+    this.loop = this.consume();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    this.stop.abort();
+    await this.loop;
+  }
+
+  private async consume(): Promise<void> {
+    while (!this.stop.signal.aborted) {
+      try {
+        await this.queue.withFile((upload) => this.deliver(upload), {
+          timeout: 60_000,
+          signal: this.stop.signal,
+        });
+      } catch (e) {
+        if (e instanceof AbortError) return;
+        if (e instanceof TimeoutError) continue;
+        this.logger.error('delivering an upload failed', e instanceof Error ? e.stack : e);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
+  private async deliver(upload: CompletedUpload): Promise<void> {
+    const name = destinationName(upload);
+    await upload.save(join(this.destDir, name));
+    await upload.saveRecord(join(this.destDir, `${name}.meta`));
+    const by = upload.record.serverMetadata.uploaded_by;
+    this.logger.log(`delivered ${name} (${upload.record.length} bytes${by ? `, by ${by}` : ''})`);
+  }
+}

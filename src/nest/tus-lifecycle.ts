@@ -1,0 +1,88 @@
+import {
+  Inject,
+  Injectable,
+  Logger,
+  Optional,
+  type OnApplicationBootstrap,
+  type OnApplicationShutdown,
+} from '@nestjs/common';
+import { HttpAdapterHost } from '@nestjs/core';
+import { SchedulerRegistry } from '@nestjs/schedule';
+import type { Server } from 'node:http';
+import { Janitor } from '../janitor/janitor.js';
+import { recoverFinalizes } from '../protocol/recovery.js';
+import { TusHandler } from '../protocol/tus-handler.js';
+import { CompletedUploadQueue } from '../queue/completed-upload.queue.js';
+import type { ResolvedTusOptions } from '../tus.options-validation.js';
+import { TUS_OPTIONS } from './tus.constants.js';
+
+/** Name of the janitor's interval in `SchedulerRegistry`. */
+export const TUS_JANITOR_INTERVAL = 'tus-janitor';
+
+/**
+ * What happens around the requests: HTTP server timeouts fit for long uploads, finishing
+ * finalizes a crash interrupted, the janitor's schedule, and closing the queue at shutdown.
+ */
+@Injectable()
+export class TusLifecycle implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger('TusModule');
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    @Inject(TUS_OPTIONS) private readonly options: ResolvedTusOptions,
+    @Inject(TusHandler) private readonly handler: TusHandler,
+    @Inject(CompletedUploadQueue) private readonly queue: CompletedUploadQueue,
+    @Inject(Janitor) private readonly janitor: Janitor,
+    @Optional() private readonly adapterHost?: HttpAdapterHost,
+    @Optional() private readonly scheduler?: SchedulerRegistry,
+  ) {}
+
+  async onApplicationBootstrap(): Promise<void> {
+    this.configureHttpServer();
+    const finished = await recoverFinalizes(this.handler.context);
+    if (finished > 0) this.logger.log(`finished ${finished} finalize(s) interrupted by a restart`);
+    this.scheduleJanitor();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    if (this.timer) {
+      clearInterval(this.timer);
+      if (this.scheduler?.doesExist('interval', TUS_JANITOR_INTERVAL)) {
+        this.scheduler.deleteInterval(TUS_JANITOR_INTERVAL);
+      }
+    }
+    await this.queue.close();
+  }
+
+  /**
+   * No total-request limit (Node's default 300 s `requestTimeout` cuts any longer PATCH) and
+   * headers within `headersTimeoutMs`; a stalled body is cut by the PATCH's own idle timeout.
+   */
+  private configureHttpServer(): void {
+    if (!this.options.configureHttpServer) return;
+    const server = this.adapterHost?.httpAdapter?.getHttpServer() as Server | undefined;
+    if (!server || typeof server.headersTimeout !== 'number') return;
+    server.requestTimeout = 0;
+    server.headersTimeout = this.options.headersTimeoutMs;
+  }
+
+  private scheduleJanitor(): void {
+    if (this.options.janitor === false) return;
+    const every = this.options.janitor?.intervalMs ?? 3_600_000;
+    this.timer = setInterval(() => void this.runJanitor(), every);
+    this.timer.unref();
+    this.scheduler?.addInterval(TUS_JANITOR_INTERVAL, this.timer);
+  }
+
+  private async runJanitor(): Promise<void> {
+    try {
+      const summary = await this.janitor.run();
+      const work = Object.entries(summary).filter(([, n]) => n > 0);
+      if (work.length > 0) {
+        this.logger.log(`janitor: ${work.map(([k, n]) => `${k} ${n}`).join(', ')}`);
+      }
+    } catch (e) {
+      this.logger.error('janitor run failed', e instanceof Error ? e.stack : e);
+    }
+  }
+}

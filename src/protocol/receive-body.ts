@@ -1,0 +1,113 @@
+import {
+  CHECKSUM_ALGORITHMS,
+  StreamingChecksum,
+  announcesChecksumTrailer,
+  parseChecksum,
+  requestChecksum,
+  type Checksum,
+} from './checksum.js';
+import { completeUpload } from './concatenation.js';
+import { headerValue } from './headers.js';
+import type { TusContext } from './tus-context.js';
+import { TusErrors } from './tus-error.js';
+import { UploadProgressEvent } from './tus-events.js';
+import type { TusRequest } from './tus-request.js';
+import type { UploadRecord } from './upload-record.js';
+
+/** What a body brings with it to check its bytes: a checksum header, or one in a trailer. */
+export interface BodyChecksum {
+  expected?: Checksum;
+  trailer: boolean;
+}
+
+/** The checksum a PATCH (or POST with data) asks to be verified; 400 when it is malformed. */
+export function bodyChecksum(request: TusRequest, context: TusContext): BodyChecksum | undefined {
+  if (!context.extensions.has('checksum')) return undefined;
+  const expected = requestChecksum(request.headers);
+  if (expected) return { expected, trailer: false };
+  if (context.extensions.has('checksum-trailer') && announcesChecksumTrailer(request.headers)) {
+    return { trailer: true };
+  }
+  return undefined;
+}
+
+/**
+ * Streams a request body into an upload at its current offset and moves the record over the
+ * bytes that are durable (and, with a checksum, verified). Runs under the upload's lock. A
+ * checksum mismatch (460) or a body that cannot be verified (cut short) leaves the offset
+ * where it was: "the uploaded chunk MUST be discarded".
+ */
+export async function receiveBody(
+  request: TusRequest,
+  context: TusContext,
+  id: string,
+  record: UploadRecord,
+  contentLength: number | undefined,
+  checksum: BodyChecksum | undefined,
+): Promise<void> {
+  const { options, store } = context;
+  const offset = record.offset;
+  const room =
+    record.length !== null
+      ? record.length - offset
+      : (options.maxSize ?? Number.MAX_SAFE_INTEGER) - offset;
+  const tooLong = () =>
+    record.length !== null ? TusErrors.uploadLengthExceeded() : TusErrors.maxSizeExceeded();
+  if (contentLength !== undefined && contentLength > room) throw tooLong();
+  const maxChunk = options.maxChunkSize ?? Number.POSITIVE_INFINITY;
+  const limit = Math.min(room, maxChunk);
+
+  const hasher = checksum
+    ? new StreamingChecksum(checksum.expected ? [checksum.expected.algorithm] : CHECKSUM_ALGORITHMS)
+    : undefined;
+  let received = 0;
+  const stop = new AbortController();
+  context.activeWrites.set(id, stop);
+  let result;
+  try {
+    result = await store.storage.write(id, offset, request.body, {
+      limit,
+      idleTimeoutMs: options.bodyIdleTimeoutMs,
+      signal: stop.signal,
+      onChunk: (chunk) => {
+        hasher?.update(chunk);
+        received += chunk.length;
+        if (context.progress.take(id)) {
+          context.emit(new UploadProgressEvent(id, offset + received, record.length));
+        }
+      },
+    });
+  } finally {
+    if (context.activeWrites.get(id) === stop) context.activeWrites.delete(id);
+  }
+
+  let accepted = result.bytes;
+  if (hasher && checksum && accepted > 0) {
+    if (!result.ended || result.exceeded || result.error) {
+      accepted = 0;
+    } else {
+      const expected = checksum.expected ?? trailerChecksum(request);
+      if (!hasher.matches(expected)) throw TusErrors.checksumMismatch();
+    }
+  }
+  if (accepted > 0) {
+    record.offset += accepted;
+    record.lastWrite = Date.now() / 1000;
+    await store.records.put(id, record);
+  }
+  // A body cut by an error or a limit may still have brought the last byte: finish the upload
+  // before answering the refusal, so it does not linger in staging looking complete.
+  if (record.isComplete) await completeUpload(id, record, context);
+  if (result.error) throw result.error;
+  if (result.exceeded) throw limit < room ? TusErrors.chunkTooLarge() : tooLong();
+}
+
+/** The checksum sent as a trailer of a chunked body; 400 when it was announced but not sent. */
+function trailerChecksum(request: TusRequest): Checksum {
+  const trailers = request.trailers?.() ?? {};
+  const checksum = parseChecksum(
+    headerValue(trailers, 'upload-checksum', TusErrors.invalidChecksum),
+  );
+  if (!checksum) throw TusErrors.invalidChecksum();
+  return checksum;
+}

@@ -1,0 +1,46 @@
+import { LockTargetMissingError, LockTimeoutError } from '../storage/storage.interfaces.js';
+import { assembleFinal } from './concatenation.js';
+import { finalizeUpload } from './finalize.js';
+import type { TusContext } from './tus-context.js';
+import { UploadCompletedEvent } from './tus-events.js';
+
+/**
+ * Finishes what a crash interrupted in finalize: a complete upload still in staging is handed to
+ * the queue; a staging record whose data already reached the queue is dropped. Uploads another
+ * request holds are left alone. Returns how many uploads it finished.
+ */
+export async function recoverFinalizes(context: TusContext): Promise<number> {
+  const { store, queue } = context;
+  if (!queue) return 0;
+  let finished = 0;
+  for (const id of await store.records.list()) {
+    const record = await store.getRecord(id).catch(() => null);
+    if (record?.isFinal && !record.isComplete) {
+      // A final whose partials all completed, but whose assembly a crash cut short.
+      if (await assembleFinal(id, context)) finished++;
+      continue;
+    }
+    // A complete partial waits for its final; it never enters the queue on its own.
+    if (!record?.isComplete || record.isPartial) continue;
+    try {
+      await store.withLock(id, 0, async () => {
+        const current = await store.getRecord(id);
+        if (!current?.isComplete) return;
+        await finalizeUpload(id, current, context);
+        finished++;
+      });
+    } catch (e) {
+      const moved = e instanceof LockTargetMissingError ? await queue.lookup(id) : null;
+      if (moved) {
+        // The crash came after the data reached the queue: only the staging record is left,
+        // and the completed event was never sent.
+        await store.records.remove(id);
+        context.emit(new UploadCompletedEvent(id, moved));
+        finished++;
+      } else if (!(e instanceof LockTimeoutError) && !(e instanceof LockTargetMissingError)) {
+        context.logger.error(`recovering upload ${id} failed`, e);
+      }
+    }
+  }
+  return finished;
+}
