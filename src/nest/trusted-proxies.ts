@@ -29,7 +29,7 @@ export class TrustedProxies {
   trusts(address: string | undefined): boolean {
     if (!address || this.size === 0) return false;
     const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-    if (mapped) return this.list.check(mapped[1]!, 'ipv4') || this.list.check(address, 'ipv6');
+    if (mapped) return this.list.check(mapped[1], 'ipv4') || this.list.check(address, 'ipv6');
     return this.list.check(address, isIPv4(address) ? 'ipv4' : 'ipv6');
   }
 }
