@@ -147,13 +147,40 @@ export async function registerWaitingFinal(
   context: TusContext,
 ): Promise<void> {
   const { store, options } = context;
+  let unregistered = false;
   for (const partId of new Set(partIds)) {
-    await store.withLock(partId, options.lockWaitMs, async () => {
-      const part = await store.getRecord(partId);
-      if (!part || part.isComplete || part.waitingFinals.includes(finalId)) return;
-      part.waitingFinals.push(finalId);
-      await store.records.put(partId, part);
-    });
+    try {
+      await store.withLock(partId, options.lockWaitMs, async () => {
+        const part = await store.getRecord(partId);
+        if (!part || part.isComplete || part.waitingFinals.includes(finalId)) return;
+        part.waitingFinals.push(finalId);
+        await store.records.put(partId, part);
+      });
+    } catch (e) {
+      // A partial whose PATCH is still streaming ("the Client MAY send the concatenation
+      // request while the partial uploads are still in progress"): it cannot be told now.
+      if (!(e instanceof LockTimeoutError)) throw e;
+      unregistered = true;
+    }
   }
-  await assembleFinal(finalId, context);
+  if (!(await assembleFinal(finalId, context)) && unregistered) watchFinal(finalId, context);
+}
+
+/**
+ * Polls a final some partial could not be told about until it is assembled, gone, or expired.
+ * Should this process stop first, the janitor's recovery assembles the final later.
+ */
+function watchFinal(finalId: string, context: TusContext): void {
+  const until = Date.now() + (context.options.expireAfterMs ?? 86_400_000);
+  const timer = setInterval(() => {
+    void (async () => {
+      const final = await context.store.getRecord(finalId).catch(() => null);
+      if (!final || final.isComplete || Date.now() > until) return clearInterval(timer);
+      if (await assembleFinal(finalId, context)) clearInterval(timer);
+    })().catch((e: unknown) => {
+      clearInterval(timer);
+      context.logger.error(`assembling final upload ${finalId} failed`, e);
+    });
+  }, 1000);
+  timer.unref();
 }

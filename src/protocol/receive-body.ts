@@ -82,7 +82,8 @@ export async function receiveBody(
   }
 
   let accepted = result.bytes;
-  if (hasher && checksum && accepted > 0) {
+  // An empty body is verified too (its checksum is that of zero bytes); a cut one cannot be.
+  if (hasher && checksum && (accepted > 0 || result.ended)) {
     if (!result.ended || result.exceeded || result.error) {
       accepted = 0;
     } else {

@@ -90,6 +90,19 @@ export class TusHandler {
     }
   }
 
+  private allowedMethods(): string {
+    const { extensions } = this.context;
+    return [
+      'OPTIONS',
+      extensions.has('creation') && 'POST',
+      'HEAD',
+      'PATCH',
+      extensions.has('termination') && 'DELETE',
+    ]
+      .filter(Boolean)
+      .join(', ');
+  }
+
   private errorResponse(error: unknown, method: string, id: string | undefined): TusResponse {
     let tusError: TusError;
     if (error instanceof TusError) {
@@ -101,6 +114,8 @@ export class TusHandler {
     if (tusError.status >= 500)
       this.context.emit(new UploadFailedEvent(id, tusError.status, error));
     const headers: Record<string, string> = { ...tusError.headers, 'Tus-Resumable': TUS_VERSION };
+    // RFC 9110: a 405's Allow lists the methods served now (switched-off extensions excluded).
+    if (tusError.status === 405) headers.Allow = this.allowedMethods();
     // Error responses to HEAD have no body.
     if (method === 'HEAD') return { status: tusError.status, headers };
     headers['Content-Type'] = 'text/plain; charset=utf-8';

@@ -65,6 +65,8 @@ export const handlePost: MethodHandler = async (request, context) => {
     context.emit(new UploadCreatedEvent(id, record, { method: request.method, headers }));
     if (finalParts.length > 0) {
       await registerWaitingFinal(id, finalParts, context);
+      const final = await store.getRecord(id);
+      if (final) Object.assign(response, expiresHeader(final, context));
     } else {
       await store.withLock(id, options.lockWaitMs, async () => {
         if (withData) await receiveBody(request, context, id, record, contentLength, checksum);
@@ -75,11 +77,22 @@ export const handlePost: MethodHandler = async (request, context) => {
       Object.assign(response, expiresHeader(record, context));
     }
   } catch (e) {
+    // A refused creation (checksum mismatch, over-long body, full disk) leaves no upload the
+    // client never got a Location for; one its data completed is kept (it was finalized).
+    if (!record.isComplete) await removeQuietly(id, context);
     if (isNoSpaceError(e)) throw TusErrors.insufficientStorage();
     throw e;
   }
   return { status: 201, headers: response };
 };
+
+async function removeQuietly(id: string, context: TusContext): Promise<void> {
+  try {
+    await context.store.withLock(id, context.options.lockWaitMs, () => context.store.remove(id));
+  } catch {
+    // Nothing was created, or the janitor will find it: the original error is what matters.
+  }
+}
 
 /** `Upload-Length`, or `null` for `Upload-Defer-Length: 1` (creation-defer-length). */
 function readLength(headers: RequestHeaders, context: TusContext): number | null {
