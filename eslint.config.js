@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/*.cjs', '**/*.mjs', 'dist/**', 'sample/dist/**', 'build/**', 'node_modules/**', 'coverage/**', '*.js', 'bench/results/**'] },
+  { ignores: ['**/*.cjs', '**/*.mjs', 'dist/**', 'sample/dist/**', 'build/**', 'node_modules/**', 'coverage/**', '*.js', 'bench/results/**', 'bench/dist/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

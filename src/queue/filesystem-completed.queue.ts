@@ -53,6 +53,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   private readonly closing = new AbortController();
   private readonly wakers = new Set<() => void>();
   private watcher: FSWatcher | undefined;
+  private wakeups = 0;
 
   constructor(options: FilesystemCompletedQueueOptions) {
     super();
@@ -173,13 +174,20 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
       ? AbortSignal.any([options.signal, this.closing.signal])
       : this.closing.signal;
     this.startWatching();
+    // A file skipped because it was locked is usually one whose finalizing request has not let
+    // go yet (the watch fired on its rename): look again soon, backing off to the poll interval.
+    let busyRetry = 25;
     for (;;) {
       if (signal.aborted) throw new AbortError('waitForFile aborted', { cause: signal.reason });
-      const upload = await this.tryClaim();
+      const seen = this.wakeups;
+      const { upload, skippedBusy } = await this.tryClaim();
       if (upload) return upload;
       const left = deadline - Date.now();
       if (left <= 0) throw new TimeoutError(`no completed upload within ${options.timeout} ms`);
-      await this.nextWake(Math.min(left, this.pollIntervalMs), signal);
+      const wait = skippedBusy ? busyRetry : this.pollIntervalMs;
+      busyRetry = skippedBusy ? Math.min(busyRetry * 2, this.pollIntervalMs) : 25;
+      // A directory event during the scan is not lost: it makes the next wait return at once.
+      if (this.wakeups === seen) await this.nextWake(Math.min(left, wait), signal);
     }
   }
 
@@ -190,7 +198,8 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   }
 
   /** One pass over the directory: the oldest finished upload nobody holds, claimed. */
-  private async tryClaim(): Promise<CompletedUpload | null> {
+  private async tryClaim(): Promise<{ upload?: CompletedUpload; skippedBusy: boolean }> {
+    let skippedBusy = false;
     const names = new Set(await readdir(this.directory));
     const ids = [...names].filter((n) => isUploadId(n) && names.has(`${n}.meta`));
     const aged = await Promise.all(
@@ -209,7 +218,10 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
         if (e instanceof LockTargetMissingError) continue;
         throw e;
       }
-      if (!lock) continue;
+      if (!lock) {
+        skippedBusy = true;
+        continue;
+      }
       const record = await this.readClaimedRecord(id, lock);
       if (record) {
         try {
@@ -218,12 +230,17 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
           await lock.release();
           throw e;
         }
-        return new CompletedUpload(id, this.dataPath(id), this.recordPath(id), record, (u) =>
-          this.endClaim(u, lock),
+        const upload = new CompletedUpload(
+          id,
+          this.dataPath(id),
+          this.recordPath(id),
+          record,
+          (u) => this.endClaim(u, lock),
         );
+        return { upload, skippedBusy };
       }
     }
-    return null;
+    return { skippedBusy };
   }
 
   /** The record of a claimed upload; an unreadable one is quarantined and the claim dropped. */
@@ -291,6 +308,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   }
 
   private wake(): void {
+    this.wakeups++;
     for (const waker of [...this.wakers]) waker();
   }
 

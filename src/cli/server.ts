@@ -1,0 +1,455 @@
+import cluster, { type Worker } from 'node:cluster';
+import type { Server, ServerResponse } from 'node:http';
+import { homedir } from 'node:os';
+import { resolve } from 'node:path';
+import { createInterface } from 'node:readline/promises';
+import { Command, Option } from 'commander';
+import { commaList, formatBytes, integerIn, packageVersion, parseSize } from './parse.js';
+
+/** Everything the server needs, resolved from flags, environment, prompts and defaults. */
+export interface ServerConfig {
+  host: string;
+  port: number;
+  uploadDir: string;
+  completedDir: string;
+  destDir: string;
+  maxSize?: number;
+  maxChunkSize?: number;
+  token?: string;
+  trustedProxies: string[];
+  corsOrigins: string[];
+  fsync: boolean;
+  workers: number;
+}
+
+interface ParsedOptions {
+  host: string;
+  port: number;
+  uploadDir: string;
+  completedDir: string;
+  destDir: string;
+  maxSize?: number;
+  maxChunkSize?: number;
+  token?: string;
+  trustedProxy?: string[];
+  corsOrigin?: string[];
+  fsync: boolean;
+  workers: number;
+  prompt: boolean;
+}
+
+/** The sample application's entry (dist/sample/bootstrap.js), typed where it is used. */
+export interface SampleBootstrap {
+  bootstrap: (options: {
+    host?: string;
+    port?: number;
+    shutdownHooks?: { signals?: string[]; useProcessExit?: boolean } | false;
+    abortOnError?: boolean;
+  }) => Promise<{ app: { close(): Promise<void> }; server: Server; port: number; url: string }>;
+}
+
+/** The directories that can be asked for, with their flag, variable and default. */
+const DIRECTORIES = [
+  {
+    key: 'uploadDir',
+    env: 'TUS_UPLOAD_DIR',
+    fallback: './data/uploads',
+    question: 'Directory for unfinished uploads',
+  },
+  {
+    key: 'completedDir',
+    env: 'TUS_COMPLETED_DIR',
+    fallback: './data/completed',
+    question: 'Directory for finished uploads waiting for the consumer',
+  },
+  {
+    key: 'destDir',
+    env: 'TUS_DEST_DIR',
+    fallback: './data/dest',
+    question: 'Destination directory of delivered files',
+  },
+] as const;
+
+/** In-flight PATCHes get this long to finish after a shutdown signal; then they are cut. */
+const SHUTDOWN_GRACE_MS = 10_000;
+/** After this, a shutdown that still hangs ends the process. */
+const SHUTDOWN_HARD_MS = 20_000;
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+/** The resolved configuration, handed from the primary to `--workers` processes. */
+const WORKER_CONFIG_ENV = 'TUSSI_SERVER_WORKER_CONFIG';
+
+export function serverProgram(): Command {
+  return new Command('tussi-server')
+    .description(
+      'Serve TUS 1.0.0 uploads with the nestjs-tussi sample application: uploads are stored ' +
+        'durably, and each finished upload is moved to the destination directory as ' +
+        '{uuid}-{filename}. Every option can also be given by its environment variable.',
+    )
+    .version(packageVersion(), '-V, --version')
+    .addOption(
+      new Option('--host <address>', 'address to listen on').default('127.0.0.1').env('HOST'),
+    )
+    .addOption(
+      new Option('-p, --port <port>', 'port to listen on (0: any free port)')
+        .default(1080)
+        .env('PORT')
+        .argParser(integerIn(0, 65535)),
+    )
+    .addOption(
+      new Option('--upload-dir <dir>', 'directory of unfinished uploads')
+        .default(DIRECTORIES[0].fallback)
+        .env(DIRECTORIES[0].env),
+    )
+    .addOption(
+      new Option('--completed-dir <dir>', 'directory of finished uploads waiting for the consumer')
+        .default(DIRECTORIES[1].fallback)
+        .env(DIRECTORIES[1].env),
+    )
+    .addOption(
+      new Option('--dest-dir <dir>', 'where finished uploads are moved, as {uuid}-{filename}')
+        .default(DIRECTORIES[2].fallback)
+        .env(DIRECTORIES[2].env),
+    )
+    .addOption(
+      new Option('--max-size <bytes>', 'largest upload (bytes, or 512M, 10G, ...)')
+        .env('TUS_MAX_SIZE')
+        .argParser(optionalSize),
+    )
+    .addOption(
+      new Option('--max-chunk-size <bytes>', 'largest PATCH body (bytes, or 64M, ...)')
+        .env('TUS_MAX_CHUNK_SIZE')
+        .argParser(optionalSize),
+    )
+    .addOption(
+      new Option(
+        '--token <token>',
+        'require "Authorization: Bearer <token>" on uploads (the bearer guard)',
+      ).env('TUS_TOKEN'),
+    )
+    .addOption(
+      new Option(
+        '--trusted-proxy <ip-or-cidr>',
+        'proxy whose X-Forwarded-Proto is believed (repeatable; the variable is comma-separated)',
+      )
+        .env('TUS_TRUSTED_PROXIES')
+        .argParser(commaList),
+    )
+    .addOption(
+      new Option(
+        '--cors-origin <origin>',
+        'origin allowed to upload from a browser, * for any (repeatable; comma-separated variable)',
+      )
+        .env('TUS_CORS_ORIGINS')
+        .argParser(commaList),
+    )
+    .addOption(
+      new Option(
+        '--no-fsync',
+        'do not fsync before acknowledging bytes: faster, not crash-safe (env: TUS_FSYNC=false)',
+      ),
+    )
+    .addOption(
+      new Option(
+        '-w, --workers <n>',
+        'server processes sharing the port (node:cluster); each upload is delivered once',
+      )
+        .default(1)
+        .env('TUS_WORKERS')
+        .argParser(integerIn(1, 256)),
+    )
+    .addOption(
+      new Option(
+        '--no-prompt',
+        'never ask for the directories (asked only on a terminal, when not given)',
+      ),
+    )
+    .showHelpAfterError('(run tussi-server --help for the options)');
+}
+
+function optionalSize(text: string): number | undefined {
+  return text.trim() === '' ? undefined : parseSize(text);
+}
+
+function expandHome(path: string): string {
+  return path === '~' || path.startsWith('~/') ? homedir() + path.slice(1) : path;
+}
+
+/**
+ * Parses flags and environment, then, on a terminal only (stdin and stdout both TTYs), asks
+ * for each directory given neither by flag nor by variable. Never asks otherwise: scripts and
+ * CI get the defaults.
+ */
+export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
+  const program = serverProgram();
+  program.parse(argv);
+  const options = program.opts<ParsedOptions>();
+  const dirs = {
+    uploadDir: options.uploadDir,
+    completedDir: options.completedDir,
+    destDir: options.destDir,
+  };
+
+  const missing = DIRECTORIES.filter((d) => program.getOptionValueSource(d.key) === 'default');
+  const interactive = process.stdin.isTTY === true && process.stdout.isTTY === true;
+  if (options.prompt && interactive && missing.length > 0) {
+    const rl = createInterface({ input: process.stdin, output: process.stdout });
+    rl.on('SIGINT', () => {
+      rl.close();
+      process.stdout.write('\n');
+      process.exit(130);
+    });
+    try {
+      for (const dir of missing) {
+        const answer = (await rl.question(`${dir.question} [${dir.fallback}]: `)).trim();
+        dirs[dir.key] = answer || dir.fallback;
+      }
+    } finally {
+      rl.close();
+    }
+  }
+
+  // --no-fsync wins; otherwise TUS_FSYNC=false turns it off, as in the sample.
+  const fsync =
+    program.getOptionValueSource('fsync') === 'cli'
+      ? options.fsync
+      : (process.env.TUS_FSYNC ?? 'true').trim().toLowerCase() !== 'false';
+
+  return {
+    host: options.host,
+    port: options.port,
+    uploadDir: resolve(expandHome(dirs.uploadDir)),
+    completedDir: resolve(expandHome(dirs.completedDir)),
+    destDir: resolve(expandHome(dirs.destDir)),
+    maxSize: options.maxSize,
+    maxChunkSize: options.maxChunkSize,
+    token: options.token || undefined,
+    trustedProxies: options.trustedProxy ?? [],
+    corsOrigins: options.corsOrigin ?? [],
+    fsync,
+    workers: options.workers,
+  };
+}
+
+/**
+ * The sample application reads its settings from the environment (through ConfigService):
+ * put the resolved configuration there, for this process and the workers it forks.
+ */
+function exportToEnvironment(config: ServerConfig): void {
+  const set = (name: string, value: string | number | undefined) => {
+    if (value === undefined || value === '') delete process.env[name];
+    else process.env[name] = String(value);
+  };
+  set('HOST', config.host);
+  set('PORT', config.port);
+  set('TUS_UPLOAD_DIR', config.uploadDir);
+  set('TUS_COMPLETED_DIR', config.completedDir);
+  set('TUS_DEST_DIR', config.destDir);
+  set('TUS_MAX_SIZE', config.maxSize);
+  set('TUS_MAX_CHUNK_SIZE', config.maxChunkSize);
+  set('TUS_TOKEN', config.token);
+  set('TUS_TRUSTED_PROXIES', config.trustedProxies.join(','));
+  set('TUS_CORS_ORIGINS', config.corsOrigins.join(','));
+  set('TUS_FSYNC', config.fsync ? 'true' : 'false');
+  set('TUS_WORKERS', config.workers);
+}
+
+function describe(config: ServerConfig): string {
+  const lines = [
+    `tussi-server ${packageVersion()}`,
+    `  unfinished uploads: ${config.uploadDir}`,
+    `  finished uploads:   ${config.completedDir}`,
+    `  delivered to:       ${config.destDir} (as {uuid}-{filename})`,
+  ];
+  const limits = [
+    config.maxSize !== undefined ? `max size ${formatBytes(config.maxSize)}` : '',
+    config.maxChunkSize !== undefined ? `max chunk ${formatBytes(config.maxChunkSize)}` : '',
+    config.fsync ? '' : 'fsync off',
+    config.token ? 'bearer token required' : 'no authentication',
+    config.trustedProxies.length ? `trusted proxies ${config.trustedProxies.join(', ')}` : '',
+    config.corsOrigins.length ? `CORS origins ${config.corsOrigins.join(', ')}` : '',
+    config.workers > 1 ? `${config.workers} worker processes` : '',
+  ].filter(Boolean);
+  lines.push(`  ${limits.join(', ')}`);
+  return lines.join('\n');
+}
+
+async function loadSample(): Promise<SampleBootstrap> {
+  const url = new URL('../sample/bootstrap.js', import.meta.url);
+  try {
+    return (await import(url.href)) as SampleBootstrap;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') {
+      throw new Error(
+        `the sample application is not built (${url.pathname} is missing): run npm run build`,
+        { cause: e },
+      );
+    }
+    throw e;
+  }
+}
+
+function errorLine(e: unknown): string {
+  const message = e instanceof Error ? e.message : String(e);
+  return message.split('\n')[0];
+}
+
+/**
+ * Starts the application in this process (the single process, or one `--workers` process):
+ * Nest's shutdown hooks close the HTTP server (in-flight PATCHes finish; after a grace period
+ * they are cut, and the server keeps the bytes received) and stop the consumer.
+ */
+async function serve(config: ServerConfig, role: 'single' | 'worker'): Promise<string> {
+  const { bootstrap } = await loadSample();
+  const { server, url } = await bootstrap({
+    host: config.host,
+    port: config.port,
+    shutdownHooks: { signals: [...SIGNALS], useProcessExit: true },
+    abortOnError: false,
+  });
+  // Responses in progress: at shutdown they end their connection once sent, rather than
+  // keeping it alive (which would hold the closing server open until the client lets go).
+  const inFlight = new Set<ServerResponse>();
+  server.on('request', (_req, res: ServerResponse) => {
+    inFlight.add(res);
+    res.once('close', () => inFlight.delete(res));
+  });
+  let stopping = false;
+  const onSignal = (signal: string) => {
+    if (stopping) {
+      // A second Ctrl-C on a single process: stop waiting. Workers get each signal twice
+      // (from the terminal and from the primary) and leave the decision to the primary.
+      if (role === 'single') {
+        process.stderr.write('tussi-server: stopping now\n');
+        process.exit(130);
+      }
+      return;
+    }
+    stopping = true;
+    for (const res of inFlight) {
+      if (!res.headersSent) res.shouldKeepAlive = false;
+      else res.once('finish', () => res.socket?.end());
+    }
+    console.log(
+      role === 'single'
+        ? `tussi-server: ${signal}, shutting down (waiting for uploads in progress, Ctrl-C again to stop now)`
+        : `tussi-server: worker ${process.pid} shutting down`,
+    );
+    setTimeout(() => {
+      console.log(`tussi-server: cutting the uploads still in progress (${process.pid})`);
+      server.closeAllConnections();
+    }, SHUTDOWN_GRACE_MS).unref();
+    setTimeout(() => {
+      process.stderr.write(`tussi-server: shutdown did not finish, exiting (${process.pid})\n`);
+      process.exit(1);
+    }, SHUTDOWN_HARD_MS).unref();
+  };
+  for (const signal of SIGNALS) process.on(signal, onSignal);
+  return url;
+}
+
+/**
+ * The primary of `--workers N`: forks the workers (which share the listening socket through
+ * node:cluster and coordinate through the upload locks and the completed queue), prints the
+ * URL once all listen, replaces a worker that dies, and stops them all on a signal.
+ */
+async function runPrimary(config: ServerConfig): Promise<void> {
+  cluster.setupPrimary({ exec: process.argv[1], args: [] });
+  const env = { [WORKER_CONFIG_ENV]: JSON.stringify(config) };
+  const workers = new Set<Worker>();
+  let ready = false;
+  let stopping: { code: number } | undefined;
+  let crashes: number[] = [];
+  const shown = config.host.includes(':') ? `[${config.host}]` : config.host;
+
+  const fork = () => {
+    const worker = cluster.fork(env);
+    workers.add(worker);
+    return worker;
+  };
+  const stopAll = (code: number) => {
+    stopping = { code };
+    for (const worker of workers) worker.process.kill('SIGTERM');
+    setTimeout(() => {
+      for (const worker of workers) worker.process.kill('SIGKILL');
+    }, SHUTDOWN_HARD_MS + 2000).unref();
+    if (workers.size === 0) process.exit(code);
+  };
+
+  let listening = 0;
+  cluster.on('listening', (_worker, address) => {
+    if (ready || ++listening < config.workers) return;
+    ready = true;
+    const pids = [...workers].map((w) => w.process.pid).join(', ');
+    console.log(`tussi-server: ${config.workers} workers listening (pids ${pids})`);
+    console.log(`TUS upload URL: http://${shown}:${address.port}/files/`);
+  });
+
+  cluster.on('exit', (worker, code, signal) => {
+    workers.delete(worker);
+    if (stopping) {
+      if (workers.size === 0) process.exit(stopping.code);
+      return;
+    }
+    const how = signal ?? `exit code ${code}`;
+    if (!ready) {
+      // Before every worker listens, a worker that exits means the configuration cannot work.
+      process.stderr.write(`tussi-server: a worker exited before listening (${how})\n`);
+      stopAll(1);
+      return;
+    }
+    process.stderr.write(`tussi-server: worker ${worker.process.pid} died (${how})\n`);
+    const now = Date.now();
+    crashes = [...crashes.filter((t) => now - t < 60_000), now];
+    if (crashes.length > 5) {
+      process.stderr.write('tussi-server: workers keep dying, giving up\n');
+      stopAll(1);
+      return;
+    }
+    const replacement = fork();
+    replacement.once('listening', () =>
+      console.log(`tussi-server: worker ${replacement.process.pid} replaces it`),
+    );
+  });
+
+  for (const signal of SIGNALS) {
+    process.on(signal, () => {
+      if (stopping) {
+        process.stderr.write('tussi-server: stopping now\n');
+        for (const worker of workers) worker.process.kill('SIGKILL');
+        process.exit(130);
+      }
+      console.log(
+        `tussi-server: ${signal}, shutting down ${workers.size} workers (Ctrl-C again to stop now)`,
+      );
+      stopAll(0);
+    });
+  }
+
+  for (let i = 0; i < config.workers; i++) fork();
+}
+
+/** `tussi-server`: the entry point of the command, for the primary and the workers alike. */
+export async function main(argv: string[] = process.argv): Promise<void> {
+  // Nest colours its log lines even into files and pipes; keep them plain there.
+  if (!process.stdout.isTTY && process.env.FORCE_COLOR === undefined) process.env.NO_COLOR ??= '1';
+  try {
+    if (cluster.isWorker) {
+      const config = JSON.parse(process.env[WORKER_CONFIG_ENV] ?? '{}') as ServerConfig;
+      await serve(config, 'worker');
+      console.log(`tussi-server: worker ${process.pid} listening`);
+      return;
+    }
+    const config = await resolveConfig(argv);
+    exportToEnvironment(config);
+    console.log(describe(config));
+    if (config.workers > 1) {
+      await runPrimary(config);
+      return;
+    }
+    const url = await serve(config, 'single');
+    console.log(`TUS upload URL: ${url}`);
+  } catch (e) {
+    process.stderr.write(`tussi-server: ${errorLine(e)}\n`);
+    process.exit(1);
+  }
+}
