@@ -54,6 +54,8 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   private readonly wakers = new Set<() => void>();
   private watcher: FSWatcher | undefined;
   private wakeups = 0;
+  /** Arrival time (mtime) of each data file seen in the directory. */
+  private readonly arrivals = new Map<string, number>();
 
   constructor(options: FilesystemCompletedQueueOptions) {
     super();
@@ -202,15 +204,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
     let skippedBusy = false;
     const names = new Set(await readdir(this.directory));
     const ids = [...names].filter((n) => isUploadId(n) && names.has(`${n}.meta`));
-    const aged = await Promise.all(
-      ids.map(async (id) => ({
-        id,
-        mtime: (await stat(this.dataPath(id)).catch(() => null))?.mtimeMs,
-      })),
-    );
-    aged.sort((a, b) => (a.mtime ?? 0) - (b.mtime ?? 0));
-    for (const { id, mtime } of aged) {
-      if (mtime === undefined) continue;
+    for (const { id } of await this.oldestFirst(ids)) {
       let lock: FileLock | null;
       try {
         lock = await tryLockFile(this.dataPath(id));
@@ -241,6 +235,26 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
       }
     }
     return { skippedBusy };
+  }
+
+  /**
+   * The ids, oldest arrival first. Each file is `stat`ed once, when first seen: a backlog of
+   * thousands must not cost thousands of `stat` calls per claim.
+   */
+  private async oldestFirst(ids: string[]): Promise<{ id: string; arrived: number }[]> {
+    const present = new Set(ids);
+    for (const id of this.arrivals.keys()) if (!present.has(id)) this.arrivals.delete(id);
+    const unseen = ids.filter((id) => !this.arrivals.has(id));
+    await Promise.all(
+      unseen.map(async (id) => {
+        const info = await stat(this.dataPath(id)).catch(() => null);
+        if (info) this.arrivals.set(id, info.mtimeMs);
+      }),
+    );
+    return ids
+      .filter((id) => this.arrivals.has(id))
+      .map((id) => ({ id, arrived: this.arrivals.get(id)! }))
+      .sort((a, b) => a.arrived - b.arrived);
   }
 
   /** The record of a claimed upload; an unreadable one is quarantined and the claim dropped. */

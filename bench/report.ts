@@ -1,0 +1,147 @@
+/** The results as Markdown tables: medians, min–max, and nestjs-tussi's ratios. */
+import { SERVER_LABELS, type ServerKey } from './servers.js';
+import { formatNumber, GiB, MiB } from './stats.js';
+import type { BenchResults, Summary, WorkloadResult } from './workloads.js';
+
+const ORDER: ServerKey[] = ['nestjs', 'nestjs-fsync', 'tus', 'raw'];
+
+function cell(
+  summary: Summary | undefined,
+  pick: (s: Summary) => number,
+  range?: [number, number],
+) {
+  if (!summary || Number.isNaN(pick(summary))) return '–';
+  const value = formatNumber(pick(summary));
+  return range && range[0] !== range[1]
+    ? `${value} <sub>${formatNumber(range[0])}–${formatNumber(range[1])}</sub>`
+    : value;
+}
+
+const ratio = (value: number | undefined) => (value === undefined ? '–' : `${value.toFixed(2)}×`);
+
+export function machineLine(results: BenchResults): string {
+  const m = results.machine;
+  return (
+    `${m.nproc} × ${m.cpuModel}, ${(m.memoryBytes / GiB).toFixed(1)} GiB RAM, ` +
+    `${m.fsType} (${m.dataDir}), ${m.kernel}, Node ${m.node}`
+  );
+}
+
+export function markdown(results: BenchResults): string {
+  const servers = ORDER.filter((k) => results.workloads.some((w) => w.results[k]));
+  const header = (first: string, extra: string[] = []) => [
+    `| ${first} | ${servers.map((k) => SERVER_LABELS[k]).join(' | ')}${extra.map((e) => ` | ${e}`).join('')} |`,
+    `| --- | ${servers.map(() => '---:').join(' | ')}${extra.map(() => ' | ---:').join('')} |`,
+  ];
+  const row = (
+    name: string,
+    w: WorkloadResult,
+    pick: (s: Summary) => number,
+    withRange: boolean,
+    ratios?: string[],
+  ) => {
+    const cells = servers.map((k) => {
+      const r = w.results[k];
+      return cell(r?.summary, pick, withRange && r ? [r.summary.min, r.summary.max] : undefined);
+    });
+    return `| ${name} | ${cells.join(' | ')}${(ratios ?? []).map((x) => ` | ${x}`).join('')} |`;
+  };
+
+  const lines: string[] = [];
+  const load = (l: number[]) => l.map((x) => x.toFixed(2)).join(' ');
+  lines.push(
+    `# nestjs-tussi benchmark${results.mode === 'smoke' ? ' (SMOKE RUN: tiny sizes, not a measurement)' : ''}`,
+    '',
+    `- Date: ${results.date}`,
+    `- Machine: ${machineLine(results)}`,
+    `- Commit: ${results.machine.commit}`,
+    `- Command: \`${results.command}\` (${results.durationSeconds.toFixed(0)} s)`,
+    `- Load average (1, 5, 15 min): ${load(results.loadAverage.start)} at the start, ${load(results.loadAverage.end)} at the end` +
+      (results.loadAverage.start[0] > 0.5 ? ' — **the machine was busy: numbers are noisy**' : ''),
+    `- Each cell: the median of ${results.rounds} round${results.rounds === 1 ? '' : 's'}; the servers take turns within each round (the order rotates every round), so drift of the machine falls on all of them alike. Small print: min–max.`,
+    '',
+    '## Throughput',
+    '',
+    ...header('Workload', ['tussi / @tus', 'tussi / raw']),
+  );
+  for (const w of results.workloads) {
+    lines.push(
+      row(`${w.title} (${w.unit})`, w, (s) => s.value, true, [
+        ratio(w.ratios.vsTus),
+        ratio(w.ratios.vsRaw),
+      ]),
+    );
+    if (w.ratios.fsyncVsTus !== undefined) {
+      lines.push(
+        `| ↳ with fsync: nestjs-tussi (fsync) / … | ${servers.map(() => '').join(' | ')} | ${ratio(w.ratios.fsyncVsTus)} | ${ratio(w.ratios.fsyncVsRaw)} |`,
+      );
+    }
+    if (w.kind === 'small') {
+      lines.push(row('↳ latency per upload, p50 (ms)', w, (s) => s.p50Ms ?? NaN, false, ['', '']));
+      lines.push(row('↳ latency per upload, p99 (ms)', w, (s) => s.p99Ms ?? NaN, false, ['', '']));
+      // Only nestjs-tussi's sample has a consumer: it moves every finished upload to TUS_DEST_DIR.
+      const consumer = (s: Summary) => (w.results.nestjs?.summary === s ? s.settleSeconds : NaN);
+      lines.push(row('↳ s until the sample consumer delivered all', w, consumer, false, ['', '']));
+    }
+  }
+
+  lines.push(
+    '',
+    '## Server resources',
+    '',
+    'Peak RSS of the server process during the workload (MiB; VmHWM reset before each trial, with VmRSS sampled every 50 ms):',
+    '',
+    ...header('Workload'),
+    ...results.workloads.map((w) => row(w.title, w, (s) => s.peakRssBytes / MiB, false)),
+    '',
+    'Server CPU (utime + stime) per GiB received, during the requests (s/GiB; small uploads: ms per upload):',
+    '',
+    ...header('Workload'),
+    ...results.workloads.map((w) =>
+      w.kind === 'small'
+        ? row(`${w.title} (ms/upload)`, w, (s) => s.cpuMsPerUpload, false)
+        : row(w.title, w, (s) => s.cpuSecondsPerGiB, false),
+    ),
+    '',
+    'Per process over the whole run (MiB):',
+    '',
+    `| Server | RSS idle after warm-up | highest peak RSS of any trial |`,
+    `| --- | ---: | ---: |`,
+    ...servers.map((k) => {
+      const s = results.servers[k];
+      return `| ${SERVER_LABELS[k]} | ${s ? formatNumber(s.idleRssBytes / MiB) : '–'} | ${s ? formatNumber(s.peakRssBytes / MiB) : '–'} |`;
+    }),
+  );
+
+  // The client must not be the bottleneck: its CPU while it fed the raw baseline, the fastest server.
+  const clientRows = results.workloads.flatMap((w) => {
+    const raw = w.results.raw;
+    return raw
+      ? [
+          `| ${w.title} | ${formatNumber(raw.summary.value)} ${w.unit} | ${(100 * raw.summary.clientCores).toFixed(0)} % |`,
+        ]
+      : [];
+  });
+  const busiest = Math.max(
+    ...results.workloads.flatMap((w) => Object.values(w.results).map((r) => r.summary.clientCores)),
+  );
+  lines.push(
+    '',
+    '## The client',
+    '',
+    'One client for every server (node:http, keep-alive agent, bodies streamed from one pre-filled buffer), in the bench process. ' +
+      `Its CPU while it fed the raw baseline, the fastest server (100 % = one core); the most it used in any trial: ${(100 * busiest).toFixed(0)} %.`,
+    '',
+    '| Workload | raw baseline | client CPU |',
+    '| --- | ---: | ---: |',
+    ...clientRows,
+    '',
+  );
+  if (results.profiles) {
+    lines.push('## CPU profiles', '');
+    for (const [key, text] of Object.entries(results.profiles)) {
+      lines.push(text ?? `(${key}: no profile)`);
+    }
+  }
+  return lines.join('\n');
+}
