@@ -101,6 +101,9 @@ export async function startServer(
       TUS_DEST_DIR: dest,
       TUS_FSYNC: key === 'nestjs-fsync' ? 'true' : 'false',
       TUS_MAX_SIZE: String(options.maxSize),
+      // Neither of the other servers writes a line per upload; the sample's logs stay on for
+      // warnings and errors.
+      LOG_LEVEL: 'warn',
     };
     dataDirs = [uploads, completed, dest];
     // The sample's consumer moves each finished upload from completed/ to dest/: the trial's

@@ -36,7 +36,7 @@ export interface BootstrapResult {
 export async function bootstrap(options: BootstrapOptions = {}): Promise<BootstrapResult> {
   const host = options.host ?? '127.0.0.1';
   const app = await NestFactory.create(AppModule, {
-    logger: options.logLevels ?? ['log', 'warn', 'error'],
+    logger: options.logLevels ?? logLevelsFromEnv(),
     abortOnError: options.abortOnError,
   });
   if (options.shutdownHooks !== false) {
@@ -52,4 +52,12 @@ export async function bootstrap(options: BootstrapOptions = {}): Promise<Bootstr
   const port = typeof address === 'object' && address ? address.port : (options.port ?? 1080);
   const shown = host.includes(':') ? `[${host}]` : host;
   return { app, server, port, url: `http://${shown}:${port}/files/` };
+}
+
+/** `LOG_LEVEL=warn` keeps warnings and errors only (no line per upload); default `log`. */
+function logLevelsFromEnv(): LogLevel[] {
+  const order: LogLevel[] = ['error', 'warn', 'log', 'debug', 'verbose'];
+  const wanted = (process.env.LOG_LEVEL ?? 'log') as LogLevel;
+  const index = order.indexOf(wanted);
+  return order.slice(0, index < 0 ? 3 : index + 1);
 }

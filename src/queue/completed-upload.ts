@@ -26,6 +26,8 @@ export class CompletedUpload implements AsyncDisposable {
     /** The upload's record: metadata, server metadata, length, timestamps. */
     readonly record: UploadRecord,
     private readonly onRelease: ClaimRelease,
+    /** fsync the destination directory of each move (the queue's `fsync` option). */
+    private readonly durable = true,
   ) {}
 
   /** Moves the data file to `dest` (rename; across filesystems copy, fsync, unlink). Once only. */
@@ -33,7 +35,7 @@ export class CompletedUpload implements AsyncDisposable {
     this.assertHeld();
     if (this.saved) throw new Error(`${this.name}: save() was already called`);
     this.saved = true;
-    await moveFile(this.path, dest);
+    await moveFile(this.path, dest, this.durable);
   }
 
   /** Moves the record (`.meta` JSON) to `dest`. Once only. */
@@ -41,7 +43,7 @@ export class CompletedUpload implements AsyncDisposable {
     this.assertHeld();
     if (this.recordSaved) throw new Error(`${this.name}: saveRecord() was already called`);
     this.recordSaved = true;
-    await moveFile(this.recordPath, dest);
+    await moveFile(this.recordPath, dest, this.durable);
   }
 
   /** True once `release()` ran. */

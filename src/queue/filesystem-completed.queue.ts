@@ -54,6 +54,9 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   private readonly wakers = new Set<() => void>();
   private watcher: FSWatcher | undefined;
   private wakeups = 0;
+  /** Candidates of the last directory read not yet tried or still held by others. */
+  private pending: string[] = [];
+  private lastScan = 0;
   /** Arrival time (mtime) of each data file seen in the directory. */
   private readonly arrivals = new Map<string, number>();
 
@@ -202,9 +205,9 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   /** One pass over the directory: the oldest finished upload nobody holds, claimed. */
   private async tryClaim(): Promise<{ upload?: CompletedUpload; skippedBusy: boolean }> {
     let skippedBusy = false;
-    const names = new Set(await readdir(this.directory));
-    const ids = [...names].filter((n) => isUploadId(n) && names.has(`${n}.meta`));
-    for (const { id } of await this.oldestFirst(ids)) {
+    const candidates = await this.candidates();
+    const keep: string[] = [];
+    for (const [index, id] of candidates.entries()) {
       let lock: FileLock | null;
       try {
         lock = await tryLockFile(this.dataPath(id));
@@ -214,8 +217,10 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
       }
       if (!lock) {
         skippedBusy = true;
+        keep.push(id);
         continue;
       }
+      this.pending = [...keep, ...candidates.slice(index + 1)];
       const record = await this.readClaimedRecord(id, lock);
       if (record) {
         try {
@@ -230,11 +235,29 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
           this.recordPath(id),
           record,
           (u) => this.endClaim(u, lock),
+          this.fsync,
         );
         return { upload, skippedBusy };
       }
     }
+    this.pending = keep;
     return { skippedBusy };
+  }
+
+  /**
+   * Data files with a record, oldest first. The directory is read again when the last list is
+   * used up, or at most every 250 ms while a backlog is being worked through: a queue of
+   * thousands must not cost a directory read per claim.
+   */
+  private async candidates(): Promise<string[]> {
+    if (this.pending.length > 0 && Date.now() - this.lastScan < 250) return this.pending;
+    this.lastScan = Date.now();
+    const names = new Set(await readdir(this.directory));
+    const ids = [...names].filter(
+      (n) => n.length === 36 && isUploadId(n) && names.has(`${n}.meta`),
+    );
+    this.pending = (await this.oldestFirst(ids)).map((entry) => entry.id);
+    return this.pending;
   }
 
   /**

@@ -4,14 +4,15 @@ import { syncDirectory } from '../storage/durable-file.js';
 
 /**
  * Moves a file: an atomic rename on one filesystem; across filesystems (EXDEV) a copy, fsync'ed,
- * then the source removed. The destination is durable before the source goes.
+ * then the source removed. With `durable`, the destination is on disk before the call returns.
  */
-export async function moveFile(from: string, to: string): Promise<void> {
+export async function moveFile(from: string, to: string, durable = true): Promise<void> {
   try {
     await rename(from, to);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
     await copyFile(from, to);
+    // The copy is made durable before the source goes, whatever `durable` says.
     const handle = await open(to, 'r+');
     try {
       await handle.sync();
@@ -20,5 +21,5 @@ export async function moveFile(from: string, to: string): Promise<void> {
     }
     await unlink(from);
   }
-  await syncDirectory(dirname(to));
+  if (durable) await syncDirectory(dirname(to));
 }
