@@ -54,3 +54,19 @@ export {
 export { finalizeUpload } from './protocol/finalize.js';
 export { recoverFinalizes } from './protocol/recovery.js';
 export { assembleFinal } from './protocol/concatenation.js';
+
+export {
+  RedisCoordination,
+  redisCoordination,
+  TUS_COORDINATION,
+  type RedisCoordinationOptions,
+  type RedisCoordinationTarget,
+  type TusCoordinationOptions,
+} from './redis/redis-coordination.js';
+export { RedisUploadLocker, RedisUploadLock } from './redis/redis-upload.locker.js';
+export { RedisRecordStore } from './redis/redis-record.store.js';
+export { RedisCompletedQueue, RedisCompletedUpload } from './redis/redis-completed.queue.js';
+export { RedisJanitorLock } from './redis/redis-janitor-lock.js';
+export { RedisConnection, type RedisConnectionOptions } from './redis/redis-connection.js';
+export { RedisKeys } from './redis/redis-keys.js';
+export type { JanitorLock } from './janitor/janitor.js';

@@ -9,6 +9,11 @@ import type { TusEvent } from './protocol/tus-events.js';
 import { TusHandler } from './protocol/tus-handler.js';
 import { CompletedUploadQueue } from './queue/completed-upload.queue.js';
 import { FilesystemCompletedQueue } from './queue/filesystem-completed.queue.js';
+import {
+  TUS_COORDINATION,
+  redisCoordination,
+  type RedisCoordination,
+} from './redis/redis-coordination.js';
 import { FileUploadLocker } from './storage/file-upload.locker.js';
 import { FilesystemRecordStore } from './storage/filesystem-record.store.js';
 import { FilesystemStorage } from './storage/filesystem.storage.js';
@@ -45,9 +50,34 @@ function nestLogger(): TusLogger {
       useFactory: (options: TusModuleOptions) => resolveTusOptions(options),
     },
     {
-      provide: UploadStorageService,
+      // Several replicas: locks, the completed queue's claims, a record cache and the
+      // janitor's lock in Redis (`coordination` option); null for one host (flock).
+      provide: TUS_COORDINATION,
       inject: [TUS_OPTIONS],
-      useFactory: (options: ResolvedTusOptions) => {
+      useFactory: (options: ResolvedTusOptions): RedisCoordination | null => {
+        if (!options.coordination) return null;
+        const { storage } = options;
+        return redisCoordination(options.coordination.redis, {
+          uploadDir: options.uploadDir,
+          completedDir: options.completedDir,
+          fsync: options.fsync,
+          directoryMode: options.directoryMode,
+          queuePollIntervalMs: options.queuePollIntervalMs,
+          janitorIntervalMs: options.janitor ? options.janitor.intervalMs : undefined,
+          dataPath:
+            storage === undefined
+              ? undefined
+              : storage instanceof FilesystemStorage
+                ? (id) => storage.pathOf(id)
+                : null,
+          logger: options.logger ?? nestLogger(),
+        });
+      },
+    },
+    {
+      provide: UploadStorageService,
+      inject: [TUS_OPTIONS, TUS_COORDINATION],
+      useFactory: (options: ResolvedTusOptions, coordination: RedisCoordination | null) => {
         const logger = options.logger ?? nestLogger();
         const files =
           options.storage ??
@@ -58,11 +88,14 @@ function nestLogger(): TusLogger {
             log: (m) => logger.warn(m),
           });
         const records =
-          options.recordStore ?? new FilesystemRecordStore(options.uploadDir, options.fsync);
+          options.recordStore ??
+          coordination?.recordStore ??
+          new FilesystemRecordStore(options.uploadDir, options.fsync);
         // The file locker locks the data file; another storage brings its own locker (or gets
         // locks that hold within this process only).
         const locker =
           options.locker ??
+          coordination?.locker ??
           (files instanceof FilesystemStorage
             ? new FileUploadLocker((id) => files.pathOf(id))
             : new MemoryUploadLocker());
@@ -71,9 +104,10 @@ function nestLogger(): TusLogger {
     },
     {
       provide: CompletedUploadQueue,
-      inject: [TUS_OPTIONS],
-      useFactory: (options: ResolvedTusOptions) =>
+      inject: [TUS_OPTIONS, TUS_COORDINATION],
+      useFactory: (options: ResolvedTusOptions, coordination: RedisCoordination | null) =>
         options.completedQueue ??
+        coordination?.completedQueue ??
         new FilesystemCompletedQueue({
           directory: options.completedDir,
           stagingDirectory: options.uploadDir,
@@ -90,12 +124,14 @@ function nestLogger(): TusLogger {
         UploadStorageService,
         CompletedUploadQueue,
         { token: EventEmitter2, optional: true },
+        TUS_COORDINATION,
       ],
       useFactory: (
         options: ResolvedTusOptions,
         store: UploadStorageService,
         queue: CompletedUploadQueue,
         bus: EventEmitter2 | undefined,
+        coordination: RedisCoordination | null,
       ) => {
         // Bus listeners and the callback are independent: one failing never keeps an event from
         // the other, and every failure, sync or async, reaches TusHandler, which logs it.
@@ -107,7 +143,7 @@ function nestLogger(): TusLogger {
           const failure = outcomes.find((o) => o.status === 'rejected');
           if (failure) throw failure.reason;
         };
-        return new TusHandler({
+        const handler = new TusHandler({
           options,
           store,
           queue,
@@ -115,13 +151,19 @@ function nestLogger(): TusLogger {
           onCreate: options.onCreate,
           onEvent: bus || options.onEvent ? onEvent : undefined,
         });
+        // A write whose Redis lock is lost stops at once (lease renewal failed).
+        if (store.locker === coordination?.locker) coordination.attach(handler.context);
+        return handler;
       },
     },
     {
       provide: Janitor,
-      inject: [TUS_OPTIONS, TusHandler],
-      useFactory: (options: ResolvedTusOptions, handler: TusHandler) =>
-        new Janitor(handler.context, options.janitor || {}),
+      inject: [TUS_OPTIONS, TusHandler, TUS_COORDINATION],
+      useFactory: (
+        options: ResolvedTusOptions,
+        handler: TusHandler,
+        coordination: RedisCoordination | null,
+      ) => new Janitor(handler.context, options.janitor || {}, coordination?.janitorLock),
     },
     TusForwardedInterceptor,
     TusLifecycle,

@@ -11,6 +11,7 @@ import {
   validateSync,
 } from 'class-validator';
 import { TrustedProxies } from './nest/trusted-proxies.js';
+import { coordinationProblems } from './redis/redis-coordination.js';
 import type { TusModuleOptions } from './tus.options.js';
 
 /** The checks applied to the options when the application starts. */
@@ -62,6 +63,10 @@ export function resolveTusOptions(options: TusModuleOptions): ResolvedTusOptions
   // Parsed here so a bad entry stops the application at start, not at the first request.
   new TrustedProxies(options.trustedProxies ?? []);
   checkJanitor(options.janitor);
+  const coordination = coordinationProblems(options.coordination);
+  if (coordination.length > 0) {
+    throw new Error(`Invalid TusModule options: coordination: ${coordination.join('; ')}`);
+  }
   const origins = options.cors?.origins;
   if (
     options.cors &&

@@ -5,6 +5,7 @@ import type { TusCorsOptions } from './nest/tus-cors.js';
 import type { OnCreateHook, TusLogger } from './protocol/tus-context.js';
 import type { TusEventSink } from './protocol/tus-events.js';
 import type { CompletedUploadQueue } from './queue/completed-upload.queue.js';
+import type { TusCoordinationOptions } from './redis/redis-coordination.js';
 import type {
   UploadLocker,
   UploadRecordStore,
@@ -102,6 +103,13 @@ export interface TusModuleOptions {
   janitor?: (JanitorOptions & { intervalMs?: number }) | false;
   /** Where server-side failures are logged. @default Nest's `Logger` with context `TusModule` */
   logger?: TusLogger;
+  /**
+   * Several replicas (processes on several hosts) sharing `uploadDir` and `completedDir`:
+   * `{ redis: { url: 'redis://redis:6379' } }` puts the upload locks, the completed queue's
+   * claims, a cache of the records and the janitor's lock in Redis (see the README). Explicit
+   * `locker`, `recordStore` and `completedQueue` options still win. @default none (flock: one host)
+   */
+  coordination?: TusCoordinationOptions;
 }
 
 /** Options that shape routes; given beside the options since routes are fixed at import time. */

@@ -13,6 +13,9 @@ const list = (value: string | undefined) =>
     .map((s) => s.trim())
     .filter(Boolean) ?? [];
 const number = (value: string | undefined) => (value ? Number(value) : undefined);
+/** Several replicas on several hosts: locks, queue claims and the janitor's lock in Redis. */
+const redisUrl = (url: string | undefined) =>
+  url?.trim() ? { redis: { url: url.trim() } } : undefined;
 
 /** The module options from the environment (see the README for each variable). */
 export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
@@ -25,6 +28,7 @@ export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
     fsync: config.get<string>('TUS_FSYNC', 'true') !== 'false',
     trustedProxies: list(config.get<string>('TUS_TRUSTED_PROXIES')),
     cors: origins.length > 0 ? { origins: origins.includes('*') ? '*' : origins } : undefined,
+    coordination: redisUrl(config.get<string>('TUS_REDIS_URL')),
     // Records who uploaded: the server metadata of each upload.
     onCreate: (headers) => ({
       uploaded_by: headers.authorization?.startsWith('Bearer ') ? 'token holder' : 'anonymous',

@@ -20,6 +20,7 @@ export interface ServerConfig {
   corsOrigins: string[];
   fsync: boolean;
   workers: number;
+  redisUrl?: string;
 }
 
 interface ParsedOptions {
@@ -36,6 +37,7 @@ interface ParsedOptions {
   fsync: boolean;
   workers: number;
   prompt: boolean;
+  redisUrl?: string;
 }
 
 /** The sample application's entry (dist/sample/bootstrap.js), typed where it is used. */
@@ -159,6 +161,12 @@ export function serverProgram(): Command {
     )
     .addOption(
       new Option(
+        '--redis-url <url>',
+        'coordinate replicas on several hosts through Redis (redis://host:6379)',
+      ).env('TUS_REDIS_URL'),
+    )
+    .addOption(
+      new Option(
         '--no-prompt',
         'never ask for the directories (asked only on a terminal, when not given)',
       ),
@@ -227,6 +235,7 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     corsOrigins: options.corsOrigin ?? [],
     fsync,
     workers: options.workers,
+    redisUrl: options.redisUrl || undefined,
   };
 }
 
@@ -251,6 +260,7 @@ function exportToEnvironment(config: ServerConfig): void {
   set('TUS_CORS_ORIGINS', config.corsOrigins.join(','));
   set('TUS_FSYNC', config.fsync ? 'true' : 'false');
   set('TUS_WORKERS', config.workers);
+  set('TUS_REDIS_URL', config.redisUrl);
 }
 
 function describe(config: ServerConfig): string {
@@ -268,6 +278,7 @@ function describe(config: ServerConfig): string {
     config.trustedProxies.length ? `trusted proxies ${config.trustedProxies.join(', ')}` : '',
     config.corsOrigins.length ? `CORS origins ${config.corsOrigins.join(', ')}` : '',
     config.workers > 1 ? `${config.workers} worker processes` : '',
+    config.redisUrl ? `coordinated through Redis at ${maskPassword(config.redisUrl)}` : '',
   ].filter(Boolean);
   lines.push(`  ${limits.join(', ')}`);
   return lines.join('\n');
@@ -451,5 +462,16 @@ export async function main(argv: string[] = process.argv): Promise<void> {
   } catch (e) {
     process.stderr.write(`tussi-server: ${errorLine(e)}\n`);
     process.exit(1);
+  }
+}
+
+/** A Redis URL fit for a log line: its password replaced by `***`. */
+function maskPassword(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return 'the configured URL';
   }
 }

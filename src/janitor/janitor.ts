@@ -30,6 +30,15 @@ export interface JanitorSummary {
 }
 
 /**
+ * Keeps the janitor to one replica at a time when several share the directories (the Redis
+ * coordination gives one). `acquire` answers the right to run now, or `null` when another
+ * replica is running (or, for a scheduled run, ran within the schedule's interval).
+ */
+export interface JanitorLock {
+  acquire(scheduled: boolean): Promise<{ release(): Promise<void> } | null>;
+}
+
+/**
  * tussi's janitor without its races: every deletion happens under the lock writers and consumers
  * take, with a zero wait, so an upload being written or a file a consumer holds is skipped, not
  * deleted. A complete upload that a crash left unfinalized is finalized (its bytes are all
@@ -44,6 +53,8 @@ export class Janitor {
   constructor(
     private readonly context: TusContext,
     options: JanitorOptions = {},
+    /** With several replicas: the janitor runs on one at a time (skipped runs report zeros). */
+    private readonly lock?: JanitorLock,
   ) {
     // One lifetime for an unfinished upload: what `Upload-Expires` announces is what happens.
     this.staleUploadAge =
@@ -52,10 +63,36 @@ export class Janitor {
     this.orphanAge = options.orphanAge ?? 3_600;
   }
 
-  /** Runs every case once. A call while a run is under way joins that run. */
-  run(): Promise<JanitorSummary> {
-    this.running ??= this.sweep().finally(() => (this.running = undefined));
+  /**
+   * Runs every case once. A call while a run is under way joins that run. With a `JanitorLock`,
+   * a run another replica is doing (or, when `scheduled`, did within the interval) is skipped,
+   * and the summary is all zeros.
+   */
+  run(options: { scheduled?: boolean } = {}): Promise<JanitorSummary> {
+    this.running ??= this.exclusiveSweep(options.scheduled === true).finally(
+      () => (this.running = undefined),
+    );
     return this.running;
+  }
+
+  private async exclusiveSweep(scheduled: boolean): Promise<JanitorSummary> {
+    if (!this.lock) return this.sweep();
+    const held = await this.lock.acquire(scheduled);
+    if (!held) {
+      return {
+        finalized: 0,
+        stale: 0,
+        orphanedRecords: 0,
+        orphanedData: 0,
+        expiredCompleted: 0,
+        tempFiles: 0,
+      };
+    }
+    try {
+      return await this.sweep();
+    } finally {
+      await held.release();
+    }
   }
 
   private async sweep(): Promise<JanitorSummary> {

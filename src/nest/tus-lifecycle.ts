@@ -76,7 +76,7 @@ export class TusLifecycle implements OnApplicationBootstrap, OnApplicationShutdo
 
   private async runJanitor(): Promise<void> {
     try {
-      const summary = await this.janitor.run();
+      const summary = await this.janitor.run({ scheduled: true });
       const work = Object.entries(summary).filter(([, n]) => n > 0);
       if (work.length > 0) {
         this.logger.log(`janitor: ${work.map(([k, n]) => `${k} ${n}`).join(', ')}`);

@@ -68,7 +68,7 @@ export async function assembleFinal(finalId: string, context: TusContext): Promi
   const { store, options } = context;
   let partsToRemove: string[] = [];
   try {
-    const assembled = await store.withLock(finalId, options.lockWaitMs, async () => {
+    const assembled = await store.withLock(finalId, options.lockWaitMs, async (lock) => {
       const final = await store.getRecord(finalId);
       if (!final?.isFinal || final.isComplete) return false;
       const parts = await Promise.all(final.parts.map((partId) => store.getRecord(partId)));
@@ -86,7 +86,9 @@ export async function assembleFinal(finalId: string, context: TusContext): Promi
         const result = await store.storage.write(finalId, position, source, {
           limit: partLength,
           idleTimeoutMs: 0,
+          signal: lock.signal,
         });
+        if (lock.signal?.aborted) throw TusErrors.lockLost();
         if (result.error) throw result.error;
         if (result.bytes !== partLength) {
           throw new Error(`partial ${partId} gave ${result.bytes} of ${partLength} bytes`);

@@ -13,6 +13,7 @@ import { TusErrors } from './tus-error.js';
 import { UploadProgressEvent } from './tus-events.js';
 import type { TusRequest } from './tus-request.js';
 import type { UploadRecord } from './upload-record.js';
+import type { UploadLock } from '../storage/storage.interfaces.js';
 
 /** What a body brings with it to check its bytes: a checksum header, or one in a trailer. */
 export interface BodyChecksum {
@@ -44,6 +45,7 @@ export async function receiveBody(
   record: UploadRecord,
   contentLength: number | undefined,
   checksum: BodyChecksum | undefined,
+  lock?: UploadLock,
 ): Promise<void> {
   const { options, store } = context;
   const offset = record.offset;
@@ -68,7 +70,8 @@ export async function receiveBody(
     result = await store.storage.write(id, offset, request.body, {
       limit,
       idleTimeoutMs: options.bodyIdleTimeoutMs,
-      signal: stop.signal,
+      // A lock with a lease (Redis) that is lost mid-body stops the write as DELETE does.
+      signal: lock?.signal ? AbortSignal.any([stop.signal, lock.signal]) : stop.signal,
       onChunk: (chunk) => {
         hasher?.update(chunk);
         received += chunk.length;
@@ -91,6 +94,8 @@ export async function receiveBody(
       if (!hasher.matches(expected)) throw TusErrors.checksumMismatch();
     }
   }
+  // Another holder may own the upload now: nothing of this request may be claimed.
+  if (lock?.signal?.aborted) throw TusErrors.lockLost();
   if (accepted > 0) {
     record.offset += accepted;
     record.lastWrite = Date.now() / 1000;

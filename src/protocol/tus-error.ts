@@ -86,6 +86,16 @@ export const TusErrors = {
   ),
   insufficientStorage: define('ERR_INSUFFICIENT_STORAGE', 507, 'insufficient storage'),
   internal: define('ERR_INTERNAL_SERVER_ERROR', 500, 'internal server error'),
+  /** Redis (the coordination of several replicas) cannot be reached: retry later. */
+  redisUnavailable: () =>
+    new TusError('ERR_REDIS_UNAVAILABLE', 503, 'coordination service unavailable, retry later', {
+      'Retry-After': '1',
+    }),
+  /** The upload's lock lease ran out (or was taken over) while the request wrote: retry. */
+  lockLost: () =>
+    new TusError('ERR_LOCK_LOST', 503, 'the upload lock was lost while writing, retry', {
+      'Retry-After': '1',
+    }),
 } as const;
 
 /** True for errors a full or over-quota disk raises. */

@@ -65,6 +65,11 @@ export interface UploadRecordStore {
 /** A held lock. */
 export interface UploadLock {
   release(): Promise<void>;
+  /**
+   * Locks with a lease (Redis) only: fires when the lock is lost before `release()` (its lease
+   * could not be renewed, or another holder has it). Whoever writes under the lock must stop.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /** Thrown by `UploadLocker.acquire` when the lock was not free within the wait. */

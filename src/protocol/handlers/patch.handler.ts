@@ -37,7 +37,7 @@ export const handlePatch: MethodHandler = async (request, context) => {
   const checksum = bodyChecksum(request, context);
 
   try {
-    return await store.withLock(id, options.lockWaitMs, async () => {
+    return await store.withLock(id, options.lockWaitMs, async (lock) => {
       const record = await store.getRecord(id);
       if (!record) return answerFinished(id, offset, contentLength, request.body, context);
       // "The Server MUST respond with the 403 Forbidden status to PATCH requests against a final".
@@ -46,7 +46,7 @@ export const handlePatch: MethodHandler = async (request, context) => {
       // "If the offsets do not match, the Server MUST respond with 409 ... without modifying".
       if (record.offset !== offset) throw TusErrors.mismatchedOffset(record.offset);
       if (declaredLength !== undefined) await settleLength(id, record, declaredLength, context);
-      await receiveBody(request, context, id, record, contentLength, checksum);
+      await receiveBody(request, context, id, record, contentLength, checksum, lock);
       return {
         status: 204,
         headers: { 'Upload-Offset': String(record.offset), ...expiresHeader(record, context) },

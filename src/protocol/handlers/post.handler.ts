@@ -68,10 +68,13 @@ export const handlePost: MethodHandler = async (request, context) => {
       const final = await store.getRecord(id);
       if (final) Object.assign(response, expiresHeader(final, context));
     } else {
-      await store.withLock(id, options.lockWaitMs, async () => {
-        if (withData) await receiveBody(request, context, id, record, contentLength, checksum);
-        // "Such an upload is immediately complete after its creation".
-        else if (record.isComplete) await completeUpload(id, record, context);
+      await store.withLock(id, options.lockWaitMs, async (lock) => {
+        if (withData) {
+          await receiveBody(request, context, id, record, contentLength, checksum, lock);
+        } else if (record.isComplete) {
+          // "Such an upload is immediately complete after its creation".
+          await completeUpload(id, record, context);
+        }
       });
       if (withData) response['Upload-Offset'] = String(record.offset);
       Object.assign(response, expiresHeader(record, context));

@@ -1,0 +1,582 @@
+import { randomUUID } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { readFile, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { isUploadId } from '../protocol/headers.js';
+import type { TusLogger } from '../protocol/tus-context.js';
+import { UploadRecord } from '../protocol/upload-record.js';
+import { CompletedUpload } from '../queue/completed-upload.js';
+import {
+  AbortError,
+  CompletedUploadQueue,
+  TimeoutError,
+  type WaitForFileOptions,
+} from '../queue/completed-upload.queue.js';
+import {
+  FilesystemCompletedQueue,
+  QUARANTINE_DIR,
+  RECEIPT_SUFFIX,
+  type FilesystemCompletedQueueOptions,
+} from '../queue/filesystem-completed.queue.js';
+import { TEMP_FILE, writeFileAtomic } from '../storage/durable-file.js';
+import { LuaScript, isRedisUnavailable, type RedisConnection } from './redis-connection.js';
+import { EPOCH_LUA, graceArgs, type GraceDurations, type RedisKeys } from './redis-keys.js';
+
+// Every queue script: KEYS[1..3] epoch keys, KEYS[4] pending, KEYS[5] processing, KEYS[6] owners;
+// ARGV[1..2] grace durations.
+
+/**
+ * ARGV[3] token, ARGV[4] claim timeout. Returns claims whose deadline passed to the queue, then
+ * pops the oldest waiting upload and claims it: the id, or false when none waits.
+ */
+const CLAIM = new LuaScript(`${EPOCH_LUA}
+local now = now_ms()
+local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 100)
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[5], id)
+  redis.call('HDEL', KEYS[6], id)
+  redis.call('ZADD', KEYS[4], 'NX', 0, id)
+end
+local popped = redis.call('ZPOPMIN', KEYS[4])
+if #popped == 0 then return false end
+local id = popped[1]
+redis.call('ZADD', KEYS[5], now + tonumber(ARGV[4]), id)
+redis.call('HSET', KEYS[6], id, ARGV[3])
+return id
+`);
+
+/**
+ * ARGV[3] id, ARGV[4] token, ARGV[5] claim timeout. 1 when the claim was extended (or taken
+ * back in the grace period after Redis lost its data), 0 when another token has it.
+ */
+const RENEW = new LuaScript(`${EPOCH_LUA}
+local owner = redis.call('HGET', KEYS[6], ARGV[3])
+if owner == ARGV[4] then
+  redis.call('ZADD', KEYS[5], now_ms() + tonumber(ARGV[5]), ARGV[3])
+  return 1
+end
+if owner == false and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('ZREM', KEYS[4], ARGV[3])
+  redis.call('ZADD', KEYS[5], now_ms() + tonumber(ARGV[5]), ARGV[3])
+  redis.call('HSET', KEYS[6], ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+`);
+
+/** KEYS[1] processing, KEYS[2] owners; ARGV[1] id, ARGV[2] token. Ends a claim (holder only). */
+const ACK = new LuaScript(`
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+`);
+
+/**
+ * ARGV[3] id, ARGV[4] token, ARGV[5] claim timeout. Claims one given upload to delete it
+ * (termination, expiry): 'taken', or 'held' when a consumer's claim is alive, or 'grace' right
+ * after a Redis data loss (a consumer may not have taken its claim back yet).
+ */
+const TAKE = new LuaScript(`${EPOCH_LUA}
+if redis.call('EXISTS', KEYS[3]) == 1 then return 'grace' end
+local now = now_ms()
+if redis.call('HEXISTS', KEYS[6], ARGV[3]) == 1 then
+  local deadline = redis.call('ZSCORE', KEYS[5], ARGV[3])
+  if deadline and tonumber(deadline) > now then return 'held' end
+end
+redis.call('ZREM', KEYS[4], ARGV[3])
+redis.call('ZADD', KEYS[5], now + tonumber(ARGV[5]), ARGV[3])
+redis.call('HSET', KEYS[6], ARGV[3], ARGV[4])
+return 'taken'
+`);
+
+/**
+ * ARGV[3] 'enqueue' or 'rebuild', ARGV[4] score, ARGV[5..] ids. Adds the ids nobody claims and
+ * that do not wait already; a rebuild waits for the grace period to end (-1).
+ */
+const ADD = new LuaScript(`${EPOCH_LUA}
+if ARGV[3] == 'rebuild' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+local added = 0
+for i = 5, #ARGV do
+  if redis.call('HEXISTS', KEYS[6], ARGV[i]) == 0 then
+    added = added + redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[i])
+  end
+end
+return added
+`);
+
+const ignoreMissing = (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'ENOENT') throw e;
+};
+
+export interface RedisCompletedQueueOptions extends FilesystemCompletedQueueOptions {
+  /** A claim whose consumer stopped renewing it (a dead replica) goes back after this. @default 30000 */
+  claimTimeoutMs?: number;
+  /** Grace durations after a Redis data loss. */
+  grace: GraceDurations;
+  /** Rebuild the queue from the completed directory this often (and after every reconnect). @default 30000 */
+  rebuildIntervalMs?: number;
+  /** Where problems are reported. */
+  logger: TusLogger;
+}
+
+/**
+ * A finished upload claimed through Redis. `signal` fires if the claim is lost (Redis says
+ * another consumer has it, after this one failed to renew it for a whole claim timeout): stop
+ * working on it; its release then leaves the files to the new holder.
+ */
+export class RedisCompletedUpload extends CompletedUpload {
+  constructor(
+    name: string,
+    path: string,
+    recordPath: string,
+    record: UploadRecord,
+    onRelease: (upload: CompletedUpload) => Promise<void>,
+    readonly signal: AbortSignal,
+  ) {
+    super(name, path, recordPath, record, onRelease);
+  }
+}
+
+/** One claim held by this process: its token and the renewal of its deadline. */
+class Claim {
+  readonly lost = new AbortController();
+  confirmedAt: number;
+  private timer: NodeJS.Timeout | undefined;
+  private renewing = false;
+
+  constructor(
+    readonly id: string,
+    readonly token: string,
+    grantedAt: number,
+    private readonly renew: (claim: Claim) => Promise<boolean>,
+    private readonly timeoutMs: number,
+  ) {
+    this.confirmedAt = grantedAt;
+    this.timer = setInterval(() => void this.tick(), timeoutMs / 4);
+    this.timer.unref();
+  }
+
+  /** Still ours by its deadline, as far as this process can tell without Redis. */
+  get withinDeadline(): boolean {
+    return (
+      !this.lost.signal.aborted && performance.now() < this.confirmedAt + (this.timeoutMs * 2) / 3
+    );
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** Asks Redis; `undefined` when it cannot answer. */
+  async check(): Promise<boolean | undefined> {
+    const sent = performance.now();
+    try {
+      const held = await this.renew(this);
+      if (held) this.confirmedAt = Math.max(this.confirmedAt, sent);
+      else this.lose();
+      return held;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async tick(): Promise<void> {
+    if (this.renewing || this.lost.signal.aborted) return;
+    this.renewing = true;
+    try {
+      await this.check();
+    } finally {
+      this.renewing = false;
+    }
+  }
+
+  lose(): void {
+    this.stop();
+    if (!this.lost.signal.aborted) {
+      this.lost.abort(new Error(`claim of completed upload ${this.id} lost`));
+    }
+  }
+}
+
+/**
+ * The completed queue across replicas. The files stay where the filesystem queue puts them (the
+ * shared `completedDir`: `{id}` data, `{id}.meta` record, `{id}.done` receipt); Redis decides
+ * who gets which: a reliable queue of ids, waiting (`pending`) and claimed (`processing`, with a
+ * deadline the holder renews). Claiming is one atomic step, so each upload goes to exactly one
+ * consumer across every replica; the claim of a consumer that dies runs out after
+ * `claimTimeoutMs` and the upload is handed to another. Releasing deletes what is left of the
+ * files, then ends the claim.
+ *
+ * The directory is the truth: the queue is rebuilt from it (uploads that have data and record
+ * and that nobody claims are added) after every reconnect and every `rebuildIntervalMs`, so a
+ * Redis that restarted empty, or an enqueue that could not reach Redis, loses nothing.
+ */
+export class RedisCompletedQueue extends CompletedUploadQueue {
+  readonly directory: string;
+  private readonly files: FilesystemCompletedQueue;
+  private readonly claimTimeoutMs: number;
+  private readonly pollIntervalMs: number;
+  private readonly rebuildIntervalMs: number;
+  private readonly closing = new AbortController();
+  private readonly wakers = new Set<() => void>();
+  private readonly claims = new Set<Claim>();
+  private rebuildTimer: NodeJS.Timeout | undefined;
+  private rebuildEvery: NodeJS.Timeout | undefined;
+  private subscribed = false;
+  private wakeups = 0;
+  private warnedUnavailable = false;
+  private readonly offReady: () => void;
+
+  constructor(
+    private readonly redis: RedisConnection,
+    private readonly keys: RedisKeys,
+    private readonly options: RedisCompletedQueueOptions,
+  ) {
+    super();
+    this.files = new FilesystemCompletedQueue(options);
+    this.directory = this.files.directory;
+    this.claimTimeoutMs = options.claimTimeoutMs ?? 30_000;
+    this.pollIntervalMs = options.pollIntervalMs ?? 2000;
+    this.rebuildIntervalMs = options.rebuildIntervalMs ?? 30_000;
+    this.offReady = redis.onReadyEvent(() => this.scheduleRebuild(0));
+    this.rebuildEvery = setInterval(() => this.scheduleRebuild(0), this.rebuildIntervalMs);
+    this.rebuildEvery.unref();
+    if (redis.isReady) this.scheduleRebuild(0);
+  }
+
+  private get queueKeys(): string[] {
+    return [...this.keys.epochKeys, this.keys.pending, this.keys.processing, this.keys.owners];
+  }
+
+  private get graceArgs(): number[] {
+    return graceArgs(this.options.grace);
+  }
+
+  /**
+   * The filesystem queue's move (record, then data, both durable), then the id into Redis. If
+   * Redis cannot be reached the upload is still safely finished: the next rebuild adds it.
+   */
+  async enqueue(id: string, record: UploadRecord): Promise<void> {
+    await this.files.enqueue(id, record);
+    try {
+      await this.redis.eval(ADD, this.queueKeys, [...this.graceArgs, 'enqueue', Date.now(), id]);
+      await this.redis.run((c) => c.publish(this.keys.wake, id), 0).catch(() => {});
+    } catch (e) {
+      this.options.logger.warn(
+        `completed upload ${id} is not in the Redis queue yet (${String(e)}); the next rebuild adds it`,
+      );
+    }
+    this.wake();
+  }
+
+  lookup(id: string): Promise<UploadRecord | null> {
+    return this.files.lookup(id);
+  }
+
+  async remove(id: string): Promise<'removed' | 'held' | 'missing'> {
+    if (!isUploadId(id)) return 'missing';
+    const token = randomUUID();
+    const outcome = await this.take(id, token);
+    if (outcome !== 'taken') return 'held';
+    try {
+      let found = false;
+      for (const path of [
+        this.files.recordPath(id),
+        join(this.directory, `${id}${RECEIPT_SUFFIX}`),
+        this.files.dataPath(id),
+      ]) {
+        await unlink(path).then(
+          () => (found = true),
+          (e: NodeJS.ErrnoException) => ignoreMissing(e),
+        );
+      }
+      return found ? 'removed' : 'missing';
+    } finally {
+      await this.ack(id, token).catch(() => {});
+    }
+  }
+
+  async expire(ageMs: number): Promise<number> {
+    const now = Date.now();
+    const names = await readdir(this.directory);
+    let expired = 0;
+    for (const name of names) {
+      const path = join(this.directory, name);
+      const info = await stat(path).catch(() => null);
+      if (!info?.isFile() || now - info.mtimeMs < ageMs) continue;
+      const isData: boolean = isUploadId(name);
+      if (isData) {
+        // Only when claimed for deletion: a consumer's claim is never pulled away.
+        const token = randomUUID();
+        if ((await this.take(name, token)) !== 'taken') continue;
+        try {
+          await unlink(this.files.recordPath(name)).catch(ignoreMissing);
+          await unlink(path).catch(ignoreMissing);
+          expired++;
+        } finally {
+          await this.ack(name, token).catch(() => {});
+        }
+      } else if (name.endsWith(RECEIPT_SUFFIX) || TEMP_FILE.test(name)) {
+        await unlink(path).catch(ignoreMissing);
+      } else if (name.endsWith('.meta') && !names.includes(name.slice(0, -5))) {
+        await unlink(path).catch(ignoreMissing);
+      }
+    }
+    return expired;
+  }
+
+  async waitForFile(options: WaitForFileOptions = {}): Promise<CompletedUpload> {
+    const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout;
+    const signal = options.signal
+      ? AbortSignal.any([options.signal, this.closing.signal])
+      : this.closing.signal;
+    this.subscribe();
+    for (;;) {
+      if (signal.aborted) throw new AbortError('waitForFile aborted', { cause: signal.reason });
+      const seen = this.wakeups;
+      try {
+        const upload = await this.tryClaim();
+        if (upload) return upload;
+        this.warnedUnavailable = false;
+      } catch (e) {
+        // Redis away: keep waiting (the consumer's loop must not spin), say it once.
+        if (!isRedisUnavailable(e)) throw e;
+        if (!this.warnedUnavailable) {
+          this.warnedUnavailable = true;
+          this.options.logger.warn('completed queue: Redis unreachable, consumers wait for it');
+        }
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new TimeoutError(`no completed upload within ${options.timeout} ms`);
+      // A wake-up during the attempt is not lost: the next attempt comes at once.
+      if (this.wakeups === seen) await this.nextWake(Math.min(left, this.pollIntervalMs), signal);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closing.signal.aborted) return;
+    this.closing.abort(new Error('the completed-upload queue is closed'));
+    this.offReady();
+    clearTimeout(this.rebuildTimer);
+    clearInterval(this.rebuildEvery);
+    for (const claim of this.claims) claim.stop();
+    if (this.subscribed) {
+      await this.redis
+        .subscriber()
+        .unsubscribe(this.keys.wake)
+        .catch(() => {});
+    }
+    await this.files.close();
+  }
+
+  /**
+   * Adds to the queue every upload in the directory that has its data and record and that
+   * nobody claims: after a Redis restart the queue is whole again. Returns how many were added,
+   * or -1 while the grace period after a Redis data loss lasts (claims may come back in it).
+   */
+  async rebuild(): Promise<number> {
+    const names = new Set(await readdir(this.directory));
+    const ids = [...names].filter((n) => isUploadId(n) && names.has(`${n}.meta`));
+    let added = 0;
+    // One call even with no id: it checks the epoch (and opens the grace period of a Redis
+    // that came back empty) as soon as a replica starts or reconnects.
+    for (let i = 0; i === 0 || i < ids.length; i += 500) {
+      const batch = ids.slice(i, i + 500);
+      const answer = Number(
+        await this.redis.eval(ADD, this.queueKeys, [...this.graceArgs, 'rebuild', 0, ...batch]),
+      );
+      if (answer < 0) return -1;
+      added += answer;
+    }
+    if (added > 0) {
+      this.options.logger.warn(
+        `completed queue: ${added} finished upload(s) put back from ${this.directory}`,
+      );
+      await this.redis.run((c) => c.publish(this.keys.wake, 'rebuild'), 0).catch(() => {});
+      this.wake();
+    }
+    return added;
+  }
+
+  private scheduleRebuild(delayMs: number): void {
+    if (this.closing.signal.aborted) return;
+    clearTimeout(this.rebuildTimer);
+    this.rebuildTimer = setTimeout(() => void this.runRebuild(), delayMs);
+    this.rebuildTimer.unref();
+  }
+
+  private async runRebuild(): Promise<void> {
+    try {
+      if ((await this.rebuild()) >= 0) return;
+      // In the grace period: try again when it ends.
+      const left = await this.redis.run((c) => c.pttl(this.keys.queueGrace), 0);
+      this.scheduleRebuild(Math.max(50, Number(left) + 50));
+    } catch (e) {
+      if (!isRedisUnavailable(e))
+        this.options.logger.error('rebuilding the completed queue failed', e);
+      // Unreachable: the reconnect runs it again.
+    }
+  }
+
+  /** One claim attempt: the oldest waiting upload, claimed for this caller, or null. */
+  private async tryClaim(): Promise<RedisCompletedUpload | null> {
+    // Bounded: entries whose files are gone are dropped, a few per attempt.
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const token = randomUUID();
+      const sent = performance.now();
+      const id = await this.redis.eval(CLAIM, this.queueKeys, [
+        ...this.graceArgs,
+        token,
+        this.claimTimeoutMs,
+      ]);
+      if (typeof id !== 'string') return null;
+      const claim = new Claim(id, token, sent, (c) => this.renew(c), this.claimTimeoutMs);
+      this.claims.add(claim);
+      try {
+        const upload = await this.open(claim);
+        if (upload) return upload;
+      } catch (e) {
+        await this.endClaim(claim).catch(() => {});
+        throw e;
+      }
+      await this.endClaim(claim).catch(() => {});
+    }
+    return null;
+  }
+
+  /** The claimed upload, or null (and the entry dropped) when its files are gone or unreadable. */
+  private async open(claim: Claim): Promise<RedisCompletedUpload | null> {
+    const { id } = claim;
+    const dataPath = this.files.dataPath(id);
+    const recordPath = this.files.recordPath(id);
+    if (!(await stat(dataPath).catch(() => null))) return null;
+    let record: UploadRecord;
+    try {
+      record = UploadRecord.fromJSON(JSON.parse(await readFile(recordPath, 'utf8')));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      await this.quarantine(id, e);
+      return null;
+    }
+    await this.writeReceipt(id, record);
+    return new RedisCompletedUpload(
+      id,
+      dataPath,
+      recordPath,
+      record,
+      (upload) => this.release(upload, claim),
+      claim.lost.signal,
+    );
+  }
+
+  /**
+   * Ends a consumer's claim: if it is still this consumer's (Redis says so, or Redis cannot be
+   * asked and the deadline has not passed), deletes what is left of the files, then the claim.
+   */
+  private async release(upload: CompletedUpload, claim: Claim): Promise<void> {
+    claim.stop();
+    const held = await claim.check();
+    if (held === false || (held === undefined && !claim.withinDeadline)) {
+      this.claims.delete(claim);
+      this.options.logger.warn(
+        `completed upload ${claim.id}: the claim was lost before release; its files are left to the new holder`,
+      );
+      return;
+    }
+    await unlink(upload.path).catch(ignoreMissing);
+    await unlink(upload.recordPath).catch(ignoreMissing);
+    await this.endClaim(claim).catch(() => {
+      // Unreachable: the claim's deadline passes, and the next claimer finds no files.
+    });
+  }
+
+  private async endClaim(claim: Claim): Promise<void> {
+    claim.stop();
+    this.claims.delete(claim);
+    await this.ack(claim.id, claim.token);
+  }
+
+  private async renew(claim: Claim): Promise<boolean> {
+    const answer = await this.redis.eval(
+      RENEW,
+      this.queueKeys,
+      [...this.graceArgs, claim.id, claim.token, this.claimTimeoutMs],
+      0,
+    );
+    return answer === 1;
+  }
+
+  private async ack(id: string, token: string): Promise<void> {
+    await this.redis.eval(ACK, [this.keys.processing, this.keys.owners], [id, token], 0);
+  }
+
+  private async take(id: string, token: string): Promise<'taken' | 'held' | 'grace'> {
+    const answer = await this.redis.eval(TAKE, this.queueKeys, [
+      ...this.graceArgs,
+      id,
+      token,
+      this.claimTimeoutMs,
+    ]);
+    return answer as 'taken' | 'held' | 'grace';
+  }
+
+  private async quarantine(id: string, reason: unknown): Promise<void> {
+    const dir = join(this.directory, QUARANTINE_DIR);
+    mkdirSync(dir, { recursive: true });
+    await rename(this.files.recordPath(id), join(dir, `${id}.meta`)).catch(ignoreMissing);
+    await rename(this.files.dataPath(id), join(dir, id)).catch(ignoreMissing);
+    this.options.logger.warn(
+      `quarantined completed upload ${id} (unreadable record: ${String(reason)}) in ${dir}`,
+    );
+  }
+
+  /** The small record HEAD answers from once the consumer moved the files (as the filesystem queue). */
+  private async writeReceipt(id: string, record: UploadRecord): Promise<void> {
+    const { length, metadata, createdAt, finishedAt, duration } = record;
+    const receipt = new UploadRecord(length, length ?? 0, metadata, {}, createdAt, createdAt);
+    receipt.finishedAt = finishedAt;
+    receipt.duration = duration;
+    receipt.concat = record.concat;
+    await writeFileAtomic(
+      join(this.directory, `${id}${RECEIPT_SUFFIX}`),
+      JSON.stringify(receipt),
+      false,
+    );
+  }
+
+  private subscribe(): void {
+    if (this.subscribed || this.closing.signal.aborted) return;
+    this.subscribed = true;
+    const sub = this.redis.subscriber();
+    sub.on('message', (channel: string) => {
+      if (channel === this.keys.wake) this.wake();
+    });
+    sub.subscribe(this.keys.wake).catch(() => {
+      // The poll interval keeps consumers going without the channel.
+    });
+  }
+
+  private wake(): void {
+    this.wakeups++;
+    for (const waker of [...this.wakers]) waker();
+  }
+
+  private nextWake(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wakers.delete(done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.wakers.add(done);
+      if (signal.aborted) done();
+      else signal.addEventListener('abort', done, { once: true });
+    });
+  }
+}
