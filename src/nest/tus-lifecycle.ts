@@ -64,6 +64,10 @@ export class TusLifecycle implements OnApplicationBootstrap, OnApplicationShutdo
     if (!server || typeof server.headersTimeout !== 'number') return;
     server.requestTimeout = 0;
     server.headersTimeout = this.options.headersTimeoutMs;
+    // Node checks the timeout only this often (30 s by default): a short headersTimeoutMs would
+    // otherwise be enforced late. Read when the server starts listening, which comes after this.
+    (server as Server & { connectionsCheckingInterval: number }).connectionsCheckingInterval =
+      Math.min(30_000, Math.max(100, Math.floor(this.options.headersTimeoutMs / 4)));
   }
 
   private scheduleJanitor(): void {

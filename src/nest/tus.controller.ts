@@ -79,7 +79,9 @@ export class TusController {
     id: string | undefined,
   ): Promise<void> {
     applyCors(req, res, this.options.cors);
-    let path = new URL(req.originalUrl, 'http://localhost').pathname.replace(/\/+$/, '');
+    // Express's own parse of the request target (an absolute-form target with a bad port would
+    // make `new URL` throw): the path the client used, global prefix included.
+    let path = (req.baseUrl + req.path).replace(/\/+$/, '');
     if (id !== undefined) path = path.slice(0, path.lastIndexOf('/'));
     const response = await this.tus.handle({
       method: req.method,

@@ -27,7 +27,13 @@ export function parseMetadata(header: string | undefined, limits: MetadataLimits
     const [key, encoded = ''] = parts as [string, string?];
     if (!KEY.test(key) || !BASE64.test(encoded)) continue;
     if (Object.hasOwn(metadata, key)) throw TusErrors.invalidMetadata();
-    metadata[key] = Buffer.from(encoded, 'base64').toString('utf8');
+    // defineProperty: a key such as `__proto__` is data like any other, never the prototype.
+    Object.defineProperty(metadata, key, {
+      value: Buffer.from(encoded, 'base64').toString('utf8'),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   }
   if (metadata.filename !== undefined && !PRINTABLE_ASCII.test(metadata.filename)) {
     throw TusErrors.invalidFilename();

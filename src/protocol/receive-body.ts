@@ -9,7 +9,7 @@ import {
 import { completeUpload } from './concatenation.js';
 import { headerValue } from './headers.js';
 import type { TusContext } from './tus-context.js';
-import { TusErrors } from './tus-error.js';
+import { TusErrors, isNoSpaceError } from './tus-error.js';
 import { UploadProgressEvent } from './tus-events.js';
 import type { TusRequest } from './tus-request.js';
 import type { UploadRecord } from './upload-record.js';
@@ -46,6 +46,7 @@ export async function receiveBody(
   contentLength: number | undefined,
   checksum: BodyChecksum | undefined,
   lock?: UploadLock,
+  how: { lengthChanged?: boolean; finishOnRefusal?: boolean } = {},
 ): Promise<void> {
   const { options, store } = context;
   const offset = record.offset;
@@ -96,14 +97,17 @@ export async function receiveBody(
   }
   // Another holder may own the upload now: nothing of this request may be claimed.
   if (lock?.signal?.aborted) throw TusErrors.lockLost();
-  if (accepted > 0) {
-    record.offset += accepted;
-    record.lastWrite = Date.now() / 1000;
-    await store.records.put(id, record);
+  // A length declared on this request is stored with its bytes, never by a refused request.
+  if (accepted > 0 || how.lengthChanged) {
+    record.offset += await commitOffset(context, id, record, accepted);
   }
-  // A body cut by an error or a limit may still have brought the last byte: finish the upload
-  // before answering the refusal, so it does not linger in staging looking complete.
-  if (record.isComplete) await completeUpload(id, record, context);
+  // A PATCH cut by an error or a limit may still have brought the last byte: finish the upload
+  // before answering the refusal, so it does not linger in staging looking complete. (A POST
+  // refused this way is removed whole instead: its client never got the Location.)
+  const refused = result.error !== undefined || result.exceeded;
+  if (record.isComplete && (!refused || how.finishOnRefusal !== false)) {
+    await completeUpload(id, record, context);
+  }
   if (result.error) throw result.error;
   if (result.exceeded) throw limit < room ? TusErrors.chunkTooLarge() : tooLong();
 }
@@ -116,4 +120,45 @@ function trailerChecksum(request: TusRequest): Checksum {
   );
   if (!checksum) throw TusErrors.invalidChecksum();
   return checksum;
+}
+
+/**
+ * Stores the record with `accepted` more bytes; returns how many it could claim. On a disk the
+ * body filled up (an upload of deferred length grows its file), the record's own write can
+ * fail: the last bytes are then given back (the data file shortened) until the record fits, so
+ * what was written durably is counted instead of all of it being lost.
+ */
+async function commitOffset(
+  context: TusContext,
+  id: string,
+  record: UploadRecord,
+  accepted: number,
+): Promise<number> {
+  const { store } = context;
+  const base = record.offset;
+  for (let claim = accepted, attempt = 0; ; attempt++) {
+    record.offset = base + claim;
+    record.lastWrite = Date.now() / 1000;
+    try {
+      await store.records.put(id, record);
+      record.offset = base;
+      return claim;
+    } catch (e) {
+      record.offset = base;
+      // Only a file that grows as it is written (deferred length) is given back: shortening a
+      // pre-allocated one would only move the shortage to its next write.
+      const growing = record.length === null;
+      if (
+        !isNoSpaceError(e) ||
+        !growing ||
+        !store.storage.truncate ||
+        claim === 0 ||
+        attempt >= 4
+      ) {
+        throw e;
+      }
+      claim = Math.max(0, claim - 256 * 1024 * 2 ** attempt);
+      await store.storage.truncate(id, base + claim);
+    }
+  }
 }

@@ -98,6 +98,14 @@ export const TusErrors = {
     }),
 } as const;
 
+/** True for a length the filesystem cannot hold at all (fallocate's EFBIG, EINVAL). */
+export function isTooLargeError(error: unknown): boolean {
+  const e = error as NodeJS.ErrnoException | null;
+  if (e?.code === 'EFBIG') return true;
+  const reserving = e?.syscall === 'ftruncate' || e?.message?.startsWith('fallocate') === true;
+  return e?.code === 'EINVAL' && reserving;
+}
+
 /** True for errors a full or over-quota disk raises. */
 export function isNoSpaceError(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | null)?.code;

@@ -122,6 +122,16 @@ export class FilesystemStorage implements UploadStorage {
     return found.filter((entry) => entry !== null);
   }
 
+  async truncate(id: string, length: number): Promise<void> {
+    const handle = await open(this.pathOf(id), 'r+');
+    try {
+      await handle.truncate(length);
+      if (this.fsync) await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+
   async remove(id: string): Promise<void> {
     await unlink(this.pathOf(id)).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== 'ENOENT') throw e;

@@ -1,3 +1,4 @@
+import { constants } from 'node:buffer';
 import { Readable } from 'node:stream';
 import { UploadRecord } from '../protocol/upload-record.js';
 import { pumpBody } from './body-pump.js';
@@ -21,6 +22,9 @@ export class MemoryStorage implements UploadStorage {
 
   async create(id: string, length: number | null): Promise<void> {
     if (this.files.has(id)) throw Object.assign(new Error(`${id} exists`), { code: 'EEXIST' });
+    if ((length ?? 0) > constants.MAX_LENGTH) {
+      throw Object.assign(new Error('file too large for memory'), { code: 'EFBIG' });
+    }
     this.files.set(id, Buffer.alloc(length ?? 0));
     this.changed.set(id, Date.now());
   }

@@ -44,6 +44,8 @@ export interface UploadStorage {
   allocate(id: string, length: number): Promise<void>;
   /** Removes the data of an upload; a missing upload is not an error. */
   remove(id: string): Promise<void>;
+  /** Shortens an upload's data to `length` bytes (frees space a full disk needs for records). */
+  truncate?(id: string, length: number): Promise<void>;
   /** The ids of every upload with data, and how old the data is (ms since its last change). */
   list(): Promise<{ id: string; ageMs: number }[]>;
 }

@@ -13,7 +13,7 @@ import {
 } from '../headers.js';
 import { bodyChecksum, receiveBody } from '../receive-body.js';
 import type { MethodHandler, TusContext } from '../tus-context.js';
-import { TusErrors, isNoSpaceError } from '../tus-error.js';
+import { TusErrors, isNoSpaceError, isTooLargeError } from '../tus-error.js';
 import type { TusResponse } from '../tus-request.js';
 import type { UploadRecord } from '../upload-record.js';
 
@@ -45,8 +45,11 @@ export const handlePatch: MethodHandler = async (request, context) => {
       assertNotExpired(record, context);
       // "If the offsets do not match, the Server MUST respond with 409 ... without modifying".
       if (record.offset !== offset) throw TusErrors.mismatchedOffset(record.offset);
-      if (declaredLength !== undefined) await settleLength(id, record, declaredLength, context);
-      await receiveBody(request, context, id, record, contentLength, checksum, lock);
+      const lengthChanged =
+        declaredLength !== undefined && (await settleLength(id, record, declaredLength, context));
+      await receiveBody(request, context, id, record, contentLength, checksum, lock, {
+        lengthChanged,
+      });
       return {
         status: 204,
         headers: { 'Upload-Offset': String(record.offset), ...expiresHeader(record, context) },
@@ -58,6 +61,8 @@ export const handlePatch: MethodHandler = async (request, context) => {
       return answerFinished(id, offset, contentLength, request.body, context);
     }
     if (isNoSpaceError(e)) throw TusErrors.insufficientStorage();
+    // A length the filesystem cannot hold at all (above its file size limit).
+    if (isTooLargeError(e)) throw TusErrors.maxSizeExceeded();
     throw e;
   }
 };
@@ -74,25 +79,26 @@ function readDeclaredLength(headers: RequestHeaders): number | undefined {
 /**
  * "Once set the length MUST NOT be changed": the same value again is accepted, another is 400.
  * A deferred length is set once, checked against `maxSize` and the bytes already received, and
- * the remaining space is reserved then.
+ * the remaining space is reserved then. True when this request sets it.
  */
 async function settleLength(
   id: string,
   record: UploadRecord,
   length: number,
   context: TusContext,
-): Promise<void> {
+): Promise<boolean> {
   if (record.length !== null) {
     if (record.length !== length) throw TusErrors.lengthAlreadySet();
-    return;
+    return false;
   }
   if (!context.extensions.has('creation-defer-length')) throw TusErrors.lengthAlreadySet();
   const { maxSize } = context.options;
   if (maxSize !== undefined && length > maxSize) throw TusErrors.maxSizeExceeded();
   if (length < record.offset) throw TusErrors.invalidUploadLength();
   await context.store.storage.allocate(id, length);
+  // Stored with the request's bytes (receiveBody), so a refused request leaves it unset.
   record.length = length;
-  await context.store.records.put(id, record);
+  return true;
 }
 
 /**

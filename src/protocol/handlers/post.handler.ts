@@ -12,7 +12,7 @@ import {
 import { parseMetadata } from '../metadata.js';
 import { bodyChecksum, receiveBody } from '../receive-body.js';
 import type { MethodHandler, OnCreateHook, TusContext } from '../tus-context.js';
-import { TusError, TusErrors, isNoSpaceError } from '../tus-error.js';
+import { TusError, TusErrors, isNoSpaceError, isTooLargeError } from '../tus-error.js';
 import { UploadCreatedEvent } from '../tus-events.js';
 import { UploadRecord } from '../upload-record.js';
 
@@ -70,7 +70,9 @@ export const handlePost: MethodHandler = async (request, context) => {
     } else {
       await store.withLock(id, options.lockWaitMs, async (lock) => {
         if (withData) {
-          await receiveBody(request, context, id, record, contentLength, checksum, lock);
+          await receiveBody(request, context, id, record, contentLength, checksum, lock, {
+            finishOnRefusal: false,
+          });
         } else if (record.isComplete) {
           // "Such an upload is immediately complete after its creation".
           await completeUpload(id, record, context);
@@ -81,9 +83,11 @@ export const handlePost: MethodHandler = async (request, context) => {
     }
   } catch (e) {
     // A refused creation (checksum mismatch, over-long body, full disk) leaves no upload the
-    // client never got a Location for; one its data completed is kept (it was finalized).
-    if (!record.isComplete) await removeQuietly(id, context);
+    // client never got a Location for.
+    await removeQuietly(id, context);
     if (isNoSpaceError(e)) throw TusErrors.insufficientStorage();
+    // A length the filesystem cannot hold at all (above its file size limit).
+    if (isTooLargeError(e)) throw TusErrors.maxSizeExceeded();
     throw e;
   }
   return { status: 201, headers: response };
