@@ -7,6 +7,7 @@ import { TEMP_FILE, syncDirectory, writeFileAtomic } from '../storage/durable-fi
 import { tryLockFile, type FileLock } from '../storage/file-lock.js';
 import { LockTargetMissingError } from '../storage/storage.interfaces.js';
 import { CompletedUpload } from './completed-upload.js';
+import { WakeSignal } from './wake-signal.js';
 import {
   AbortError,
   CompletedUploadQueue,
@@ -51,9 +52,8 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   private readonly pollIntervalMs: number;
   private readonly log: (message: string) => void;
   private readonly closing = new AbortController();
-  private readonly wakers = new Set<() => void>();
+  private readonly wakeSignal = new WakeSignal();
   private watcher: FSWatcher | undefined;
-  private wakeups = 0;
   /** Candidates of the last directory read not yet tried or still held by others. */
   private pending: string[] = [];
   private lastScan = 0;
@@ -184,7 +184,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
     let busyRetry = 25;
     for (;;) {
       if (signal.aborted) throw new AbortError('waitForFile aborted', { cause: signal.reason });
-      const seen = this.wakeups;
+      const seen = this.wakeSignal.count;
       const { upload, skippedBusy } = await this.tryClaim();
       if (upload) return upload;
       const left = deadline - Date.now();
@@ -192,7 +192,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
       const wait = skippedBusy ? busyRetry : this.pollIntervalMs;
       busyRetry = skippedBusy ? Math.min(busyRetry * 2, this.pollIntervalMs) : 25;
       // A directory event during the scan is not lost: it makes the next wait return at once.
-      if (this.wakeups === seen) await this.nextWake(Math.min(left, wait), signal);
+      if (this.wakeSignal.count === seen) await this.wakeSignal.wait(Math.min(left, wait), signal);
     }
   }
 
@@ -345,22 +345,6 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   }
 
   private wake(): void {
-    this.wakeups++;
-    for (const waker of [...this.wakers]) waker();
-  }
-
-  private nextWake(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.wakers.delete(done);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.wakers.add(done);
-      if (signal.aborted) done();
-      else signal.addEventListener('abort', done, { once: true });
-    });
+    this.wakeSignal.wake();
   }
 }

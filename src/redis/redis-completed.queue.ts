@@ -22,6 +22,7 @@ import {
 import { TEMP_FILE, writeFileAtomic } from '../storage/durable-file.js';
 import { LuaScript, isRedisUnavailable, type RedisConnection } from './redis-connection.js';
 import { EPOCH_LUA, graceArgs, type GraceDurations, type RedisKeys } from './redis-keys.js';
+import { WakeSignal } from '../queue/wake-signal.js';
 
 // Every queue script: KEYS[1..3] epoch keys, KEYS[4] pending, KEYS[5] processing, KEYS[6] owners;
 // ARGV[1..2] grace durations.
@@ -222,12 +223,11 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
   private readonly pollIntervalMs: number;
   private readonly rebuildIntervalMs: number;
   private readonly closing = new AbortController();
-  private readonly wakers = new Set<() => void>();
+  private readonly wakeSignal = new WakeSignal();
   private readonly claims = new Set<Claim>();
   private rebuildTimer: NodeJS.Timeout | undefined;
   private rebuildEvery: NodeJS.Timeout | undefined;
   private subscribed = false;
-  private wakeups = 0;
   private warnedUnavailable = false;
   private readonly offReady: () => void;
 
@@ -337,7 +337,7 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
     this.subscribe();
     for (;;) {
       if (signal.aborted) throw new AbortError('waitForFile aborted', { cause: signal.reason });
-      const seen = this.wakeups;
+      const seen = this.wakeSignal.count;
       try {
         const upload = await this.tryClaim();
         if (upload) return upload;
@@ -353,7 +353,8 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
       const left = deadline - Date.now();
       if (left <= 0) throw new TimeoutError(`no completed upload within ${options.timeout} ms`);
       // A wake-up during the attempt is not lost: the next attempt comes at once.
-      if (this.wakeups === seen) await this.nextWake(Math.min(left, this.pollIntervalMs), signal);
+      if (this.wakeSignal.count === seen)
+        await this.wakeSignal.wait(Math.min(left, this.pollIntervalMs), signal);
     }
   }
 
@@ -561,22 +562,6 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
   }
 
   private wake(): void {
-    this.wakeups++;
-    for (const waker of [...this.wakers]) waker();
-  }
-
-  private nextWake(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.wakers.delete(done);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.wakers.add(done);
-      if (signal.aborted) done();
-      else signal.addEventListener('abort', done, { once: true });
-    });
+    this.wakeSignal.wake();
   }
 }
