@@ -1,6 +1,15 @@
 import { randomBytes } from 'node:crypto';
+import { close, fsync, open as openFd, write } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+
+// Plain descriptors, not FileHandles: records are written on every PATCH, and a FileHandle
+// (an object with a GC finalizer) costs more than the tiny write it wraps.
+const openFile = promisify(openFd);
+const writeFile = promisify(write);
+const syncFile = promisify(fsync);
+const closeFile = promisify(close);
 
 /** Temp files of atomic writes: `.{name}.{random}.tmp`, never mistaken for an upload. */
 export const TEMP_FILE = /^\..+\.[0-9a-f]{12}\.tmp$/;
@@ -22,16 +31,19 @@ export async function syncDirectory(path: string): Promise<void> {
  */
 export async function writeFileAtomic(path: string, data: string, durable: boolean): Promise<void> {
   const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const handle = await open(temp, 'wx', 0o644);
+  const fd = await openFile(temp, 'wx', 0o644);
   try {
-    await handle.writeFile(data);
-    if (durable) await handle.sync();
+    const bytes = Buffer.from(data);
+    for (let done = 0; done < bytes.length;) {
+      done += (await writeFile(fd, bytes, done, bytes.length - done, done)).bytesWritten;
+    }
+    if (durable) await syncFile(fd);
   } catch (e) {
-    await handle.close();
+    await closeFile(fd);
     await unlink(temp).catch(() => {});
     throw e;
   }
-  await handle.close();
+  await closeFile(fd);
   try {
     await rename(temp, path);
   } catch (e) {

@@ -1,9 +1,14 @@
-import { readFile, readdir, stat, unlink } from 'node:fs/promises';
+import { readFile as readFileCallback } from 'node:fs';
+import { readdir, stat, unlink } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { isUploadId } from '../protocol/headers.js';
 import { join } from 'node:path';
 import { UploadRecord } from '../protocol/upload-record.js';
 import { TEMP_FILE, writeFileAtomic } from './durable-file.js';
 import type { UploadRecordStore } from './storage.interfaces.js';
+
+// The callback form reads through a plain descriptor (no FileHandle object per read).
+const readFile = promisify(readFileCallback);
 
 /** Records as `{directory}/{id}.meta` JSON files, replaced atomically on every update. */
 export class FilesystemRecordStore implements UploadRecordStore {
