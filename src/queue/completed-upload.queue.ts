@@ -1,5 +1,6 @@
 import type { UploadRecord } from '../protocol/upload-record.js';
 import type { CompletedUpload } from './completed-upload.js';
+import type { WakeSignal } from './wake-signal.js';
 
 /** `waitForFile` found nothing within its timeout. */
 export class TimeoutError extends Error {
@@ -59,6 +60,31 @@ export abstract class CompletedUploadQueue {
 
   /** Stops every pending `waitForFile` with an `AbortError`. */
   abstract close(): Promise<void>;
+
+  /**
+   * The waiting loop both queues share: `attempt` tries one claim; between attempts the loop
+   * sleeps until `wake` fires, `retryMs` (or `pollMs`) passes, the signal or shutdown aborts,
+   * or the timeout runs out. A wake during an attempt is not lost: the next attempt comes at once.
+   */
+  protected async waitLoop(
+    options: WaitForFileOptions,
+    closing: AbortSignal,
+    wake: WakeSignal,
+    pollMs: number,
+    attempt: () => Promise<{ upload?: CompletedUpload; retryMs?: number }>,
+  ): Promise<CompletedUpload> {
+    const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout;
+    const signal = options.signal ? AbortSignal.any([options.signal, closing]) : closing;
+    for (;;) {
+      if (signal.aborted) throw new AbortError('waitForFile aborted', { cause: signal.reason });
+      const seen = wake.count;
+      const { upload, retryMs } = await attempt();
+      if (upload) return upload;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new TimeoutError(`no completed upload within ${options.timeout} ms`);
+      if (wake.count === seen) await wake.wait(Math.min(left, retryMs ?? pollMs), signal);
+    }
+  }
 
   /** Claims one upload, runs `work` with it, and releases it whatever `work` does. */
   async withFile<T>(

@@ -8,12 +8,7 @@ import { tryLockFile, type FileLock } from '../storage/file-lock.js';
 import { LockTargetMissingError } from '../storage/storage.interfaces.js';
 import { CompletedUpload } from './completed-upload.js';
 import { WakeSignal } from './wake-signal.js';
-import {
-  AbortError,
-  CompletedUploadQueue,
-  TimeoutError,
-  type WaitForFileOptions,
-} from './completed-upload.queue.js';
+import { CompletedUploadQueue, type WaitForFileOptions } from './completed-upload.queue.js';
 
 export interface FilesystemCompletedQueueOptions {
   /** The completed directory: `{id}` data and `{id}.meta` record of each finished upload. */
@@ -174,26 +169,22 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   }
 
   async waitForFile(options: WaitForFileOptions = {}): Promise<CompletedUpload> {
-    const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout;
-    const signal = options.signal
-      ? AbortSignal.any([options.signal, this.closing.signal])
-      : this.closing.signal;
     this.startWatching();
     // A file skipped because it was locked is usually one whose finalizing request has not let
     // go yet (the watch fired on its rename): look again soon, backing off to the poll interval.
     let busyRetry = 25;
-    for (;;) {
-      if (signal.aborted) throw new AbortError('waitForFile aborted', { cause: signal.reason });
-      const seen = this.wakeSignal.count;
-      const { upload, skippedBusy } = await this.tryClaim();
-      if (upload) return upload;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new TimeoutError(`no completed upload within ${options.timeout} ms`);
-      const wait = skippedBusy ? busyRetry : this.pollIntervalMs;
-      busyRetry = skippedBusy ? Math.min(busyRetry * 2, this.pollIntervalMs) : 25;
-      // A directory event during the scan is not lost: it makes the next wait return at once.
-      if (this.wakeSignal.count === seen) await this.wakeSignal.wait(Math.min(left, wait), signal);
-    }
+    return this.waitLoop(
+      options,
+      this.closing.signal,
+      this.wakeSignal,
+      this.pollIntervalMs,
+      async () => {
+        const { upload, skippedBusy } = await this.tryClaim();
+        const retryMs = skippedBusy ? busyRetry : undefined;
+        busyRetry = skippedBusy ? Math.min(busyRetry * 2, this.pollIntervalMs) : 25;
+        return { upload, retryMs };
+      },
+    );
   }
 
   async close(): Promise<void> {

@@ -7,12 +7,7 @@ import { isUploadId } from '../protocol/headers.js';
 import type { TusLogger } from '../protocol/tus-context.js';
 import { UploadRecord } from '../protocol/upload-record.js';
 import { CompletedUpload } from '../queue/completed-upload.js';
-import {
-  AbortError,
-  CompletedUploadQueue,
-  TimeoutError,
-  type WaitForFileOptions,
-} from '../queue/completed-upload.queue.js';
+import { CompletedUploadQueue, type WaitForFileOptions } from '../queue/completed-upload.queue.js';
 import {
   FilesystemCompletedQueue,
   QUARANTINE_DIR,
@@ -330,32 +325,28 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
   }
 
   async waitForFile(options: WaitForFileOptions = {}): Promise<CompletedUpload> {
-    const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout;
-    const signal = options.signal
-      ? AbortSignal.any([options.signal, this.closing.signal])
-      : this.closing.signal;
     this.subscribe();
-    for (;;) {
-      if (signal.aborted) throw new AbortError('waitForFile aborted', { cause: signal.reason });
-      const seen = this.wakeSignal.count;
-      try {
-        const upload = await this.tryClaim();
-        if (upload) return upload;
-        this.warnedUnavailable = false;
-      } catch (e) {
-        // Redis away: keep waiting (the consumer's loop must not spin), say it once.
-        if (!isRedisUnavailable(e)) throw e;
-        if (!this.warnedUnavailable) {
-          this.warnedUnavailable = true;
-          this.options.logger.warn('completed queue: Redis unreachable, consumers wait for it');
+    return this.waitLoop(
+      options,
+      this.closing.signal,
+      this.wakeSignal,
+      this.pollIntervalMs,
+      async () => {
+        try {
+          const upload = await this.tryClaim();
+          this.warnedUnavailable = false;
+          return { upload: upload ?? undefined };
+        } catch (e) {
+          // Redis away: keep waiting (the consumer's loop must not spin), say it once.
+          if (!isRedisUnavailable(e)) throw e;
+          if (!this.warnedUnavailable) {
+            this.warnedUnavailable = true;
+            this.options.logger.warn('completed queue: Redis unreachable, consumers wait for it');
+          }
+          return {};
         }
-      }
-      const left = deadline - Date.now();
-      if (left <= 0) throw new TimeoutError(`no completed upload within ${options.timeout} ms`);
-      // A wake-up during the attempt is not lost: the next attempt comes at once.
-      if (this.wakeSignal.count === seen)
-        await this.wakeSignal.wait(Math.min(left, this.pollIntervalMs), signal);
-    }
+      },
+    );
   }
 
   async close(): Promise<void> {
