@@ -139,6 +139,23 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   }
 
   async expire(ageMs: number): Promise<number> {
+    // Data only under its lock, so a consumer's claim is never pulled away.
+    return this.sweepExpired(ageMs, async (path) => {
+      const lock = await tryLockFile(path).catch(() => null);
+      return lock && (() => lock.release());
+    });
+  }
+
+  /**
+   * Deletes what has been in the directory longer than `ageMs`: finished uploads (data and
+   * record) that `hold` lets go of, receipts, temp files and records without data. `hold(path, id)`
+   * returns a release function once the upload may be deleted, or `null` while someone holds it;
+   * the Redis queue claims through Redis instead of `flock`. Returns how many uploads it deleted.
+   */
+  async sweepExpired(
+    ageMs: number,
+    hold: (path: string, id: string) => Promise<(() => Promise<void>) | null>,
+  ): Promise<number> {
     const now = Date.now();
     const names = await readdir(this.directory);
     let expired = 0;
@@ -148,15 +165,14 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
       if (!info?.isFile() || now - info.mtimeMs < ageMs) continue;
       const isData: boolean = isUploadId(name);
       if (isData) {
-        // Data: only under its lock, so a consumer's claim is never pulled away.
-        const lock = await tryLockFile(path).catch(() => null);
-        if (!lock) continue;
+        const release = await hold(path, name);
+        if (!release) continue;
         try {
           await unlink(this.recordPath(name)).catch(ignoreMissing);
           await unlink(path).catch(ignoreMissing);
           expired++;
         } finally {
-          await lock.release();
+          await release();
         }
       } else if (name.endsWith(RECEIPT_SUFFIX) || TEMP_FILE.test(name)) {
         await unlink(path).catch(ignoreMissing);

@@ -14,7 +14,7 @@ import {
   RECEIPT_SUFFIX,
   type FilesystemCompletedQueueOptions,
 } from '../queue/filesystem-completed.queue.js';
-import { TEMP_FILE, writeFileAtomic } from '../storage/durable-file.js';
+import { writeFileAtomic } from '../storage/durable-file.js';
 import { LuaScript, isRedisUnavailable, type RedisConnection } from './redis-connection.js';
 import { EPOCH_LUA, graceArgs, type GraceDurations, type RedisKeys } from './redis-keys.js';
 import { WakeSignal } from '../queue/wake-signal.js';
@@ -296,32 +296,12 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
   }
 
   async expire(ageMs: number): Promise<number> {
-    const now = Date.now();
-    const names = await readdir(this.directory);
-    let expired = 0;
-    for (const name of names) {
-      const path = join(this.directory, name);
-      const info = await stat(path).catch(() => null);
-      if (!info?.isFile() || now - info.mtimeMs < ageMs) continue;
-      const isData: boolean = isUploadId(name);
-      if (isData) {
-        // Only when claimed for deletion: a consumer's claim is never pulled away.
-        const token = randomUUID();
-        if ((await this.take(name, token)) !== 'taken') continue;
-        try {
-          await unlink(this.files.recordPath(name)).catch(ignoreMissing);
-          await unlink(path).catch(ignoreMissing);
-          expired++;
-        } finally {
-          await this.ack(name, token).catch(() => {});
-        }
-      } else if (name.endsWith(RECEIPT_SUFFIX) || TEMP_FILE.test(name)) {
-        await unlink(path).catch(ignoreMissing);
-      } else if (name.endsWith('.meta') && !names.includes(name.slice(0, -5))) {
-        await unlink(path).catch(ignoreMissing);
-      }
-    }
-    return expired;
+    // Only when claimed for deletion: a consumer's claim is never pulled away.
+    return this.files.sweepExpired(ageMs, async (_path, id) => {
+      const token = randomUUID();
+      if ((await this.take(id, token)) !== 'taken') return null;
+      return () => this.ack(id, token).catch(() => {});
+    });
   }
 
   async waitForFile(options: WaitForFileOptions = {}): Promise<CompletedUpload> {
