@@ -34,11 +34,15 @@ export function spawnOnPty(
   argv: string[],
   options: { cwd: string; env?: Record<string, string> },
 ): PtyProcess {
-  const command = argv.map(shellQuote).join(' ');
+  // `exec`: the program itself is the terminal's foreground process. Without it a shell
+  // that does not exec its last command (dash) sits in between and dies of the Ctrl-C
+  // that the program handles, and `script` reports the shell's 130 instead.
+  const command = `exec ${argv.map(shellQuote).join(' ')}`;
   const child = spawn('script', ['-qfec', command, '/dev/null'], {
     cwd: options.cwd,
     // A known terminal type, and a wide one so that prompts are not wrapped.
-    env: cliEnv({ TERM: 'xterm', COLUMNS: '200', ...options.env }),
+    // SHELL pinned: `script -c` runs the command with $SHELL, which differs between machines.
+    env: cliEnv({ SHELL: '/bin/sh', TERM: 'xterm', COLUMNS: '200', ...options.env }),
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   const output = new Output(child.stdout, child.stderr);
