@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals';
 import { PassThrough, Readable } from 'node:stream';
-import { type BatchSink, pumpBody } from './body-pump.js';
+import { type BatchSink, PartialBatchError, pumpBody } from './body-pump.js';
 import type { BodyWriteResult } from './storage.interfaces.js';
 
 const MiB = 1 << 20;
@@ -266,6 +266,35 @@ describe('pumpBody: sink failure', () => {
     body.end();
     await turn();
     expect(calls).toBe(2);
+  });
+
+  it('counts the part of a batch written before the sink failed (a short write, then ENOSPC)', async () => {
+    const failure = Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+    let calls = 0;
+    const sink: BatchSink = async (_chunks, size) => {
+      calls++;
+      await turn();
+      if (calls === 2) throw new PartialBatchError(failure, size - 2);
+    };
+    const body = new PassThrough();
+    const pending = pumpBody(body, sink, noLimit);
+    body.write(bytes('first'));
+    await turn();
+    body.write(bytes('second'));
+    const result = await pending;
+    // The cause is reported, not the wrapper, and 'second' counts all but its last two bytes.
+    expect(result.error).toBe(failure);
+    expect(result.bytes).toBe(5 + 4);
+  });
+
+  it('never counts more of a failed batch than the batch holds', async () => {
+    const failure = new Error('EIO');
+    const result = await pumpBody(
+      from('abc'),
+      () => Promise.reject(new PartialBatchError(failure, 99)),
+      noLimit,
+    );
+    expect(result).toMatchObject({ bytes: 3, error: failure });
   });
 
   it('wraps a rejection that is not an Error', async () => {

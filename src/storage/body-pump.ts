@@ -1,8 +1,23 @@
 import type { Readable } from 'node:stream';
 import type { BodyWriteOptions, BodyWriteResult } from './storage.interfaces.js';
 
-/** Writes a batch of chunks that together hold `bytes` bytes, after every earlier batch. */
+/**
+ * Writes a batch of chunks that together hold `bytes` bytes, after every earlier batch. A sink
+ * that fails after writing part of the batch throws a {@link PartialBatchError} so that part is
+ * still counted.
+ */
 export type BatchSink = (chunks: Buffer[], bytes: number) => Promise<void>;
+
+/** A batch failed after its first `bytesWritten` bytes were written (a disk that filled up). */
+export class PartialBatchError extends Error {
+  constructor(
+    override readonly cause: Error,
+    readonly bytesWritten: number,
+  ) {
+    super(cause.message);
+    this.name = 'PartialBatchError';
+  }
+}
 
 const BATCH_BYTES = 1 << 20;
 
@@ -86,6 +101,10 @@ export function pumpBody(
           flush();
         },
         (error: unknown) => {
+          if (error instanceof PartialBatchError) {
+            written += Math.min(Math.max(0, error.bytesWritten), bytes);
+            error = error.cause;
+          }
           result.error = error instanceof Error ? error : new Error(String(error));
           writing = false;
           finished = true;

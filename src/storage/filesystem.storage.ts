@@ -3,7 +3,7 @@ import { open, readdir, stat, unlink } from 'node:fs/promises';
 import { isUploadId } from '../protocol/headers.js';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { pumpBody } from './body-pump.js';
+import { PartialBatchError, pumpBody } from './body-pump.js';
 import { syncDirectory } from './durable-file.js';
 import { preallocate } from './fallocate.js';
 import type { BodyWriteOptions, BodyWriteResult, UploadStorage } from './storage.interfaces.js';
@@ -69,9 +69,17 @@ export class FilesystemStorage implements UploadStorage {
         body,
         async (chunks, bytes) => {
           let done = 0;
-          while (done < bytes) {
-            const { bytesWritten } = await handle.writev(remaining(chunks, done), position + done);
-            done += bytesWritten;
+          try {
+            while (done < bytes) {
+              const { bytesWritten } = await handle.writev(
+                remaining(chunks, done),
+                position + done,
+              );
+              done += bytesWritten;
+            }
+          } catch (e) {
+            // A short write then ENOSPC: the bytes before the failure are on disk and count.
+            throw done > 0 ? new PartialBatchError(e as Error, done) : e;
           }
           position += bytes;
         },
