@@ -2,6 +2,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
+import { relative } from 'node:path';
 
 export interface MachineInfo {
   nproc: number;
@@ -9,6 +10,7 @@ export interface MachineInfo {
   memoryBytes: number;
   /** Filesystem type of the directory the servers write to (`df --output=fstype`). */
   fsType: string;
+  /** The directory the servers write to, relative to the repository (no machine paths in reports). */
   dataDir: string;
   kernel: string;
   node: string;
@@ -51,7 +53,7 @@ export function machineInfo(dataDir: string, root: string): MachineInfo {
     cpuModel: os.cpus()[0]?.model.trim() ?? 'unknown',
     memoryBytes: os.totalmem(),
     fsType: filesystemType(dataDir),
-    dataDir,
+    dataDir: relative(root, dataDir) || '.',
     kernel: `${os.type()} ${os.release()}`,
     node: process.version,
     commit: run('git', ['-C', root, 'describe', '--always', '--dirty']) ?? 'unknown',

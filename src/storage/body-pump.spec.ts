@@ -382,7 +382,7 @@ describe('pumpBody: idle timeout', () => {
     const pending = pumpBody(body.stream, rec.sink, { limit: 4 * MiB, idleTimeoutMs: 1000 });
     let settled = false;
     void pending.then(() => (settled = true));
-    for (let i = 0; i < 20 && !settled; i++) await jest.advanceTimersByTimeAsync(1000);
+    for (let i = 0; i < 60 && !settled; i++) await jest.advanceTimersByTimeAsync(1000);
     expect(await pending).toEqual({ bytes: 4 * MiB, ended: true, exceeded: false, aborted: false });
     expect(rec.written.equals(expected(4 * MiB, 256 * 1024))).toBe(true);
   });

@@ -19,11 +19,12 @@ export class PartialBatchError extends Error {
   }
 }
 
-const BATCH_BYTES = 1 << 20;
+/** A batch is written once this much is queued; one in flight plus one filling per body. */
+const BATCH_BYTES = 256 << 10;
 
 /**
  * Streams a request body into a sink with backpressure. While one batch is written the next is
- * collected (at most ~2 MiB held per body), so the disk sees few large `writev` calls. Unlike a
+ * collected (at most ~0.5 MiB held per body, so many concurrent uploads stay cheap), so the disk sees few large `writev` calls. Unlike a
  * `pipeline`, a body that is cut (client gone, idle timeout) still has every byte received
  * before the cut written, because the protocol says to "store as much of the received data as
  * possible".
@@ -48,14 +49,22 @@ export function pumpBody(
     };
     let idle: NodeJS.Timeout | undefined;
 
+    // One timer per body, pushed back with refresh() on each chunk (not a new timer per chunk).
     const armIdle = () => {
       if (options.idleTimeoutMs <= 0) return;
-      clearTimeout(idle);
+      if (idle) {
+        idle.refresh();
+        return;
+      }
       idle = setTimeout(() => {
         result.aborted = true;
         body.destroy();
         finish();
       }, options.idleTimeoutMs);
+    };
+    const pauseIdle = () => {
+      clearTimeout(idle);
+      idle = undefined;
     };
 
     const resume = () => {
@@ -64,7 +73,7 @@ export function pumpBody(
     };
 
     const detach = () => {
-      clearTimeout(idle);
+      pauseIdle();
       options.signal?.removeEventListener('abort', onAbort);
       body.off('data', onData);
       body.off('end', onEnd);
@@ -129,7 +138,7 @@ export function pumpBody(
         }
       }
       finished = true;
-      clearTimeout(idle);
+      pauseIdle();
       body.off('data', onData);
       body.pause();
       flush();
@@ -167,7 +176,7 @@ export function pumpBody(
       if (queuedBytes >= BATCH_BYTES) {
         // While we hold the body paused, the client is not idle: the timer waits for us.
         body.pause();
-        clearTimeout(idle);
+        pauseIdle();
       }
       flush();
     }
