@@ -1,9 +1,14 @@
 import { mkdirSync, statSync, watch, type FSWatcher } from 'node:fs';
-import { readFile, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
+import { readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isUploadId } from '../protocol/headers.js';
 import { UploadRecord } from '../protocol/upload-record.js';
-import { TEMP_FILE, syncDirectory, writeFileAtomic } from '../storage/durable-file.js';
+import {
+  TEMP_FILE,
+  readSmallFile,
+  syncDirectory,
+  writeFileAtomic,
+} from '../storage/durable-file.js';
 import { tryLockFile, type FileLock } from '../storage/file-lock.js';
 import { LockTargetMissingError } from '../storage/storage.interfaces.js';
 import { CompletedUpload } from './completed-upload.js';
@@ -107,7 +112,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
     if (!isUploadId(id)) return null;
     for (const path of [this.recordPath(id), this.receiptPath(id)]) {
       try {
-        return UploadRecord.fromJSON(JSON.parse(await readFile(path, 'utf8')));
+        return UploadRecord.fromJSON(JSON.parse(await readSmallFile(path)));
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && !(e instanceof SyntaxError)) throw e;
       }
@@ -290,7 +295,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   /** The record of a claimed upload; an unreadable one is quarantined and the claim dropped. */
   private async readClaimedRecord(id: string, lock: FileLock): Promise<UploadRecord | null> {
     try {
-      return UploadRecord.fromJSON(JSON.parse(await readFile(this.recordPath(id), 'utf8')));
+      return UploadRecord.fromJSON(JSON.parse(await readSmallFile(this.recordPath(id))));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
         await lock.release();

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { close, fsync, open as openFd, write } from 'node:fs';
+import { close, fsync, open as openFd, read, write } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -10,6 +10,34 @@ const openFile = promisify(openFd);
 const writeFile = promisify(write);
 const syncFile = promisify(fsync);
 const closeFile = promisify(close);
+const readFd = promisify(read);
+
+/**
+ * Reads a small file (a record) as UTF-8 through one plain descriptor: open, read, close. No
+ * `fstat` for the size as `readFile` does, which counts when it happens on every request.
+ */
+export async function readSmallFile(path: string): Promise<string> {
+  const fd = await openFile(path, 'r');
+  try {
+    let buffer = Buffer.allocUnsafe(16 * 1024);
+    let size = 0;
+    for (;;) {
+      if (size === buffer.length) {
+        const larger = Buffer.allocUnsafe(buffer.length * 2);
+        buffer.copy(larger, 0, 0, size);
+        buffer = larger;
+      }
+      const { bytesRead } = await readFd(fd, buffer, size, buffer.length - size, size);
+      if (bytesRead === 0) break;
+      size += bytesRead;
+      // A short read of a regular file means its end: no second call to learn it.
+      if (size < buffer.length) break;
+    }
+    return buffer.toString('utf8', 0, size);
+  } finally {
+    await closeFile(fd);
+  }
+}
 
 /** Temp files of atomic writes: `.{name}.{random}.tmp`, never mistaken for an upload. */
 export const TEMP_FILE = /^\..+\.[0-9a-f]{12}\.tmp$/;

@@ -1,14 +1,9 @@
-import { readFile as readFileCallback } from 'node:fs';
 import { readdir, stat, unlink } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import { isUploadId } from '../protocol/headers.js';
 import { join } from 'node:path';
 import { UploadRecord } from '../protocol/upload-record.js';
-import { TEMP_FILE, writeFileAtomic } from './durable-file.js';
+import { TEMP_FILE, readSmallFile, writeFileAtomic } from './durable-file.js';
 import type { UploadRecordStore } from './storage.interfaces.js';
-
-// The callback form reads through a plain descriptor (no FileHandle object per read).
-const readFile = promisify(readFileCallback);
 
 /** Records as `{directory}/{id}.meta` JSON files, replaced atomically on every update. */
 export class FilesystemRecordStore implements UploadRecordStore {
@@ -24,7 +19,7 @@ export class FilesystemRecordStore implements UploadRecordStore {
   async get(id: string): Promise<UploadRecord | null> {
     let text: string;
     try {
-      text = await readFile(this.pathOf(id), 'utf8');
+      text = await readSmallFile(this.pathOf(id));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw e;
