@@ -1,7 +1,13 @@
 import { createHash } from 'node:crypto';
-import { Redis, type RedisOptions } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { TusLogger } from '../protocol/tus-context.js';
 import { TusErrors, type TusError } from '../protocol/tus-error.js';
+
+// ioredis is loaded when a connection is made, not when the package is imported: servers
+// without Redis do not carry it (a few MiB of memory and start-up time).
+const requireModule = createRequire(import.meta.url);
+const loadRedis = () => (requireModule('ioredis') as typeof import('ioredis')).Redis;
 
 /** How to reach Redis. */
 export interface RedisConnectionOptions {
@@ -62,7 +68,8 @@ export class RedisConnection {
     private readonly logger: TusLogger,
   ) {
     this.unavailableAfterMs = options.unavailableAfterMs ?? 1000;
-    this.client = new Redis(options.url, {
+    const RedisClient = loadRedis();
+    this.client = new RedisClient(options.url, {
       ...options.client,
       // Fail fast instead of piling commands up while Redis is away: requests get a 503.
       enableOfflineQueue: false,
