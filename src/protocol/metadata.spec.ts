@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { parseMetadata, serializeMetadata } from './metadata.js';
+import { parseMetadata, parseMetadataHeader, serializeMetadata } from './metadata.js';
 import { TusError } from './tus-error.js';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -42,5 +42,31 @@ describe('parseMetadata', () => {
     const metadata = { filename: 'a b.txt', empty: '', note: 'Grüße' };
     expect(parseMetadata(serializeMetadata(metadata), limits)).toEqual(metadata);
     expect(serializeMetadata({})).toBeUndefined();
+  });
+});
+
+describe('metadata values that are not UTF-8', () => {
+  // A value of arbitrary bytes (a key, a hash): decoding it as UTF-8 cannot be undone.
+  const raw = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x41, 0xc3]);
+  const header = `name ${b64('a.bin')},key ${raw.toString('base64')},empty`;
+
+  it('are kept as sent, and only those', () => {
+    const { metadata, binary } = parseMetadataHeader(header, limits);
+    expect(metadata).toEqual({ name: 'a.bin', key: raw.toString('utf8'), empty: '' });
+    expect(binary).toEqual({ key: raw.toString('base64') });
+    expect(parseMetadataHeader(`title ${b64('Grüße')}`, limits).binary).toEqual({});
+  });
+
+  it('serialize back to the bytes the client sent', () => {
+    const { metadata, binary } = parseMetadataHeader(header, limits);
+    expect(serializeMetadata(metadata, binary)).toBe(header);
+    // Without them the bytes are lost: what the kept values are for.
+    expect(serializeMetadata(metadata)).not.toBe(header);
+  });
+
+  it('a binary `__proto__` value is data, not a prototype', () => {
+    const { binary } = parseMetadataHeader(`__proto__ ${raw.toString('base64')}`, limits);
+    expect(Object.getPrototypeOf(binary)).toBe(Object.prototype);
+    expect(Object.keys(binary)).toEqual(['__proto__']);
   });
 });

@@ -18,8 +18,29 @@ export interface MetadataLimits {
  * key is refused ("All keys MUST be unique"); a `filename` must be printable ASCII (400).
  */
 export function parseMetadata(header: string | undefined, limits: MetadataLimits): UploadMetadata {
+  return parseMetadataHeader(header, limits).metadata;
+}
+
+/** `Upload-Metadata` decoded, plus the values whose bytes are not UTF-8, kept as sent. */
+export interface ParsedMetadata {
+  /** Key → UTF-8 value (bytes that are not UTF-8 read as U+FFFD). */
+  metadata: UploadMetadata;
+  /**
+   * Key → Base64 of the value, only for values whose bytes are not valid UTF-8: HEAD returns
+   * them byte for byte ("its value as specified by the Client"), which the decoded string
+   * cannot.
+   */
+  binary: Record<string, string>;
+}
+
+/** {@link parseMetadata}, also keeping the values that are not UTF-8 as the client sent them. */
+export function parseMetadataHeader(
+  header: string | undefined,
+  limits: MetadataLimits,
+): ParsedMetadata {
   const metadata: UploadMetadata = {};
-  if (header === undefined || header.trim() === '') return metadata;
+  const binary: Record<string, string> = {};
+  if (header === undefined || header.trim() === '') return { metadata, binary };
   if (Buffer.byteLength(header, 'latin1') > limits.maxSize) throw TusErrors.metadataTooLarge();
   for (const pair of header.split(',')) {
     const parts = pair.trim().split(' ');
@@ -27,24 +48,39 @@ export function parseMetadata(header: string | undefined, limits: MetadataLimits
     const [key, encoded = ''] = parts as [string, string?];
     if (!KEY.test(key) || !BASE64.test(encoded)) continue;
     if (Object.hasOwn(metadata, key)) throw TusErrors.invalidMetadata();
-    // defineProperty: a key such as `__proto__` is data like any other, never the prototype.
-    Object.defineProperty(metadata, key, {
-      value: Buffer.from(encoded, 'base64').toString('utf8'),
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
+    const bytes = Buffer.from(encoded, 'base64');
+    const value = bytes.toString('utf8');
+    define(metadata, key, value);
+    if (!Buffer.from(value, 'utf8').equals(bytes)) define(binary, key, bytes.toString('base64'));
   }
   if (metadata.filename !== undefined && !PRINTABLE_ASCII.test(metadata.filename)) {
     throw TusErrors.invalidFilename();
   }
-  return metadata;
+  return { metadata, binary };
 }
 
-/** The `Upload-Metadata` header value for decoded metadata, as HEAD returns it. */
-export function serializeMetadata(metadata: UploadMetadata): string | undefined {
-  const pairs = Object.entries(metadata).map(([key, value]) =>
-    value === '' ? key : `${key} ${Buffer.from(value, 'utf8').toString('base64')}`,
-  );
+// defineProperty: a key such as `__proto__` is data like any other, never the prototype.
+function define(target: Record<string, string>, key: string, value: string): void {
+  Object.defineProperty(target, key, {
+    value,
+    enumerable: true,
+    writable: true,
+    configurable: true,
+  });
+}
+
+/**
+ * The `Upload-Metadata` header value for decoded metadata, as HEAD returns it; values listed in
+ * `binary` (see {@link ParsedMetadata}) are given as they were sent.
+ */
+export function serializeMetadata(
+  metadata: UploadMetadata,
+  binary: Record<string, string> = {},
+): string | undefined {
+  const pairs = Object.entries(metadata).map(([key, value]) => {
+    if (value === '') return key;
+    const sent = Object.hasOwn(binary, key) ? binary[key] : undefined;
+    return `${key} ${sent ?? Buffer.from(value, 'utf8').toString('base64')}`;
+  });
   return pairs.length > 0 ? pairs.join(',') : undefined;
 }

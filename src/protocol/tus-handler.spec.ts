@@ -662,6 +662,17 @@ describe('TusHandler HEAD', () => {
     expect(parseMetadata(response.headers['Upload-Metadata'], { maxSize: 4096 })).toEqual(METADATA);
   });
 
+  it('returns metadata values that are not UTF-8 byte for byte, as sent', async () => {
+    const fixture = setup();
+    const header = `filename ${Buffer.from('k.bin').toString('base64')},key ${Buffer.from([0xff, 0x00, 0xc3]).toString('base64')}`;
+    const created = await fixture.send(
+      request('POST', { ...TUS, 'upload-length': '3', 'upload-metadata': header }),
+    );
+    const id = created.headers.Location.split('/').pop()!;
+    const response = await fixture.send(request('HEAD', TUS, { id }));
+    expect(response.headers['Upload-Metadata']).toBe(header);
+  });
+
   it('has no Upload-Metadata for an upload without metadata', async () => {
     const fixture = setup();
     const id = await createUpload(fixture, 3, {});

@@ -7,6 +7,8 @@ export interface UploadRecordJson {
   offset: number;
   metadata: UploadMetadata;
   server_metadata: Record<string, string>;
+  /** Base64 of the metadata values that are not UTF-8, as sent (only when there are such). */
+  metadata_binary?: Record<string, string>;
   /** Unix time, seconds. */
   created_at: number;
   /** Unix time, seconds. */
@@ -50,6 +52,8 @@ export class UploadRecord {
   parts: string[] = [];
   /** Of a partial upload: final uploads waiting for it to complete. */
   waitingFinals: string[] = [];
+  /** Base64 of the client metadata values whose bytes are not UTF-8, as the client sent them. */
+  binaryMetadata: Record<string, string> = {};
 
   get isPartial(): boolean {
     return this.concat === 'partial';
@@ -64,12 +68,27 @@ export class UploadRecord {
     return this.length !== null && this.offset === this.length;
   }
 
+  /**
+   * What HEAD needs of a finished upload once its consumer took the files (the completed
+   * queues' receipt): lengths, client metadata, times, concatenation; no server metadata.
+   */
+  toReceipt(): UploadRecord {
+    const { length, metadata, createdAt } = this;
+    const receipt = new UploadRecord(length, length ?? 0, metadata, {}, createdAt, createdAt);
+    receipt.finishedAt = this.finishedAt;
+    receipt.duration = this.duration;
+    receipt.concat = this.concat;
+    receipt.binaryMetadata = this.binaryMetadata;
+    return receipt;
+  }
+
   toJSON(): UploadRecordJson {
     return {
       length: this.length,
       offset: this.offset,
       metadata: this.metadata,
       server_metadata: this.serverMetadata,
+      ...(Object.keys(this.binaryMetadata).length > 0 && { metadata_binary: this.binaryMetadata }),
       created_at: this.createdAt,
       last_write: this.lastWrite,
       finished_at: this.finishedAt?.toISOString() ?? null,
@@ -106,6 +125,7 @@ export class UploadRecord {
     if (typeof json.concat === 'string') record.concat = json.concat;
     record.parts = stringList(json.parts);
     record.waitingFinals = stringList(json.waiting_finals);
+    record.binaryMetadata = stringMap(json.metadata_binary);
     return record;
   }
 

@@ -110,6 +110,24 @@ describe('FilesystemCompletedQueue', () => {
     expect(await queue.lookup(randomUUID())).toBeNull();
   });
 
+  it('the receipt keeps client metadata (binary values too) and drops server metadata', async () => {
+    const id = randomUUID();
+    await writeFile(join(staging, id), 'abc');
+    const record = new UploadRecord(3, 3, { filename: 'k.bin', key: '\ufffd' }, { user: 'u1' });
+    record.binaryMetadata = { key: '/w==' };
+    record.finishedAt = new Date();
+    await queue.enqueue(id, record);
+    {
+      await using upload = await queue.waitForFile({ timeout: 1000 });
+      expect(upload.record.binaryMetadata).toEqual({ key: '/w==' });
+    }
+    const receipt = await queue.lookup(id);
+    expect(receipt?.metadata).toEqual({ filename: 'k.bin', key: '\ufffd' });
+    expect(receipt?.binaryMetadata).toEqual({ key: '/w==' });
+    expect(receipt?.serverMetadata).toEqual({});
+    expect(receipt?.finishedAt?.getTime()).toBe(record.finishedAt.getTime());
+  });
+
   it('withFile releases even when the work throws', async () => {
     const id = await finish('x');
     await expect(

@@ -318,18 +318,12 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
     this.log(`quarantined completed upload ${id} (unreadable record: ${String(reason)}) in ${dir}`);
   }
 
-  /** Keeps a receipt for HEAD, deletes what the consumer left, then lets go of the lock. */
   /**
    * The small record HEAD answers from once the consumer moved the files away; written when the
    * claim is made, so there is no moment (save, then release) when a client would get 404.
    */
   private async writeReceipt(id: string, record: UploadRecord): Promise<void> {
-    const { length, metadata, createdAt, finishedAt, duration } = record;
-    const receipt = new UploadRecord(length, length ?? 0, metadata, {}, createdAt, createdAt);
-    receipt.finishedAt = finishedAt;
-    receipt.duration = duration;
-    receipt.concat = record.concat;
-    await writeFileAtomic(this.receiptPath(id), JSON.stringify(receipt), false);
+    await writeFileAtomic(this.receiptPath(id), JSON.stringify(record.toReceipt()), false);
   }
 
   /** Deletes what the consumer left, then lets go of the lock. */

@@ -508,14 +508,9 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
 
   /** The small record HEAD answers from once the consumer moved the files (as the filesystem queue). */
   private async writeReceipt(id: string, record: UploadRecord): Promise<void> {
-    const { length, metadata, createdAt, finishedAt, duration } = record;
-    const receipt = new UploadRecord(length, length ?? 0, metadata, {}, createdAt, createdAt);
-    receipt.finishedAt = finishedAt;
-    receipt.duration = duration;
-    receipt.concat = record.concat;
     await writeFileAtomic(
       join(this.directory, `${id}${RECEIPT_SUFFIX}`),
-      JSON.stringify(receipt),
+      JSON.stringify(record.toReceipt()),
       false,
     );
   }

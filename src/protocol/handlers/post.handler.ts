@@ -9,7 +9,7 @@ import {
   parseUploadLength,
   type RequestHeaders,
 } from '../headers.js';
-import { parseMetadata } from '../metadata.js';
+import { parseMetadataHeader } from '../metadata.js';
 import { bodyChecksum, receiveBody } from '../receive-body.js';
 import type { MethodHandler, OnCreateHook, TusContext } from '../tus-context.js';
 import { TusError, TusErrors, isNoSpaceError, isTooLargeError } from '../tus-error.js';
@@ -32,11 +32,9 @@ export const handlePost: MethodHandler = async (request, context) => {
   if (length !== null && options.maxSize !== undefined && length > options.maxSize) {
     throw TusErrors.maxSizeExceeded();
   }
-  const metadata = parseMetadata(
+  const { metadata, binary } = parseMetadataHeader(
     headerValue(headers, 'upload-metadata', TusErrors.invalidMetadata),
-    {
-      maxSize: options.maxMetadataSize,
-    },
+    { maxSize: options.maxMetadataSize },
   );
   // creation-with-upload: "The Client MUST include the Content-Type: application/offset+octet-stream".
   const withData =
@@ -55,6 +53,7 @@ export const handlePost: MethodHandler = async (request, context) => {
 
   const id = randomUUID();
   const record = new UploadRecord(length, 0, metadata, serverMetadata);
+  record.binaryMetadata = binary;
   record.concat = concat ?? null;
   record.parts = finalParts;
   const response: Record<string, string> = {
