@@ -23,22 +23,12 @@ export interface ServerConfig {
   redisUrl?: string;
 }
 
-interface ParsedOptions {
-  host: string;
-  port: number;
-  uploadDir: string;
-  completedDir: string;
-  destDir: string;
-  maxSize?: number;
-  maxChunkSize?: number;
-  token?: string;
+/** What commander parses: the config, with the repeatable flags under their flag names. */
+type ParsedOptions = Omit<ServerConfig, 'trustedProxies' | 'corsOrigins'> & {
   trustedProxy?: string[];
   corsOrigin?: string[];
-  fsync: boolean;
-  workers: number;
   prompt: boolean;
-  redisUrl?: string;
-}
+};
 
 /** The sample application's entry (dist/sample/bootstrap.js), typed where it is used. */
 export interface SampleBootstrap {
