@@ -14,6 +14,8 @@ export interface ClaimRelease {
 export class CompletedUpload implements AsyncDisposable {
   private saved = false;
   private recordSaved = false;
+  private dataMoved = false;
+  private recordMoved = false;
   private released = false;
 
   constructor(
@@ -36,6 +38,7 @@ export class CompletedUpload implements AsyncDisposable {
     if (this.saved) throw new Error(`${this.name}: save() was already called`);
     this.saved = true;
     await moveFile(this.path, dest, this.durable);
+    this.dataMoved = true;
   }
 
   /** Moves the record (`.meta` JSON) to `dest`. Once only. */
@@ -44,6 +47,12 @@ export class CompletedUpload implements AsyncDisposable {
     if (this.recordSaved) throw new Error(`${this.name}: saveRecord() was already called`);
     this.recordSaved = true;
     await moveFile(this.recordPath, dest, this.durable);
+    this.recordMoved = true;
+  }
+
+  /** The paths still in the queue (not moved out by a successful `save` / `saveRecord`). */
+  get leftInQueue(): string[] {
+    return [...(this.dataMoved ? [] : [this.path]), ...(this.recordMoved ? [] : [this.recordPath])];
   }
 
   /** True once `release()` ran. */

@@ -110,6 +110,26 @@ describe('FilesystemCompletedQueue', () => {
     expect(await queue.lookup(randomUUID())).toBeNull();
   });
 
+  it('release removes only what the consumer did not move out (a failed move stays)', async () => {
+    const id = await finish('moved');
+    const dest = join(root, 'dest-left');
+    await mkdir(dest, { recursive: true });
+    {
+      await using upload = await queue.waitForFile({ timeout: 1000 });
+      expect(upload.leftInQueue).toEqual([upload.path, upload.recordPath]);
+      await expect(upload.save(join(root, 'no-such-dir', id))).rejects.toMatchObject({
+        code: 'ENOENT',
+      });
+      expect(upload.leftInQueue).toEqual([upload.path, upload.recordPath]);
+      await upload.saveRecord(join(dest, `${id}.meta`));
+      expect(upload.leftInQueue).toEqual([upload.path]);
+    }
+    expect(await readdir(dest)).toEqual([`${id}.meta`]);
+    const left = await readdir(completed);
+    expect(left).not.toContain(id);
+    expect(left).not.toContain(`${id}.meta`);
+  });
+
   it('the receipt keeps client metadata (binary values too) and drops server metadata', async () => {
     const id = randomUUID();
     await writeFile(join(staging, id), 'abc');

@@ -329,8 +329,8 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   /** Deletes what the consumer left, then lets go of the lock. */
   private async endClaim(upload: CompletedUpload, lock: FileLock): Promise<void> {
     try {
-      await unlink(upload.path).catch(ignoreMissing);
-      await unlink(upload.recordPath).catch(ignoreMissing);
+      // Only what the consumer did not move: no unlink that can only fail.
+      for (const path of upload.leftInQueue) await unlink(path).catch(ignoreMissing);
     } finally {
       await lock.release();
     }

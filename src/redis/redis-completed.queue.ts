@@ -459,8 +459,8 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
       );
       return;
     }
-    await unlink(upload.path).catch(ignoreMissing);
-    await unlink(upload.recordPath).catch(ignoreMissing);
+    // Only what the consumer did not move: no unlink that can only fail.
+    for (const path of upload.leftInQueue) await unlink(path).catch(ignoreMissing);
     await this.endClaim(claim).catch(() => {
       // Unreachable: the claim's deadline passes, and the next claimer finds no files.
     });
