@@ -110,6 +110,28 @@ describe('FilesystemCompletedQueue', () => {
     expect(await queue.lookup(randomUUID())).toBeNull();
   });
 
+  it('a waiter is woken by the directory watch when another process enqueues (no poll)', async () => {
+    // `queue` stands for the server that finishes uploads; this one for a consumer elsewhere,
+    // whose poll is far too slow to be what delivers.
+    const consumer = new FilesystemCompletedQueue({
+      directory: completed,
+      stagingDirectory: staging,
+      pollIntervalMs: 60_000,
+      log: () => {},
+    });
+    try {
+      const started = Date.now();
+      const waiting = consumer.waitForFile({ timeout: 20_000 });
+      await new Promise((r) => setTimeout(r, 100));
+      const id = await finish('from elsewhere');
+      await using upload = await waiting;
+      expect(upload.name).toBe(id);
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await consumer.close();
+    }
+  });
+
   it('release removes only what the consumer did not move out (a failed move stays)', async () => {
     const id = await finish('moved');
     const dest = join(root, 'dest-left');

@@ -339,7 +339,12 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   private startWatching(): void {
     if (this.watcher || this.closing.signal.aborted) return;
     try {
-      this.watcher = watch(this.directory, { persistent: false }, () => this.wake());
+      // Only a data file's arrival (its rename into the directory, the last step of enqueue)
+      // can make an upload claimable. Records, receipts, temp files and timestamps change
+      // around it several times per upload; waking on each would rescan the directory as often.
+      this.watcher = watch(this.directory, { persistent: false }, (event, name) => {
+        if (name === null || (event === 'rename' && isUploadId(String(name)))) this.wake();
+      });
       this.watcher.on('error', () => {
         // The rescan interval keeps the queue going without the watch.
         this.watcher?.close();

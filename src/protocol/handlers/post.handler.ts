@@ -67,16 +67,19 @@ export const handlePost: MethodHandler = async (request, context) => {
       const final = await store.getRecord(id);
       if (final) Object.assign(response, expiresHeader(final, context));
     } else {
-      await store.withLock(id, options.lockWaitMs, async (lock) => {
-        if (withData) {
-          await receiveBody(request, context, id, record, contentLength, checksum, lock, {
-            finishOnRefusal: false,
-          });
-        } else if (record.isComplete) {
-          // "Such an upload is immediately complete after its creation".
-          await completeUpload(id, record, context);
-        }
-      });
+      // Nobody else knows the id yet: the lock is only for a body's write and a finalize.
+      if (withData || record.isComplete) {
+        await store.withLock(id, options.lockWaitMs, async (lock) => {
+          if (withData) {
+            await receiveBody(request, context, id, record, contentLength, checksum, lock, {
+              finishOnRefusal: false,
+            });
+          } else {
+            // "Such an upload is immediately complete after its creation".
+            await completeUpload(id, record, context);
+          }
+        });
+      }
       if (withData) response['Upload-Offset'] = String(record.offset);
       Object.assign(response, expiresHeader(record, context));
     }
