@@ -13,14 +13,14 @@ import { Readable } from 'node:stream';
 import { Upload, type HttpRequest, type HttpResponse } from 'tus-js-client';
 import { listDir, startExtApp, type ExtApp } from '../support/ext-app.js';
 import {
+  chunksOf,
   pollUntil,
-  send,
+  request as httpRequest,
   sha256,
   sha256File,
-  slices,
-  type ExtRequest,
-  type ExtResponse,
-} from '../support/ext-http.js';
+  type RawRequestOptions,
+  type RawResponse,
+} from '../support/http.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -98,7 +98,8 @@ function clientUpload(
 
 describe('TUS extensions over HTTP (all on)', () => {
   let app: ExtApp;
-  const request = (options: ExtRequest): Promise<ExtResponse> => send(app.baseUrl, options);
+  const request = (options: RawRequestOptions): Promise<RawResponse> =>
+    httpRequest(app.baseUrl, { timeoutMs: 30_000, ...options });
   const head = (id: string) => request({ method: 'HEAD', path: `/files/${id}`, headers: TUS });
   const create = async (headers: Record<string, string>): Promise<string> => {
     const res = await request({ method: 'POST', path: '/files', headers: { ...TUS, ...headers } });
@@ -204,7 +205,7 @@ describe('TUS extensions over HTTP (all on)', () => {
 
     it('(b) uploadLengthDeferred from a Readable in several PATCHes', async () => {
       const data = randomBytes(3 * MiB + 333);
-      const result = await clientUpload(Readable.from(slices(data, 100 * KiB)), {
+      const result = await clientUpload(Readable.from(chunksOf(data, 100 * KiB)), {
         endpoint: `${app.endpoint}/`,
         uploadLengthDeferred: true,
         chunkSize: 1 * MiB,
@@ -281,7 +282,7 @@ describe('TUS extensions over HTTP (all on)', () => {
       await pollUntil(
         async () => [...(await listDir(app.uploadDir)), ...(await listDir(app.completedDir))],
         (names) => !names.some((n) => n.includes(id)),
-        { what: `no file of ${id}` },
+        { timeoutMs: 30_000, what: `no file of ${id}` },
       );
       const again = await patch(id, 0, Buffer.from('x'));
       expect(again.status).toBe(404);
@@ -331,7 +332,7 @@ describe('TUS extensions over HTTP (all on)', () => {
     let res = await patch(
       id,
       0,
-      slices(first, 64 * KiB),
+      chunksOf(first, 64 * KiB),
       {},
       {
         'Upload-Checksum': checksum('sha256', first),
@@ -343,7 +344,7 @@ describe('TUS extensions over HTTP (all on)', () => {
     res = await patch(
       id,
       first.length,
-      slices(rest, 64 * KiB),
+      chunksOf(rest, 64 * KiB),
       {},
       {
         'Upload-Checksum': checksum('sha256', first),
@@ -355,7 +356,7 @@ describe('TUS extensions over HTTP (all on)', () => {
     res = await patch(
       id,
       first.length,
-      slices(rest, 64 * KiB),
+      chunksOf(rest, 64 * KiB),
       {},
       {
         'Upload-Checksum': checksum('sha256', rest),
@@ -394,7 +395,7 @@ describe('TUS extensions over HTTP (all on)', () => {
       patch(ids[0], 0, parts[0]),
       patch(ids[1], 1 * MiB, parts[1].subarray(1 * MiB)),
       patch(ids[2], 0, parts[2]),
-      patch(ids[3], 2 * MiB, slices(parts[3].subarray(2 * MiB), 256 * KiB)),
+      patch(ids[3], 2 * MiB, chunksOf(parts[3].subarray(2 * MiB), 256 * KiB)),
     ]);
     expect(done.map((r) => r.status)).toEqual([204, 204, 204, 204]);
 
@@ -415,7 +416,7 @@ describe('TUS extensions over HTTP (all on)', () => {
     await pollUntil(
       () => listDir(app.uploadDir),
       (names) => !names.some((n) => [...ids, finalId].some((id) => n.includes(id))),
-      { what: 'staging emptied' },
+      { timeoutMs: 30_000, what: 'staging emptied' },
     );
     for (const id of ids) expect((await head(id)).status).toBe(404);
     expect(app.errors).toEqual([]);
@@ -438,7 +439,7 @@ describe('TUS extensions over HTTP (all on)', () => {
     await pollUntil(
       async () => Number((await head(id)).headers['upload-offset']) > 0 || sent >= 1 * MiB,
       (ok) => ok,
-      { what: 'the PATCH under way' },
+      { timeoutMs: 30_000, what: 'the PATCH under way' },
     );
     const started = Date.now();
     const deleted = await request({ method: 'DELETE', path: `/files/${id}`, headers: TUS });
@@ -455,7 +456,7 @@ describe('TUS extensions over HTTP (all on)', () => {
     await pollUntil(
       () => listDir(app.uploadDir),
       (names) => !names.some((n) => n.includes(id)),
-      { what: `no file of ${id}` },
+      { timeoutMs: 30_000, what: `no file of ${id}` },
     );
     expect(app.errors).toEqual([]);
   }, 120_000);
@@ -463,7 +464,8 @@ describe('TUS extensions over HTTP (all on)', () => {
 
 describe('TUS extensions over HTTP, concatenation and checksum switched off', () => {
   let app: ExtApp;
-  const request = (options: ExtRequest): Promise<ExtResponse> => send(app.baseUrl, options);
+  const request = (options: RawRequestOptions): Promise<RawResponse> =>
+    httpRequest(app.baseUrl, { timeoutMs: 30_000, ...options });
 
   beforeAll(async () => {
     app = await startExtApp({ extensions: { concatenation: false, checksum: false } });
@@ -512,7 +514,7 @@ describe('TUS extensions over HTTP, concatenation and checksum switched off', ()
     await pollUntil(
       () => listDir(app.completedDir),
       (names) => names.includes(id),
-      { what: `${id} in completedDir` },
+      { timeoutMs: 30_000, what: `${id} in completedDir` },
     );
     const res = await request({ method: 'HEAD', path: `/files/${id}`, headers: TUS });
     expect(res.headers['upload-concat']).toBeUndefined();

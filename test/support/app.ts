@@ -1,4 +1,4 @@
-import type { DynamicModule, INestApplication, Type } from '@nestjs/common';
+import type { DynamicModule, INestApplication, LogLevel, Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
@@ -84,6 +84,60 @@ export async function createTestApp(options: TestAppOptions = {}): Promise<TestA
   });
 }
 
+/** A Nest application listening on an ephemeral port of 127.0.0.1. */
+export interface ListeningApp {
+  app: INestApplication;
+  server: Server;
+  port: number;
+  /** `http://127.0.0.1:PORT` (no trailing slash). */
+  baseUrl: string;
+  /** Closes the application (once), then deletes `removeOnClose`. */
+  close: () => Promise<void>;
+}
+
+/**
+ * Compiles a testing module importing `imports` and listens on 127.0.0.1:0. `removeOnClose` is
+ * deleted (recursively) when the app is closed, or at once when it fails to start.
+ */
+export async function listenOnEphemeralPort(
+  imports: Array<Type | DynamicModule>,
+  {
+    logger,
+    globalPrefix,
+    removeOnClose,
+  }: { logger: LogLevel[]; globalPrefix?: string; removeOnClose?: string },
+): Promise<ListeningApp> {
+  let app: INestApplication | undefined;
+  try {
+    const moduleRef = await Test.createTestingModule({ imports }).compile();
+    app = moduleRef.createNestApplication({ logger });
+    if (globalPrefix) app.setGlobalPrefix(globalPrefix);
+    await app.listen(0, '127.0.0.1');
+  } catch (e) {
+    await app?.close().catch(() => {});
+    if (removeOnClose) await rm(removeOnClose, { recursive: true, force: true });
+    throw e;
+  }
+  const started = app;
+  const server = started.getHttpServer() as Server;
+  const { port } = server.address() as AddressInfo;
+  let closed = false;
+  return {
+    app: started,
+    server,
+    port,
+    baseUrl: `http://127.0.0.1:${port}`,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      // Keep-alive sockets (tus-js-client) or a stalled request must not hold the close.
+      server.closeAllConnections();
+      await started.close();
+      if (removeOnClose) await rm(removeOnClose, { recursive: true, force: true });
+    },
+  };
+}
+
 /**
  * Starts a Nest application importing `imports` (e.g. the sample's `AppModule`) on 127.0.0.1:0.
  * `removeOnClose` is deleted (recursively) when the app is closed.
@@ -98,39 +152,17 @@ export async function startApp(
     logged?: TestApp['logged'];
   },
 ): Promise<TestApp> {
-  let app: INestApplication | undefined;
-  try {
-    const moduleRef = await Test.createTestingModule({ imports }).compile();
-    app = moduleRef.createNestApplication({ logger: ['error', 'warn'] });
-    if (shape.globalPrefix) app.setGlobalPrefix(shape.globalPrefix);
-    await app.listen(0, '127.0.0.1');
-  } catch (e) {
-    await app?.close().catch(() => {});
-    if (shape.removeOnClose) await rm(shape.removeOnClose, { recursive: true, force: true });
-    throw e;
-  }
-  const started = app;
-  const server = started.getHttpServer() as Server;
-  const { port } = server.address() as AddressInfo;
-  const baseUrl = `http://127.0.0.1:${port}`;
-  let closed = false;
+  const listening = await listenOnEphemeralPort(imports, {
+    logger: ['error', 'warn'],
+    globalPrefix: shape.globalPrefix,
+    removeOnClose: shape.removeOnClose,
+  });
   return {
-    app: started,
-    server,
-    port,
-    baseUrl,
+    ...listening,
     uploadDir: shape.uploadDir,
     completedDir: shape.completedDir,
     logged: shape.logged ?? { errors: [], warnings: [] },
-    request: (options) => request(baseUrl, options),
-    close: async () => {
-      if (closed) return;
-      closed = true;
-      // Keep-alive sockets (tus-js-client) or a stalled request must not hold the close.
-      server.closeAllConnections();
-      await started.close();
-      if (shape.removeOnClose) await rm(shape.removeOnClose, { recursive: true, force: true });
-    },
+    request: (options) => request(listening.baseUrl, options),
   };
 }
 

@@ -1,11 +1,9 @@
 import type { INestApplication } from '@nestjs/common';
-import { Test } from '@nestjs/testing';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { mkdtemp, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TusModule, type TusModuleOptions } from '../../src/index.js';
+import { listenOnEphemeralPort } from './app.js';
 
 /** A Nest application with `TusModule.forRoot(...)` on 127.0.0.1, in its own temp dirs. */
 export interface ExtApp {
@@ -32,50 +30,30 @@ export async function startExtApp(options: Partial<TusModuleOptions> = {}): Prom
   const uploadDir = join(root, 'uploads');
   const completedDir = join(root, 'completed');
   const errors: string[] = [];
-  let app: INestApplication | undefined;
-  try {
-    const moduleRef = await Test.createTestingModule({
-      imports: [
-        TusModule.forRoot({
-          uploadDir,
-          completedDir,
-          janitor: false,
-          logger: {
-            error: (message, error) =>
-              errors.push(`${message}: ${error instanceof Error ? error.stack : String(error)}`),
-            warn: () => {},
-          },
-          ...options,
-        }),
-      ],
-    }).compile();
-    app = moduleRef.createNestApplication({ logger: ['error'] });
-    await app.listen(0, '127.0.0.1');
-  } catch (e) {
-    await app?.close().catch(() => {});
-    await rm(root, { recursive: true, force: true });
-    throw e;
-  }
-  const started = app;
-  const server = started.getHttpServer() as Server;
-  const { port } = server.address() as AddressInfo;
-  const baseUrl = `http://127.0.0.1:${port}`;
-  let closed = false;
+  const module = TusModule.forRoot({
+    uploadDir,
+    completedDir,
+    janitor: false,
+    logger: {
+      error: (message, error) =>
+        errors.push(`${message}: ${error instanceof Error ? error.stack : String(error)}`),
+      warn: () => {},
+    },
+    ...options,
+  });
+  const { app, port, baseUrl, close } = await listenOnEphemeralPort([module], {
+    logger: ['error'],
+    removeOnClose: root,
+  });
   return {
-    app: started,
+    app,
     baseUrl,
     endpoint: `${baseUrl}/files`,
     host: `127.0.0.1:${port}`,
     uploadDir,
     completedDir,
     errors,
-    close: async () => {
-      if (closed) return;
-      closed = true;
-      server.closeAllConnections();
-      await started.close();
-      await rm(root, { recursive: true, force: true });
-    },
+    close,
   };
 }
 

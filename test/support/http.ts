@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import http, { type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
 import net from 'node:net';
+import { types } from 'node:util';
 
 /** What came back; `status` 0 means the connection ended without a response. */
 export interface RawResponse {
@@ -20,10 +21,13 @@ export interface RawRequestOptions {
   path: string;
   headers?: OutgoingHttpHeaders;
   /**
-   * A Buffer (sent with `Content-Length` unless a length or `Transfer-Encoding` is given) or an
-   * async iterable of chunks (sent chunked unless `Content-Length` is given), with backpressure.
+   * A Buffer (sent with `Content-Length` unless a length, `Transfer-Encoding` or `trailers` is
+   * given) or an async iterable of chunks (sent chunked unless `Content-Length` is given), with
+   * backpressure; iteration stops once the server has answered.
    */
   body?: Buffer | AsyncIterable<Buffer>;
+  /** Trailers sent after the body, which is then sent chunked (`Trailer:` announces them). */
+  trailers?: Record<string, string>;
   /** Send this many body bytes, wait until they are flushed, then destroy the socket. */
   abortAfterBytes?: number;
   /** Send this many body bytes, then send nothing more and wait for the server to act. */
@@ -43,7 +47,10 @@ export function request(baseUrl: string, options: RawRequestOptions): Promise<Ra
   const target = absolute ? url.pathname + url.search : options.path;
   const headers: OutgoingHttpHeaders = { ...options.headers };
   const names = Object.keys(headers).map((n) => n.toLowerCase());
-  if (
+  if (options.trailers) {
+    headers['Transfer-Encoding'] = 'chunked';
+    headers.Trailer = Object.keys(options.trailers).join(', ');
+  } else if (
     Buffer.isBuffer(options.body) &&
     !names.includes('content-length') &&
     !names.includes('transfer-encoding')
@@ -60,7 +67,8 @@ export function request(baseUrl: string, options: RawRequestOptions): Promise<Ra
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      if (result instanceof Error) reject(result);
+      // Not `instanceof Error`: node:http's errors come from another realm than Jest's VM context.
+      if (types.isNativeError(result)) reject(result);
       else resolve({ ...result, bytesSent });
     };
     const noResponse = () =>
@@ -154,11 +162,13 @@ export function request(baseUrl: string, options: RawRequestOptions): Promise<Ra
         return;
       }
       if (options.stallAfterBytes !== undefined) return; // wait for the server to cut us
-      if (!req.destroyed) req.end();
+      if (req.destroyed) return;
+      if (options.trailers) req.addTrailers(options.trailers);
+      req.end();
     };
     send().catch((e: unknown) => {
       req.destroy();
-      finish(e instanceof Error ? e : new Error(String(e)));
+      finish(types.isNativeError(e) ? e : new Error(String(e)));
     });
   });
 }
