@@ -36,6 +36,10 @@ export interface BootstrapResult {
 export async function bootstrap(options: BootstrapOptions = {}): Promise<BootstrapResult> {
   const host = options.host ?? '127.0.0.1';
   const app = await NestFactory.create(AppModule, {
+    // No global JSON/urlencoded parsers: they would read an upload route's body before TUS
+    // does and answer a mislabelled PATCH with their own 400 instead of the protocol's 415.
+    // An app with JSON routes of its own re-enables them per route or with a path filter.
+    bodyParser: false,
     logger: options.logLevels ?? logLevelsFromEnv(),
     abortOnError: options.abortOnError,
   });

@@ -109,6 +109,8 @@ describe('applyCors', () => {
     for (const name of [
       'Authorization',
       'Content-Type',
+      // tus-js-client's `addRequestId: true`.
+      'X-Request-ID',
       'Tus-Resumable',
       'Upload-Length',
       'Upload-Offset',

@@ -25,6 +25,8 @@ const ALLOWED_HEADERS = [
   'Upload-Metadata',
   'Upload-Offset',
   'X-HTTP-Method-Override',
+  // tus-js-client sends it with `addRequestId: true` (tusd allows it too).
+  'X-Request-ID',
   'X-Requested-With',
 ];
 

@@ -73,6 +73,17 @@ export class TusController {
     await this.serve(req, res, id);
   }
 
+  /**
+   * Deeper paths (`/files/a/b`, `/files//`) name no upload: a TUS 404 (with `Tus-Resumable`),
+   * not the router's bare one.
+   */
+  @All('*rest')
+  async beyond(@Req() req: TusExpressRequest, @Res() res: Response): Promise<void> {
+    // The path as the id: it starts with '/', so it is no upload's id and the handler answers
+    // 404 (after checking Tus-Resumable, like for any request).
+    await this.serve(req, res, req.path);
+  }
+
   protected async serve(
     req: TusExpressRequest,
     res: Response,

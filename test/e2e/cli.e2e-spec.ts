@@ -25,6 +25,7 @@ import {
   type ServerProcess,
 } from '../support/cli-process.js';
 import { hasScript, spawnOnPty, type PtyProcess } from '../support/cli-pty.js';
+import { request as tusRequest } from '../support/http.js';
 
 const MiB = 1024 * 1024;
 
@@ -336,6 +337,28 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       15_000,
       'delivery to ./data/dest',
     );
+
+    // Bodies on the upload routes are TUS's alone: a PATCH labelled JSON (malformed, too) is
+    // the protocol's 415 with Tus-Resumable, never a JSON parser's 400.
+    const created = await tusRequest(srv.url, {
+      method: 'POST',
+      path: srv.url,
+      headers: { 'Tus-Resumable': '1.0.0', 'Upload-Length': '5' },
+    });
+    expect(created.status).toBe(201);
+    for (const type of ['application/json', 'application/x-www-form-urlencoded']) {
+      const refused = await tusRequest(srv.url, {
+        method: 'PATCH',
+        path: String(created.headers.location),
+        headers: { 'Tus-Resumable': '1.0.0', 'Upload-Offset': '0', 'Content-Type': type },
+        body: Buffer.from('{"x'),
+      });
+      expect([type, refused.status, refused.headers['tus-resumable']]).toEqual([
+        type,
+        415,
+        '1.0.0',
+      ]);
+    }
 
     const end = await srv.stop(15_000);
     expect(end).toEqual({ code: 0, signal: null, timedOut: false });

@@ -594,13 +594,22 @@ describe('TUS core + creation over real HTTP', () => {
       expect((await headUpload(app, real)).offset).toBe(0);
     });
 
-    it('paths below an upload URL are not routed', async () => {
+    it.each([
+      ['HEAD', `/x`],
+      ['PATCH', `/x`],
+      ['HEAD', '/a/b'],
+      ['PATCH', '//'],
+      ['DELETE', '/../files/a/b'],
+    ])('paths below the creation URL name no upload: %s %s is a TUS 404', async (method, rest) => {
       const res = await app.request({
-        method: 'HEAD',
-        path: `/files/${real}/x`,
-        headers: { ...TUS },
+        method,
+        path: `/files/${rest === '/x' ? real + rest : rest.slice(1)}`,
+        headers: { ...TUS, 'Content-Type': OCTETS, 'Upload-Offset': '0' },
+        body: method === 'PATCH' ? Buffer.from('abc') : undefined,
       });
       expect(res.status).toBe(404);
+      expect(res.headers['tus-resumable']).toBe('1.0.0');
+      if (method === 'PATCH') expect(res.body.toString()).toMatch(/^ERR_/);
     });
   });
 
