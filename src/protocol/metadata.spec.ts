@@ -45,28 +45,37 @@ describe('parseMetadata', () => {
   });
 });
 
-describe('metadata values that are not UTF-8', () => {
+describe('metadata values that decoding would alter', () => {
   // A value of arbitrary bytes (a key, a hash): decoding it as UTF-8 cannot be undone.
   const raw = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x41, 0xc3]);
   const header = `name ${b64('a.bin')},key ${raw.toString('base64')},empty`;
 
   it('are kept as sent, and only those', () => {
-    const { metadata, binary } = parseMetadataHeader(header, limits);
+    const { metadata, encoded } = parseMetadataHeader(header, limits);
     expect(metadata).toEqual({ name: 'a.bin', key: raw.toString('utf8'), empty: '' });
-    expect(binary).toEqual({ key: raw.toString('base64') });
-    expect(parseMetadataHeader(`title ${b64('Grüße')}`, limits).binary).toEqual({});
+    expect(encoded).toEqual({ key: raw.toString('base64') });
+    expect(parseMetadataHeader(`title ${b64('Grüße')}`, limits).encoded).toEqual({});
   });
 
   it('serialize back to the bytes the client sent', () => {
-    const { metadata, binary } = parseMetadataHeader(header, limits);
-    expect(serializeMetadata(metadata, binary)).toBe(header);
+    const { metadata, encoded } = parseMetadataHeader(header, limits);
+    expect(serializeMetadata(metadata, encoded)).toBe(header);
     // Without them the bytes are lost: what the kept values are for.
     expect(serializeMetadata(metadata)).not.toBe(header);
   });
 
   it('a binary `__proto__` value is data, not a prototype', () => {
-    const { binary } = parseMetadataHeader(`__proto__ ${raw.toString('base64')}`, limits);
-    expect(Object.getPrototypeOf(binary)).toBe(Object.prototype);
-    expect(Object.keys(binary)).toEqual(['__proto__']);
+    const { encoded } = parseMetadataHeader(`__proto__ ${raw.toString('base64')}`, limits);
+    expect(Object.getPrototypeOf(encoded)).toBe(Object.prototype);
+    expect(Object.keys(encoded)).toEqual(['__proto__']);
+  });
+
+  it.each([
+    ['Base64 without its padding', 'a YQ'],
+    ['Base64 with stray bits in its last character', 'a YR=='],
+  ])('%s is given back as sent too', (_name, header) => {
+    const { metadata, encoded } = parseMetadataHeader(header, limits);
+    expect(metadata).toEqual({ a: 'a' });
+    expect(serializeMetadata(metadata, encoded)).toBe(header);
   });
 });

@@ -21,42 +21,41 @@ export function parseMetadata(header: string | undefined, limits: MetadataLimits
   return parseMetadataHeader(header, limits).metadata;
 }
 
-/** `Upload-Metadata` decoded, plus the values whose bytes are not UTF-8, kept as sent. */
+/** `Upload-Metadata` decoded, plus the values whose decoding cannot give back what was sent. */
 export interface ParsedMetadata {
   /** Key → UTF-8 value (bytes that are not UTF-8 read as U+FFFD). */
   metadata: UploadMetadata;
   /**
-   * Key → Base64 of the value, only for values whose bytes are not valid UTF-8: HEAD returns
-   * them byte for byte ("its value as specified by the Client"), which the decoded string
-   * cannot.
+   * Key → the Base64 exactly as the client sent it, only for values that re-encoding the decoded
+   * string would change (bytes that are not UTF-8, Base64 without its padding or with stray
+   * bits): HEAD returns every value "as specified by the Client".
    */
-  binary: Record<string, string>;
+  encoded: Record<string, string>;
 }
 
-/** {@link parseMetadata}, also keeping the values that are not UTF-8 as the client sent them. */
+/** {@link parseMetadata}, also keeping, as sent, the values that decoding would alter. */
 export function parseMetadataHeader(
   header: string | undefined,
   limits: MetadataLimits,
 ): ParsedMetadata {
   const metadata: UploadMetadata = {};
-  const binary: Record<string, string> = {};
-  if (header === undefined || header.trim() === '') return { metadata, binary };
+  const encoded: Record<string, string> = {};
+  if (header === undefined || header.trim() === '') return { metadata, encoded };
   if (Buffer.byteLength(header, 'latin1') > limits.maxSize) throw TusErrors.metadataTooLarge();
   for (const pair of header.split(',')) {
     const parts = pair.trim().split(' ');
     if (parts.length > 2) continue;
-    const [key, encoded = ''] = parts as [string, string?];
-    if (!KEY.test(key) || !BASE64.test(encoded)) continue;
+    const [key, sent = ''] = parts as [string, string?];
+    if (!KEY.test(key) || !BASE64.test(sent)) continue;
     if (Object.hasOwn(metadata, key)) throw TusErrors.invalidMetadata();
-    const bytes = Buffer.from(encoded, 'base64');
-    const value = bytes.toString('utf8');
+    const value = Buffer.from(sent, 'base64').toString('utf8');
     define(metadata, key, value);
-    if (!Buffer.from(value, 'utf8').equals(bytes)) define(binary, key, bytes.toString('base64'));
+    if (Buffer.from(value, 'utf8').toString('base64') !== sent) define(encoded, key, sent);
   }
   if (metadata.filename !== undefined && !PRINTABLE_ASCII.test(metadata.filename)) {
     throw TusErrors.invalidFilename();
   }
-  return { metadata, binary };
+  return { metadata, encoded };
 }
 
 // defineProperty: a key such as `__proto__` is data like any other, never the prototype.
@@ -71,15 +70,15 @@ function define(target: Record<string, string>, key: string, value: string): voi
 
 /**
  * The `Upload-Metadata` header value for decoded metadata, as HEAD returns it; values listed in
- * `binary` (see {@link ParsedMetadata}) are given as they were sent.
+ * `encoded` (see {@link ParsedMetadata}) are given as they were sent.
  */
 export function serializeMetadata(
   metadata: UploadMetadata,
-  binary: Record<string, string> = {},
+  encoded: Record<string, string> = {},
 ): string | undefined {
   const pairs = Object.entries(metadata).map(([key, value]) => {
     if (value === '') return key;
-    const sent = Object.hasOwn(binary, key) ? binary[key] : undefined;
+    const sent = Object.hasOwn(encoded, key) ? encoded[key] : undefined;
     return `${key} ${sent ?? Buffer.from(value, 'utf8').toString('base64')}`;
   });
   return pairs.length > 0 ? pairs.join(',') : undefined;

@@ -7,8 +7,8 @@ export interface UploadRecordJson {
   offset: number;
   metadata: UploadMetadata;
   server_metadata: Record<string, string>;
-  /** Base64 of the metadata values that are not UTF-8, as sent (only when there are such). */
-  metadata_binary?: Record<string, string>;
+  /** The client's Base64 of the metadata values decoding would alter (only when there are such). */
+  metadata_encoded?: Record<string, string>;
   /** Unix time, seconds. */
   created_at: number;
   /** Unix time, seconds. */
@@ -52,8 +52,8 @@ export class UploadRecord {
   parts: string[] = [];
   /** Of a partial upload: final uploads waiting for it to complete. */
   waitingFinals: string[] = [];
-  /** Base64 of the client metadata values whose bytes are not UTF-8, as the client sent them. */
-  binaryMetadata: Record<string, string> = {};
+  /** The client's Base64 of the metadata values that decoding would alter (bytes that are not UTF-8, unpadded Base64), for HEAD. */
+  encodedMetadata: Record<string, string> = {};
 
   get isPartial(): boolean {
     return this.concat === 'partial';
@@ -78,7 +78,7 @@ export class UploadRecord {
     receipt.finishedAt = this.finishedAt;
     receipt.duration = this.duration;
     receipt.concat = this.concat;
-    receipt.binaryMetadata = this.binaryMetadata;
+    receipt.encodedMetadata = this.encodedMetadata;
     return receipt;
   }
 
@@ -88,7 +88,9 @@ export class UploadRecord {
       offset: this.offset,
       metadata: this.metadata,
       server_metadata: this.serverMetadata,
-      ...(Object.keys(this.binaryMetadata).length > 0 && { metadata_binary: this.binaryMetadata }),
+      ...(Object.keys(this.encodedMetadata).length > 0 && {
+        metadata_encoded: this.encodedMetadata,
+      }),
       created_at: this.createdAt,
       last_write: this.lastWrite,
       finished_at: this.finishedAt?.toISOString() ?? null,
@@ -125,7 +127,7 @@ export class UploadRecord {
     if (typeof json.concat === 'string') record.concat = json.concat;
     record.parts = stringList(json.parts);
     record.waitingFinals = stringList(json.waiting_finals);
-    record.binaryMetadata = stringMap(json.metadata_binary);
+    record.encodedMetadata = stringMap(json.metadata_encoded);
     return record;
   }
 

@@ -152,20 +152,20 @@ describe('FilesystemCompletedQueue', () => {
     expect(left).not.toContain(`${id}.meta`);
   });
 
-  it('the receipt keeps client metadata (binary values too) and drops server metadata', async () => {
+  it('the receipt keeps client metadata (values kept as sent too) and drops server metadata', async () => {
     const id = randomUUID();
     await writeFile(join(staging, id), 'abc');
     const record = new UploadRecord(3, 3, { filename: 'k.bin', key: '\ufffd' }, { user: 'u1' });
-    record.binaryMetadata = { key: '/w==' };
+    record.encodedMetadata = { key: '/w==' };
     record.finishedAt = new Date();
     await queue.enqueue(id, record);
     {
       await using upload = await queue.waitForFile({ timeout: 1000 });
-      expect(upload.record.binaryMetadata).toEqual({ key: '/w==' });
+      expect(upload.record.encodedMetadata).toEqual({ key: '/w==' });
     }
     const receipt = await queue.lookup(id);
     expect(receipt?.metadata).toEqual({ filename: 'k.bin', key: '\ufffd' });
-    expect(receipt?.binaryMetadata).toEqual({ key: '/w==' });
+    expect(receipt?.encodedMetadata).toEqual({ key: '/w==' });
     expect(receipt?.serverMetadata).toEqual({});
     expect(receipt?.finishedAt?.getTime()).toBe(record.finishedAt.getTime());
   });

@@ -23,7 +23,7 @@ export const handleHead: MethodHandler = async (request, context) => {
   if (record.length !== null) headers['Upload-Length'] = String(record.length);
   // "As long as the length of the upload is not known, the Server MUST set Upload-Defer-Length: 1".
   else headers['Upload-Defer-Length'] = '1';
-  const metadata = serializeMetadata(record.metadata, record.binaryMetadata);
+  const metadata = serializeMetadata(record.metadata, record.encodedMetadata);
   if (metadata !== undefined) headers['Upload-Metadata'] = metadata;
   if (record.concat !== null) headers['Upload-Concat'] = record.concat;
   if (staged) Object.assign(headers, expiresHeader(staged, context));

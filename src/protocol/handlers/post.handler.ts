@@ -32,7 +32,7 @@ export const handlePost: MethodHandler = async (request, context) => {
   if (length !== null && options.maxSize !== undefined && length > options.maxSize) {
     throw TusErrors.maxSizeExceeded();
   }
-  const { metadata, binary } = parseMetadataHeader(
+  const { metadata, encoded } = parseMetadataHeader(
     headerValue(headers, 'upload-metadata', TusErrors.invalidMetadata),
     { maxSize: options.maxMetadataSize },
   );
@@ -53,7 +53,7 @@ export const handlePost: MethodHandler = async (request, context) => {
 
   const id = randomUUID();
   const record = new UploadRecord(length, 0, metadata, serverMetadata);
-  record.binaryMetadata = binary;
+  record.encodedMetadata = encoded;
   record.concat = concat ?? null;
   record.parts = finalParts;
   const response: Record<string, string> = {
