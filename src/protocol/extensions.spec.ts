@@ -921,6 +921,20 @@ describe('checksum-trailer', () => {
       ],
     },
     {
+      name: 'a trailer nobody announced cannot be verified: 400, the offset unchanged',
+      steps: [
+        create('u', 11),
+        patch('u', 0, [b('hello'), b(' world')], {
+          chunked: true,
+          trailers: { 'upload-checksum': sum('sha256', HELLO) },
+          status: 400,
+          res: { 'Tus-Resumable': '1.0.0' },
+        }),
+        head('u', { 'Upload-Offset': '0' }),
+        patch('u', 0, [b(HELLO)], { chunked: true, res: { 'Upload-Offset': '11' } }),
+      ],
+    },
+    {
       name: 'switched off: not advertised (checksum still is); the trailer is not used',
       options: { extensions: { 'checksum-trailer': false } },
       steps: [

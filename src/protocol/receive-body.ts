@@ -95,6 +95,16 @@ export async function receiveBody(
       if (!hasher.matches(expected)) throw TusErrors.checksumMismatch();
     }
   }
+  // A checksum trailer that was not announced (no `Trailer: Upload-Checksum`) shows up only
+  // after the bytes went by unhashed: they cannot be verified, so none of them count.
+  if (
+    !hasher &&
+    result.ended &&
+    context.extensions.has('checksum-trailer') &&
+    request.trailers?.()['upload-checksum'] !== undefined
+  ) {
+    throw TusErrors.unannouncedChecksumTrailer();
+  }
   // Another holder may own the upload now: nothing of this request may be claimed.
   if (lock?.signal?.aborted) throw TusErrors.lockLost();
   // A length declared on this request is stored with its bytes, never by a refused request.

@@ -77,6 +77,11 @@ export const TusErrors = {
     'unsupported checksum algorithm',
   ),
   checksumMismatch: define('ERR_CHECKSUM_MISMATCH', 460, 'checksum mismatch'),
+  unannouncedChecksumTrailer: define(
+    'ERR_UNANNOUNCED_CHECKSUM_TRAILER',
+    400,
+    'an Upload-Checksum trailer must be announced with Trailer: Upload-Checksum',
+  ),
   invalidConcat: define('ERR_INVALID_CONCAT', 400, 'invalid Upload-Concat header'),
   modifyFinal: define('ERR_MODIFY_FINAL', 403, 'a final upload cannot be modified'),
   unfinishedPartials: define(
