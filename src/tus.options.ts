@@ -44,7 +44,9 @@ export interface TusModuleOptions {
   /**
    * Set the HTTP server's timeouts for long uploads when the application starts: `requestTimeout`
    * 0 (Node's 300 s total-request limit would cut a multi-gigabyte PATCH) and `headersTimeout`
-   * above. Turn off to manage the server's timeouts yourself. @default true
+   * above, and answer `Expect: 100-continue` when a body is first read rather than at once (a
+   * PATCH refused before its body is answered before the client sends it). Turn off to manage
+   * the server yourself. @default true
    */
   configureHttpServer?: boolean;
   /** Where upload bytes live. @default FilesystemStorage in `uploadDir` */

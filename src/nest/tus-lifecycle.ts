@@ -8,7 +8,7 @@ import {
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { SchedulerRegistry } from '@nestjs/schedule';
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { Janitor } from '../janitor/janitor.js';
 import { recoverFinalizes } from '../protocol/recovery.js';
 import { TusHandler } from '../protocol/tus-handler.js';
@@ -68,6 +68,11 @@ export class TusLifecycle implements OnApplicationBootstrap, OnApplicationShutdo
     // otherwise be enforced late. Read when the server starts listening, which comes after this.
     (server as Server & { connectionsCheckingInterval: number }).connectionsCheckingInterval =
       Math.min(30_000, Math.max(100, Math.floor(this.options.headersTimeoutMs / 4)));
+    if (server.listenerCount('checkContinue') === 0) {
+      server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) =>
+        continueOnRead(server, req, res),
+      );
+    }
   }
 
   private scheduleJanitor(): void {
@@ -89,4 +94,25 @@ export class TusLifecycle implements OnApplicationBootstrap, OnApplicationShutdo
       this.logger.error('janitor run failed', e instanceof Error ? e.stack : e);
     }
   }
+}
+
+/**
+ * `Expect: 100-continue` answered when something starts reading the body, as Go's servers do,
+ * rather than at once as Node does: a PATCH refused before its body (409 offset mismatch, 412,
+ * 404, 415, a guard's 401) is answered before the client sends a byte of it, which matters for
+ * a phone about to send a large chunk over a slow link. Any reader counts (a `data` or
+ * `readable` listener, `pipe`, `resume`), so the application's other routes keep working.
+ */
+function continueOnRead(server: Server, req: IncomingMessage, res: ServerResponse): void {
+  let sent = false;
+  const proceed = () => {
+    if (sent || res.headersSent || res.writableEnded) return;
+    sent = true;
+    res.writeContinue();
+  };
+  req.on('newListener', (event: string) => {
+    if (event === 'data' || event === 'readable') proceed();
+  });
+  req.once('resume', proceed);
+  server.emit('request', req, res);
 }

@@ -15,7 +15,14 @@ import {
   patchUpload,
   type TestApp,
 } from '../support/app.js';
-import { chunksOf, pollUntil, rawSocketRequest, sha256, sha256File } from '../support/http.js';
+import {
+  chunksOf,
+  expectContinueRequest,
+  pollUntil,
+  rawSocketRequest,
+  sha256,
+  sha256File,
+} from '../support/http.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -405,6 +412,42 @@ describe('TUS core + creation over real HTTP', () => {
       expect(res.headers['tus-resumable']).toBe('1.0.0');
     }
     expect((await headUpload(app, id)).res.status).toBe(200);
+  });
+
+  describe('Expect: 100-continue', () => {
+    const patchHead = (id: string, offset: number, extra = '') =>
+      `PATCH /files/${id} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n` +
+      `Content-Type: ${OCTETS}\r\nUpload-Offset: ${offset}${extra}`;
+
+    it('a PATCH the server refuses is answered before the client sends its body', async () => {
+      const { id } = await createUpload(app, 10);
+      const body = Buffer.from('0123456789');
+      // Wrong offset (409), unknown upload (404), wrong Tus-Resumable (412): no 100 first.
+      for (const [head, status] of [
+        [patchHead(id, 5), 409],
+        [patchHead('00000000-0000-4000-8000-000000000000', 0), 404],
+        [patchHead(id, 0).replace('Tus-Resumable: 1.0.0', 'Tus-Resumable: 0.9'), 412],
+      ] as const) {
+        const res = await expectContinueRequest(app.port, head, body);
+        expect({ status: res.status, continued: res.continued, bodySent: res.bodySent }).toEqual({
+          status,
+          continued: false,
+          bodySent: false,
+        });
+      }
+      expect((await headUpload(app, id)).offset).toBe(0);
+    });
+
+    it('an accepted PATCH gets 100 Continue, then its body is written', async () => {
+      const { id } = await createUpload(app, 10);
+      const res = await expectContinueRequest(
+        app.port,
+        patchHead(id, 0),
+        Buffer.from('0123456789'),
+      );
+      expect(res).toEqual({ continued: true, status: 204, bodySent: true });
+      expect((await headUpload(app, id)).offset).toBe(10);
+    });
   });
 
   describe('X-HTTP-Method-Override', () => {

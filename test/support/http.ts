@@ -221,6 +221,49 @@ export function rawSocketRequest(
   });
 }
 
+/**
+ * A request with `Expect: 100-continue` over a raw socket, sending `body` only once the server
+ * says `100 Continue`. Gives what came back before the body was sent (`interim`: the 100, or
+ * the final response if the server answered first) and the status of the final response.
+ */
+export function expectContinueRequest(
+  port: number,
+  head: string,
+  body: Buffer,
+  timeoutMs = 10_000,
+): Promise<{ continued: boolean; status: number; bodySent: boolean }> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let text = '';
+    let bodySent = false;
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`expect-continue request: no final response within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.on('connect', () =>
+      socket.write(
+        `${head}\r\nExpect: 100-continue\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`,
+      ),
+    );
+    socket.on('data', (c: Buffer) => {
+      text += c.toString('latin1');
+      if (!bodySent && /^HTTP\/1\.1 100 [^\r]*\r\n\r\n/.test(text)) {
+        bodySent = true;
+        socket.write(body);
+      }
+      const final = /HTTP\/1\.1 ([2-5]\d\d)/.exec(
+        text.replace(/^HTTP\/1\.1 100 [^\r]*\r\n\r\n/, ''),
+      );
+      if (final) {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve({ continued: text.startsWith('HTTP/1.1 100'), status: Number(final[1]), bodySent });
+      }
+    });
+    socket.on('error', () => {});
+  });
+}
+
 export function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
 }
