@@ -73,6 +73,7 @@ export async function receiveBody(
       idleTimeoutMs: options.bodyIdleTimeoutMs,
       // A lock with a lease (Redis) that is lost mid-body stops the write as DELETE does.
       signal: lock?.signal ? AbortSignal.any([stop.signal, lock.signal]) : stop.signal,
+      lockedFile: lock?.file,
       onChunk: (chunk) => {
         hasher?.update(chunk);
         received += chunk.length;

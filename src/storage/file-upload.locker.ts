@@ -15,8 +15,10 @@ export class FileUploadLocker implements UploadLocker {
     const started = Date.now();
     const releaseLocal = await this.local.acquire(id, waitMs);
     try {
-      const file = await lockFile(this.pathOf(id), Math.max(0, waitMs - (Date.now() - started)));
+      const path = this.pathOf(id);
+      const file = await lockFile(path, Math.max(0, waitMs - (Date.now() - started)));
       return {
+        file: { path, handle: file.handle },
         release: async () => {
           try {
             await file.release();

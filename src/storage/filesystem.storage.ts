@@ -62,7 +62,11 @@ export class FilesystemStorage implements UploadStorage {
     body: Readable,
     options: BodyWriteOptions,
   ): Promise<BodyWriteResult> {
-    const handle = await open(this.pathOf(id), 'r+');
+    const path = this.pathOf(id);
+    // Under a file lock on this very file, its descriptor is ours to write through (one open
+    // and close less per PATCH); it stays open for the lock.
+    const locked = options.lockedFile?.path === path ? options.lockedFile.handle : undefined;
+    const handle = locked ?? (await open(path, 'r+'));
     let position = offset;
     try {
       const result = await pumpBody(
@@ -95,7 +99,7 @@ export class FilesystemStorage implements UploadStorage {
       }
       return result;
     } finally {
-      await handle.close();
+      if (!locked) await handle.close();
     }
   }
 

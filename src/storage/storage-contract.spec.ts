@@ -422,6 +422,32 @@ describe('FilesystemStorage specifics', () => {
     expect(await records.list()).toEqual([id]);
   });
 
+  it('writes through the descriptor of a file lock on the same file, and leaves it open', async () => {
+    const storage = new FilesystemStorage({ directory, log: () => {} });
+    const locker = new FileUploadLocker((id) => storage.pathOf(id));
+    const id = randomUUID();
+    const other = randomUUID();
+    await storage.create(id, 6);
+    await storage.create(other, 6);
+    const lock = await locker.acquire(id, 1000);
+    try {
+      expect(lock.file?.path).toBe(storage.pathOf(id));
+      const written = await storage.write(id, 0, body('abc'), {
+        ...options(6),
+        lockedFile: lock.file,
+      });
+      expect(written.bytes).toBe(3);
+      // Still the lock's: a write through it works after the storage is done.
+      await lock.file!.handle.write(Buffer.from('def'), 0, 3, 3);
+      // A locked file that is not this upload's is not used.
+      await storage.write(other, 0, body('xyz'), { ...options(6), lockedFile: lock.file });
+    } finally {
+      await lock.release();
+    }
+    expect((await readFile(storage.pathOf(id))).toString()).toBe('abcdef');
+    expect((await readFile(storage.pathOf(other))).subarray(0, 3).toString()).toBe('xyz');
+  });
+
   it('creates its directory', async () => {
     const nested = join(directory, 'a', 'b');
     const storage = new FilesystemStorage({ directory: nested, log: () => {} });

@@ -1,3 +1,4 @@
+import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { UploadRecord } from '../protocol/upload-record.js';
 
@@ -11,6 +12,14 @@ export interface BodyWriteOptions {
   onChunk?: (chunk: Buffer) => void;
   /** Stops reading when it fires (the bytes received before are still written). */
   signal?: AbortSignal;
+  /** The file the upload's lock holds open (see `UploadLock.file`); storage may write through it. */
+  lockedFile?: LockedFile;
+}
+
+/** A file held open read-write by a lock on it (the filesystem locker locks the data file). */
+export interface LockedFile {
+  readonly path: string;
+  readonly handle: FileHandle;
 }
 
 /** What became of a request body. */
@@ -72,6 +81,8 @@ export interface UploadLock {
    * could not be renewed, or another holder has it). Whoever writes under the lock must stop.
    */
   readonly signal?: AbortSignal;
+  /** File locks only: the locked file, open read-write until `release()`. */
+  readonly file?: LockedFile;
 }
 
 /** Thrown by `UploadLocker.acquire` when the lock was not free within the wait. */
