@@ -5,7 +5,11 @@ import { join } from 'node:path';
 import { tempDirs } from '../support/app.js';
 import { ensureBuilt } from '../support/child-server.js';
 import { sha256File } from '../support/http.js';
-import { startRobustServer, type RobustChild } from '../support/robust-child.js';
+import {
+  startRobustServer,
+  type RobustChild,
+  type RobustServerOptions,
+} from '../support/robust-child.js';
 import {
   KiB,
   MiB,
@@ -58,36 +62,40 @@ afterAll(() => {
   console.log(`faults suite: ${faultsInjected} faults injected`);
 });
 
-describe('clients that disconnect at every stage', () => {
-  let dirs: Awaited<ReturnType<typeof tempDirs>>;
-  let server: RobustChild;
-
+/** A server child over fresh temp dirs for the enclosing describe: up before its tests, gone after. */
+function serverOverTempDirs(prefix: string, options: RobustServerOptions) {
+  const fx = {} as { dirs: Awaited<ReturnType<typeof tempDirs>>; server: RobustChild };
   beforeAll(async () => {
     await ensureBuilt();
-    dirs = await tempDirs('tussi-faults-');
-    server = await startRobustServer(dirs.uploadDir, dirs.completedDir, { fsync: true });
+    fx.dirs = await tempDirs(prefix);
+    fx.server = await startRobustServer(fx.dirs.uploadDir, fx.dirs.completedDir, options);
   });
   afterAll(async () => {
-    await server?.stop();
-    if (dirs) await rm(dirs.root, { recursive: true, force: true });
+    await fx.server?.stop();
+    if (fx.dirs) await rm(fx.dirs.root, { recursive: true, force: true });
   });
+  return fx;
+}
+
+describe('clients that disconnect at every stage', () => {
+  const fx = serverOverTempDirs('tussi-faults-', { fsync: true });
 
   /** The upload holds exactly `data`'s first `offset` bytes; then it completes by resuming. */
   async function expectConsistentThenComplete(id: string, data: Buffer, offset: number) {
-    expect((await headOn(server.baseUrl, id)).offset).toBe(offset);
+    expect((await headOn(fx.server.baseUrl, id)).offset).toBe(offset);
     expect(
-      (await filePrefix(join(dirs.uploadDir, id), offset)).equals(data.subarray(0, offset)),
+      (await filePrefix(join(fx.dirs.uploadDir, id), offset)).equals(data.subarray(0, offset)),
     ).toBe(true);
     // The lock was let go: the next PATCH is served at once, not refused with 423.
-    const resumed = await patchOn(server.baseUrl, id, offset, data.subarray(offset));
+    const resumed = await patchOn(fx.server.baseUrl, id, offset, data.subarray(offset));
     expect(resumed.status).toBe(204);
     expect(resumed.headers['upload-offset']).toBe(String(data.length));
-    expect(await sha256File(join(dirs.completedDir, id))).toBe(sha(data));
+    expect(await sha256File(join(fx.dirs.completedDir, id))).toBe(sha(data));
   }
 
   it('a request line cut in the middle', async () => {
-    const id = await createOn(server.baseUrl, 1000);
-    const c = new RawConnection(server.port);
+    const id = await createOn(fx.server.baseUrl, 1000);
+    const c = new RawConnection(fx.server.port);
     await c.write(`PATCH /files/${id} HT`);
     c.destroy();
     faultsInjected++;
@@ -96,44 +104,44 @@ describe('clients that disconnect at every stage', () => {
 
   it('headers cut in the middle, and headers sent whole with no body', async () => {
     const data = randomBytes(1000);
-    const id = await createOn(server.baseUrl, data.length);
-    const half = new RawConnection(server.port);
+    const id = await createOn(fx.server.baseUrl, data.length);
+    const half = new RawConnection(fx.server.port);
     await half.write(patchHead(id, 0, 1000).slice(0, 60));
     half.destroy();
-    const whole = new RawConnection(server.port);
+    const whole = new RawConnection(fx.server.port);
     await whole.write(patchHead(id, 0, 1000));
     await sleep(100); // the server has begun the PATCH (lock taken, body awaited)
     whole.destroy();
     faultsInjected += 2;
-    expect(await offsetSettles(server.baseUrl, id, 0)).toBe(0);
+    expect(await offsetSettles(fx.server.baseUrl, id, 0)).toBe(0);
     await expectConsistentThenComplete(id, data, 0);
   });
 
   it('a body cut in the middle keeps the bytes received', async () => {
     const data = randomBytes(2 * MiB + 17);
-    const id = await createOn(server.baseUrl, data.length);
-    const cut = await patchOn(server.baseUrl, id, 0, data, { abortAfterBytes: MiB + 5 });
+    const id = await createOn(fx.server.baseUrl, data.length);
+    const cut = await patchOn(fx.server.baseUrl, id, 0, data, { abortAfterBytes: MiB + 5 });
     expect(cut.status).toBe(0);
     faultsInjected++;
-    expect(await offsetSettles(server.baseUrl, id, MiB + 5)).toBe(MiB + 5);
+    expect(await offsetSettles(fx.server.baseUrl, id, MiB + 5)).toBe(MiB + 5);
     await expectConsistentThenComplete(id, data, MiB + 5);
   });
 
   it('a body cut just before its last byte', async () => {
     const data = randomBytes(300 * KiB);
-    const id = await createOn(server.baseUrl, data.length);
-    await patchOn(server.baseUrl, id, 0, data, { abortAfterBytes: data.length - 1 });
+    const id = await createOn(fx.server.baseUrl, data.length);
+    await patchOn(fx.server.baseUrl, id, 0, data, { abortAfterBytes: data.length - 1 });
     faultsInjected++;
-    expect(await offsetSettles(server.baseUrl, id, data.length - 1)).toBe(data.length - 1);
+    expect(await offsetSettles(fx.server.baseUrl, id, data.length - 1)).toBe(data.length - 1);
     // Not finalized: the last byte is missing.
-    expect(await readdir(dirs.completedDir)).not.toContain(id);
+    expect(await readdir(fx.dirs.completedDir)).not.toContain(id);
     await expectConsistentThenComplete(id, data, data.length - 1);
   });
 
   it('a creation-with-upload cut mid-body leaves a consistent upload', async () => {
     const data = randomBytes(256 * KiB);
-    const before = new Set(await readdir(dirs.uploadDir));
-    const c = new RawConnection(server.port);
+    const before = new Set(await readdir(fx.dirs.uploadDir));
+    const c = new RawConnection(fx.server.port);
     await c.write(
       `POST /files HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n` +
         `Upload-Length: ${data.length}\r\nContent-Type: ${OCTET_STREAM}\r\n` +
@@ -144,12 +152,12 @@ describe('clients that disconnect at every stage', () => {
     faultsInjected++;
     let id: string | undefined;
     for (let i = 0; i < 100 && !id; i++) {
-      id = (await readdir(dirs.uploadDir)).find((n) => n.endsWith('.meta') && !before.has(n));
+      id = (await readdir(fx.dirs.uploadDir)).find((n) => n.endsWith('.meta') && !before.has(n));
       if (!id) await sleep(20);
     }
     expect(id).toBeDefined();
     id = id!.slice(0, -'.meta'.length);
-    const offset = await offsetSettles(server.baseUrl, id, 100 * KiB);
+    const offset = await offsetSettles(fx.server.baseUrl, id, 100 * KiB);
     expect(offset).toBe(100 * KiB);
     await expectConsistentThenComplete(id, data, offset);
   });
@@ -158,16 +166,16 @@ describe('clients that disconnect at every stage', () => {
     const uploads = await Promise.all(
       Array.from({ length: 40 }, async () => {
         const data = randomBytes(randomInt(64 * KiB, 1 * MiB));
-        const id = await createOn(server.baseUrl, data.length);
+        const id = await createOn(fx.server.baseUrl, data.length);
         return { id, data, cutAt: randomInt(0, data.length - 1) };
       }),
     );
     await Promise.all(
-      uploads.map((u) => patchOn(server.baseUrl, u.id, 0, u.data, { abortAfterBytes: u.cutAt })),
+      uploads.map((u) => patchOn(fx.server.baseUrl, u.id, 0, u.data, { abortAfterBytes: u.cutAt })),
     );
     faultsInjected += uploads.length;
     for (const u of uploads) {
-      const offset = await offsetSettles(server.baseUrl, u.id, u.cutAt);
+      const offset = await offsetSettles(fx.server.baseUrl, u.id, u.cutAt);
       // The server may have read fewer bytes than we handed to our kernel, never more.
       expect(offset).toBeLessThanOrEqual(u.cutAt);
       await expectConsistentThenComplete(u.id, u.data, offset);
@@ -175,35 +183,24 @@ describe('clients that disconnect at every stage', () => {
   });
 
   it('kept running all along and logged no failure', async () => {
-    expect(await answersOptions(server.baseUrl)).toBe(true);
-    expect(server.alive()).toBe(true);
-    expect(server.errors()).toEqual([]);
+    expect(await answersOptions(fx.server.baseUrl)).toBe(true);
+    expect(fx.server.alive()).toBe(true);
+    expect(fx.server.errors()).toEqual([]);
   });
 });
 
 describe('slowloris', () => {
   const HEADERS_TIMEOUT = 1000;
   const IDLE_TIMEOUT = 1000;
-  let dirs: Awaited<ReturnType<typeof tempDirs>>;
-  let server: RobustChild;
-
-  beforeAll(async () => {
-    await ensureBuilt();
-    dirs = await tempDirs('tussi-slowloris-');
-    server = await startRobustServer(dirs.uploadDir, dirs.completedDir, {
-      headersTimeoutMs: HEADERS_TIMEOUT,
-      bodyIdleTimeoutMs: IDLE_TIMEOUT,
-    });
-  });
-  afterAll(async () => {
-    await server?.stop();
-    if (dirs) await rm(dirs.root, { recursive: true, force: true });
+  const fx = serverOverTempDirs('tussi-slowloris-', {
+    headersTimeoutMs: HEADERS_TIMEOUT,
+    bodyIdleTimeoutMs: IDLE_TIMEOUT,
   });
 
   it(`headers trickled a byte every 100 ms are cut by headersTimeoutMs (${HEADERS_TIMEOUT} ms)`, async () => {
-    const id = await createOn(server.baseUrl, 100);
+    const id = await createOn(fx.server.baseUrl, 100);
     const head = patchHead(id, 0, 10) + 'X-Padding: ' + 'a'.repeat(200);
-    const c = new RawConnection(server.port, { timeoutMs: 8000 });
+    const c = new RawConnection(fx.server.port, { timeoutMs: 8000 });
     faultsInjected++;
     let sent = 0;
     const trickle = (async () => {
@@ -221,13 +218,13 @@ describe('slowloris', () => {
     expect([408, 0]).toContain(result.status);
     expect(result.elapsedMs).toBeLessThan(HEADERS_TIMEOUT + 2500);
     expect(result.elapsedMs).toBeGreaterThanOrEqual(HEADERS_TIMEOUT - 50);
-    expect((await headOn(server.baseUrl, id)).offset).toBe(0);
+    expect((await headOn(fx.server.baseUrl, id)).offset).toBe(0);
   }, 20_000);
 
   it(`a stalled body is cut after bodyIdleTimeoutMs (${IDLE_TIMEOUT} ms) and its bytes are kept`, async () => {
     const data = randomBytes(100);
-    const id = await createOn(server.baseUrl, data.length);
-    const c = new RawConnection(server.port, { timeoutMs: 8000 });
+    const id = await createOn(fx.server.baseUrl, data.length);
+    const c = new RawConnection(fx.server.port, { timeoutMs: 8000 });
     await c.write(patchHead(id, 0, data.length));
     await c.write(data.subarray(0, 10));
     const stalledAt = Date.now();
@@ -238,18 +235,18 @@ describe('slowloris', () => {
     expect(result.timedOut).toBe(false);
     expect(cutAfter).toBeGreaterThanOrEqual(IDLE_TIMEOUT - 50);
     expect(cutAfter).toBeLessThan(IDLE_TIMEOUT + 2500);
-    expect(await offsetSettles(server.baseUrl, id, 10)).toBe(10);
-    expect((await filePrefix(join(dirs.uploadDir, id), 10)).equals(data.subarray(0, 10))).toBe(
+    expect(await offsetSettles(fx.server.baseUrl, id, 10)).toBe(10);
+    expect((await filePrefix(join(fx.dirs.uploadDir, id), 10)).equals(data.subarray(0, 10))).toBe(
       true,
     );
-    const rest = await patchOn(server.baseUrl, id, 10, data.subarray(10));
+    const rest = await patchOn(fx.server.baseUrl, id, 10, data.subarray(10));
     expect(rest.status).toBe(204);
   }, 20_000);
 
   it('a body trickled a byte every 200 ms (slow but moving) is not cut', async () => {
     const data = randomBytes(20);
-    const id = await createOn(server.baseUrl, 1000);
-    const c = new RawConnection(server.port, { timeoutMs: 15_000 });
+    const id = await createOn(fx.server.baseUrl, 1000);
+    const c = new RawConnection(fx.server.port, { timeoutMs: 15_000 });
     await c.write(patchHead(id, 0, data.length));
     for (const byte of data) {
       await sleep(200);
@@ -260,14 +257,16 @@ describe('slowloris', () => {
     // 4 s in all, four times the idle timeout: moving bytes keep it alive.
     expect(result.status).toBe(204);
     expect(result.headers['upload-offset']).toBe('20');
-    expect((await filePrefix(join(dirs.uploadDir, id), 20)).equals(data)).toBe(true);
+    expect((await filePrefix(join(fx.dirs.uploadDir, id), 20)).equals(data)).toBe(true);
   }, 20_000);
 
   it('50 stalled bodies at once do not keep the server from answering others', async () => {
-    const ids = await Promise.all(Array.from({ length: 50 }, () => createOn(server.baseUrl, 100)));
+    const ids = await Promise.all(
+      Array.from({ length: 50 }, () => createOn(fx.server.baseUrl, 100)),
+    );
     const stalled = await Promise.all(
       ids.map(async (id) => {
-        const c = new RawConnection(server.port, { timeoutMs: 8000 });
+        const c = new RawConnection(fx.server.port, { timeoutMs: 8000 });
         await c.write(patchHead(id, 0, 100));
         await c.write(Buffer.alloc(5, 1));
         return c;
@@ -275,19 +274,19 @@ describe('slowloris', () => {
     );
     faultsInjected += stalled.length;
     const t = Date.now();
-    expect(await answersOptions(server.baseUrl)).toBe(true);
-    const fresh = await createOn(server.baseUrl, 3);
-    expect((await patchOn(server.baseUrl, fresh, 0, Buffer.from('abc'))).status).toBe(204);
+    expect(await answersOptions(fx.server.baseUrl)).toBe(true);
+    const fresh = await createOn(fx.server.baseUrl, 3);
+    expect((await patchOn(fx.server.baseUrl, fresh, 0, Buffer.from('abc'))).status).toBe(204);
     expect(Date.now() - t).toBeLessThan(IDLE_TIMEOUT);
     const results = await Promise.all(stalled.map((c) => c.result));
     for (const c of stalled) c.destroy();
     expect(results.every((r) => !r.timedOut)).toBe(true);
-    for (const id of ids) expect(await offsetSettles(server.baseUrl, id, 5)).toBe(5);
+    for (const id of ids) expect(await offsetSettles(fx.server.baseUrl, id, 5)).toBe(5);
   }, 30_000);
 
   it('kept running and logged no failure', async () => {
-    expect(await answersOptions(server.baseUrl)).toBe(true);
-    expect(server.errors()).toEqual([]);
+    expect(await answersOptions(fx.server.baseUrl)).toBe(true);
+    expect(fx.server.errors()).toEqual([]);
   });
 });
 
@@ -463,27 +462,16 @@ describeRoot('a read-only upload directory (tmpfs remounted ro)', () => {
 });
 
 describe('an upload directory that vanishes while the server runs', () => {
-  let dirs: Awaited<ReturnType<typeof tempDirs>>;
-  let server: RobustChild;
-
-  beforeAll(async () => {
-    await ensureBuilt();
-    dirs = await tempDirs('tussi-vanish-');
-    server = await startRobustServer(dirs.uploadDir, dirs.completedDir, { fsync: true });
-  });
-  afterAll(async () => {
-    await server?.stop();
-    if (dirs) await rm(dirs.root, { recursive: true, force: true });
-  });
+  const fx = serverOverTempDirs('tussi-vanish-', { fsync: true });
 
   it('rm -rf uploadDir: a clear 5xx and a log line for a creation, never a crash', async () => {
     const data = randomBytes(10 * KiB);
-    const id = await createOn(server.baseUrl, data.length);
-    expect((await patchOn(server.baseUrl, id, 0, data.subarray(0, 100))).status).toBe(204);
-    await rm(dirs.uploadDir, { recursive: true, force: true });
+    const id = await createOn(fx.server.baseUrl, data.length);
+    expect((await patchOn(fx.server.baseUrl, id, 0, data.subarray(0, 100))).status).toBe(204);
+    await rm(fx.dirs.uploadDir, { recursive: true, force: true });
     faultsInjected++;
-    const errorsBefore = server.errors().length;
-    const post = await tusRequest(server.baseUrl, {
+    const errorsBefore = fx.server.errors().length;
+    const post = await tusRequest(fx.server.baseUrl, {
       method: 'POST',
       path: '/files',
       headers: { ...TUS_HEADERS, 'Upload-Length': '10' },
@@ -491,20 +479,20 @@ describe('an upload directory that vanishes while the server runs', () => {
     expect(post.status).toBeGreaterThanOrEqual(500);
     expect(post.status).toBeLessThan(600);
     expect(post.body.toString()).toMatch(/^ERR_[A-Z_]+: /);
-    expect(server.errors().slice(errorsBefore).join('\n')).toMatch(/POST failed.*ENOENT/s);
+    expect(fx.server.errors().slice(errorsBefore).join('\n')).toMatch(/POST failed.*ENOENT/s);
     // The upload's files are gone: it is unknown now (a 4xx, not a 5xx), on every method.
-    expect((await headOn(server.baseUrl, id)).status).toBe(404);
-    expect((await patchOn(server.baseUrl, id, 100, data.subarray(100))).status).toBe(404);
-    expect(await answersOptions(server.baseUrl)).toBe(true);
-    expect(server.alive()).toBe(true);
+    expect((await headOn(fx.server.baseUrl, id)).status).toBe(404);
+    expect((await patchOn(fx.server.baseUrl, id, 100, data.subarray(100))).status).toBe(404);
+    expect(await answersOptions(fx.server.baseUrl)).toBe(true);
+    expect(fx.server.alive()).toBe(true);
   });
 
   it('serves again once the directory is back', async () => {
-    await mkdir(dirs.uploadDir, { recursive: true });
+    await mkdir(fx.dirs.uploadDir, { recursive: true });
     const data = randomBytes(1000);
-    const id = await createOn(server.baseUrl, data.length);
-    expect((await patchOn(server.baseUrl, id, 0, data)).status).toBe(204);
-    expect(await readFile(join(dirs.completedDir, id))).toEqual(data);
-    expect(server.alive()).toBe(true);
+    const id = await createOn(fx.server.baseUrl, data.length);
+    expect((await patchOn(fx.server.baseUrl, id, 0, data)).status).toBe(204);
+    expect(await readFile(join(fx.dirs.completedDir, id))).toEqual(data);
+    expect(fx.server.alive()).toBe(true);
   });
 });
