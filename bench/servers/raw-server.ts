@@ -10,6 +10,7 @@ import { createWriteStream } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { benchLifecycle } from './lifecycle.js';
 
 const dir = process.argv[2];
 if (!dir) throw new Error('usage: raw-server DIR');
@@ -51,15 +52,5 @@ const server = createServer((req, res) => {
   res.writeHead(404).end();
 });
 
-server.listen(0, '127.0.0.1', () => {
-  const { port } = server.address() as { port: number };
-  process.stdout.write(`BENCH_READY ${JSON.stringify({ port })}\n`);
-});
-const stop = () => {
-  server.close();
-  server.closeAllConnections();
-  process.exit(0);
-};
-process.on('SIGTERM', stop);
-process.stdin.on('end', stop);
-process.stdin.resume();
+benchLifecycle(server);
+server.listen(0, '127.0.0.1');

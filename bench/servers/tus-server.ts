@@ -5,7 +5,7 @@
  */
 import { FileStore } from '@tus/file-store';
 import { Server } from '@tus/server';
-import type { AddressInfo } from 'node:net';
+import { benchLifecycle } from './lifecycle.js';
 
 const [directory, maxSize] = process.argv.slice(2);
 if (!directory || !maxSize) throw new Error('usage: tus-server DIR MAX_SIZE');
@@ -15,15 +15,4 @@ const tus = new Server({
   datastore: new FileStore({ directory }),
   maxSize: Number(maxSize),
 });
-const server = tus.listen(0, '127.0.0.1', () => {
-  const { port } = server.address() as AddressInfo;
-  process.stdout.write(`BENCH_READY ${JSON.stringify({ port })}\n`);
-});
-const stop = () => {
-  server.close();
-  server.closeAllConnections();
-  process.exit(0);
-};
-process.on('SIGTERM', stop);
-process.stdin.on('end', stop);
-process.stdin.resume();
+benchLifecycle(tus.listen(0, '127.0.0.1'));
