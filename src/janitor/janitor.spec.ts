@@ -159,31 +159,27 @@ describe('Janitor', () => {
     expect(await completedEntries(stale)).toEqual([]);
   });
 
-  it('never deletes a stale upload whose lock is held (a request is writing it)', async () => {
-    const id = await staged(100, 40, STALE + 60);
-    const lock = await store.locker.acquire(id, 0);
-    try {
-      expect(await janitor.run()).toEqual(NOTHING);
-      expect(await stagingEntries(id)).toEqual([id, `${id}.meta`].sort());
-    } finally {
-      await lock.release();
-    }
-    expect(await janitor.run()).toEqual({ ...NOTHING, stale: 1 });
-    expect(await stagingEntries(id)).toEqual([]);
-  });
-
-  it('never finalizes a complete upload whose lock is held; does once it is free', async () => {
-    const id = await staged(10, 10, STALE + 60);
-    const lock = await store.locker.acquire(id, 0);
-    try {
-      expect(await janitor.run()).toEqual(NOTHING);
-      expect(await stagingEntries(id)).toEqual([id, `${id}.meta`].sort());
-    } finally {
-      await lock.release();
-    }
-    expect(await janitor.run()).toEqual({ ...NOTHING, finalized: 1 });
-    expect(await completedEntries(id)).toEqual([id, `${id}.meta`].sort());
-  });
+  it.each([
+    ['deletes a stale upload', 100, 40, 'stale'],
+    ['finalizes a complete upload', 10, 10, 'finalized'],
+  ] as const)(
+    'never %s whose lock is held (a request has it); does once it is free',
+    async (_what, length, offset, outcome) => {
+      const id = await staged(length, offset, STALE + 60);
+      const lock = await store.locker.acquire(id, 0);
+      try {
+        expect(await janitor.run()).toEqual(NOTHING);
+        expect(await stagingEntries(id)).toEqual([id, `${id}.meta`].sort());
+      } finally {
+        await lock.release();
+      }
+      expect(await janitor.run()).toEqual({ ...NOTHING, [outcome]: 1 });
+      expect(await stagingEntries(id)).toEqual([]);
+      expect(await completedEntries(id)).toEqual(
+        outcome === 'finalized' ? [id, `${id}.meta`].sort() : [],
+      );
+    },
+  );
 
   it('removes a record whose data is gone, but not one young enough to be a creation', async () => {
     const orphan = await staged(100, 40, 120, { data: false });
