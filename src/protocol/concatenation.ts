@@ -1,7 +1,7 @@
 import { LockTargetMissingError, LockTimeoutError } from '../storage/storage.interfaces.js';
 import { finalizeUpload } from './finalize.js';
 import { isUploadId } from './headers.js';
-import type { TusContext } from './tus-context.js';
+import { runInBackground, type TusContext } from './tus-context.js';
 import { TusErrors } from './tus-error.js';
 import type { UploadRecord } from './upload-record.js';
 
@@ -50,11 +50,11 @@ export async function completeUpload(
   // The finals are assembled after this request lets go of the partial's lock (assembly takes
   // the partials' locks to remove them), so the work is handed over, not awaited here.
   for (const finalId of record.waitingFinals) {
-    setImmediate(() => {
-      assembleFinal(finalId, context).catch((e: unknown) =>
-        context.logger.error(`assembling final upload ${finalId} failed`, e),
-      );
-    });
+    runInBackground(
+      context,
+      () => assembleFinal(finalId, context),
+      `assembling final upload ${finalId} failed`,
+    );
   }
 }
 
@@ -175,14 +175,20 @@ export async function registerWaitingFinal(
 function watchFinal(finalId: string, context: TusContext): void {
   const until = Date.now() + (context.options.expireAfterMs ?? 86_400_000);
   const timer = setInterval(() => {
-    void (async () => {
-      const final = await context.store.getRecord(finalId).catch(() => null);
-      if (!final || final.isComplete || Date.now() > until) return clearInterval(timer);
-      if (await assembleFinal(finalId, context)) clearInterval(timer);
-    })().catch((e: unknown) => {
-      clearInterval(timer);
-      context.logger.error(`assembling final upload ${finalId} failed`, e);
-    });
+    runInBackground(
+      context,
+      async () => {
+        const final = await context.store.getRecord(finalId).catch(() => null);
+        if (!final || final.isComplete || Date.now() > until) return clearInterval(timer);
+        try {
+          if (await assembleFinal(finalId, context)) clearInterval(timer);
+        } catch (e) {
+          clearInterval(timer);
+          throw e;
+        }
+      },
+      `assembling final upload ${finalId} failed`,
+    );
   }, 1000);
   timer.unref();
 }

@@ -636,6 +636,9 @@ const statuses = new Map<number, number>();
  * completed) is done, so that its changes are not taken for the next request's.
  */
 async function quiet(f: Fixture): Promise<void> {
+  // Work an earlier request left running (a final assembled once its last partial completed)
+  // must not be counted against the next request.
+  await f.handler.settled();
   const text = () => JSON.stringify([...snapshot(f)]);
   for (let i = 0, last = text(); i < 50; i++) {
     for (let turn = 0; turn < 3; turn++) await new Promise((resolve) => setImmediate(resolve));

@@ -58,6 +58,27 @@ export interface TusContext {
   readonly extensions: ReadonlySet<TusExtension>;
   /** Body writes under way in this process, by upload id: termination stops them first. */
   readonly activeWrites: Map<string, AbortController>;
+  /** Work a request started and left running (final assembly): see `TusHandler.settled()`. */
+  readonly background: Set<Promise<void>>;
+}
+
+/**
+ * Runs `work` after the current request step, as background work of the handler: tracked until
+ * it ends, its failure logged with `failure` (never thrown at anyone).
+ */
+export function runInBackground(
+  context: TusContext,
+  work: () => Promise<unknown>,
+  failure: string,
+): void {
+  const task = new Promise<void>((resolve) => setImmediate(resolve))
+    .then(work)
+    .then(
+      () => undefined,
+      (e: unknown) => context.logger.error(failure, e),
+    )
+    .finally(() => context.background.delete(task));
+  context.background.add(task);
 }
 
 export type MethodHandler = (request: TusRequest, context: TusContext) => Promise<TusResponse>;

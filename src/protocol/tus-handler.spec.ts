@@ -831,3 +831,27 @@ describe('TusHandler PATCH', () => {
     expect((await fixture.send(patch(id, 0, [bytes('abc')]))).status).toBe(500);
   });
 });
+
+describe('TusHandler.settled', () => {
+  it('waits for the assembly a completing partial started after its response', async () => {
+    const fixture = setup();
+    const created = await fixture.send(
+      request('POST', { ...TUS, 'upload-length': '3', 'upload-concat': 'partial' }),
+    );
+    const partial = created.headers.Location.split('/').pop()!;
+    const final = await fixture.send(
+      request('POST', { ...TUS, 'upload-concat': `final;/files/${partial}` }),
+    );
+    expect(final.status).toBe(201);
+    const finalId = final.headers.Location.split('/').pop()!;
+    const patched = await fixture.send(
+      request('PATCH', PATCH0, { id: partial, body: [Buffer.from('abc')] }),
+    );
+    expect(patched.status).toBe(204);
+    // The assembly runs after the PATCH's response: not done yet, done once settled.
+    expect((await fixture.store.getRecord(finalId))?.isComplete).toBe(false);
+    await fixture.handler.settled();
+    expect((await fixture.store.getRecord(finalId))?.isComplete).toBe(true);
+    expect(fixture.handler.context.background.size).toBe(0);
+  });
+});

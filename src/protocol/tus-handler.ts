@@ -18,7 +18,7 @@ import type { TusRequest, TusResponse } from './tus-request.js';
 /** What a `TusHandler` is built from. */
 export type TusHandlerConfig = Omit<
   TusContext,
-  'emit' | 'progress' | 'extensions' | 'activeWrites'
+  'emit' | 'progress' | 'extensions' | 'activeWrites' | 'background'
 > & {
   /** tussi's `on_event`: receives every lifecycle event (the Nest module feeds EventEmitter2). */
   onEvent?: TusEventSink;
@@ -65,7 +65,17 @@ export class TusHandler {
       progress,
       extensions: enabledExtensions(config.options.extensions),
       activeWrites: new Map(),
+      background: new Set(),
     };
+  }
+
+  /**
+   * Resolves once the work requests left running has ended (the assembly of final uploads
+   * whose last partial just completed), including work that work started. For a graceful
+   * shutdown, or a test that must see the state a request's consequences leave.
+   */
+  async settled(): Promise<void> {
+    while (this.context.background.size > 0) await Promise.all([...this.context.background]);
   }
 
   async handle(request: TusRequest): Promise<TusResponse> {
