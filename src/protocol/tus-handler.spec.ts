@@ -855,3 +855,22 @@ describe('TusHandler.settled', () => {
     expect(fixture.handler.context.background.size).toBe(0);
   });
 });
+
+describe('TusHandler deferred length beyond what storage can hold', () => {
+  it('a PATCH declaring a length memory cannot hold is 413, the upload unchanged', async () => {
+    const fixture = setup();
+    const created = await fixture.send(request('POST', { ...TUS, 'upload-defer-length': '1' }));
+    const id = created.headers.Location.split('/').pop()!;
+    const refused = await fixture.send(
+      request(
+        'PATCH',
+        { ...PATCH0, 'upload-length': String(Number.MAX_SAFE_INTEGER) },
+        { id, body: [Buffer.from('abc')] },
+      ),
+    );
+    expect(refused.status).toBe(413);
+    expect(fixture.logger.error).not.toHaveBeenCalled();
+    const record = await fixture.store.getRecord(id);
+    expect({ length: record?.length, offset: record?.offset }).toEqual({ length: null, offset: 0 });
+  });
+});

@@ -22,9 +22,7 @@ export class MemoryStorage implements UploadStorage {
 
   async create(id: string, length: number | null): Promise<void> {
     if (this.files.has(id)) throw Object.assign(new Error(`${id} exists`), { code: 'EEXIST' });
-    if ((length ?? 0) > constants.MAX_LENGTH) {
-      throw Object.assign(new Error('file too large for memory'), { code: 'EFBIG' });
-    }
+    assertFitsInMemory(length ?? 0);
     this.files.set(id, Buffer.alloc(length ?? 0));
     this.changed.set(id, Date.now());
   }
@@ -60,6 +58,7 @@ export class MemoryStorage implements UploadStorage {
   async allocate(id: string, length: number): Promise<void> {
     const file = this.files.get(id);
     if (file && file.length < length) {
+      assertFitsInMemory(length);
       const grown = Buffer.alloc(length);
       file.copy(grown);
       this.files.set(id, grown);
@@ -106,5 +105,12 @@ export class MemoryUploadLocker implements UploadLocker {
   async acquire(id: string, waitMs: number): Promise<UploadLock> {
     const release = await this.mutex.acquire(id, waitMs);
     return { release: async () => release() };
+  }
+}
+
+/** A length no Buffer can hold is refused as a file system refuses a file too large (EFBIG). */
+function assertFitsInMemory(length: number): void {
+  if (length > constants.MAX_LENGTH) {
+    throw Object.assign(new Error('file too large for memory'), { code: 'EFBIG' });
   }
 }
