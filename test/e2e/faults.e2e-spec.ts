@@ -329,28 +329,41 @@ async function fill(dir: string, leave: number): Promise<string> {
   return path;
 }
 
-describeRoot('a full disk (8 MiB tmpfs)', () => {
-  let mounted: string | undefined;
-  let server: RobustChild | undefined;
-  let uploadDir: string;
-  let completedDir: string;
-
+/**
+ * A server child writing to a fresh tmpfs of `size` for the enclosing describe (root only):
+ * mounted and started before its tests; stopped, `beforeUnmount` run, unmounted after.
+ */
+function serverOverTmpfs(size: string, beforeUnmount?: (mounted: string) => Promise<void>) {
+  const fx = {} as {
+    mounted?: string;
+    uploadDir: string;
+    completedDir: string;
+    server?: RobustChild;
+  };
   beforeAll(async () => {
     requireMount();
     await ensureBuilt();
-    mounted = await mountTmpfs('8m');
-    uploadDir = join(mounted, 'uploads');
-    completedDir = join(mounted, 'completed');
-    await mkdir(completedDir);
-    server = await startRobustServer(uploadDir, completedDir, { fsync: true });
+    fx.mounted = await mountTmpfs(size);
+    fx.uploadDir = join(fx.mounted, 'uploads');
+    fx.completedDir = join(fx.mounted, 'completed');
+    await mkdir(fx.completedDir);
+    fx.server = await startRobustServer(fx.uploadDir, fx.completedDir, { fsync: true });
   });
   afterAll(async () => {
-    await server?.stop();
-    if (mounted) await unmountQuietly(mounted);
+    await fx.server?.stop();
+    if (fx.mounted) {
+      await beforeUnmount?.(fx.mounted);
+      await unmountQuietly(fx.mounted);
+    }
   });
+  return fx;
+}
+
+describeRoot('a full disk (8 MiB tmpfs)', () => {
+  const fx = serverOverTmpfs('8m');
 
   it('a creation larger than the free space is refused with 507 (pre-allocation)', async () => {
-    const res = await tusRequest(server!.baseUrl, {
+    const res = await tusRequest(fx.server!.baseUrl, {
       method: 'POST',
       path: '/files',
       headers: { ...TUS_HEADERS, 'Upload-Length': String(12 * MiB) },
@@ -358,84 +371,66 @@ describeRoot('a full disk (8 MiB tmpfs)', () => {
     faultsInjected++;
     expect(res.status).toBe(507);
     expect(res.body.toString()).toContain('ERR_INSUFFICIENT_STORAGE');
-    expect(await readdir(uploadDir)).toEqual([]);
+    expect(await readdir(fx.uploadDir)).toEqual([]);
   });
 
   it('a deferred-length upload that fills the disk WHILE WRITING: 507, honest offset, then completes', async () => {
     const data = randomBytes(3 * MiB);
-    const id = await createOn(server!.baseUrl, 'deferred');
-    const filler = await fill(mounted!, 1 * MiB);
+    const id = await createOn(fx.server!.baseUrl, 'deferred');
+    const filler = await fill(fx.mounted!, 1 * MiB);
     try {
-      const refused = await patchOn(server!.baseUrl, id, 0, data);
+      const refused = await patchOn(fx.server!.baseUrl, id, 0, data);
       faultsInjected++;
       expect(refused.status).toBe(507);
       expect(refused.headers['tus-resumable']).toBe('1.0.0');
-      const { status, offset } = await headOn(server!.baseUrl, id);
+      const { status, offset } = await headOn(fx.server!.baseUrl, id);
       expect(status).toBe(200);
       // HEAD claims exactly what is durable: the data file's first `offset` bytes are the source.
-      const stored = await filePrefix(join(uploadDir, id), offset);
+      const stored = await filePrefix(join(fx.uploadDir, id), offset);
       expect(stored.length).toBe(offset);
       expect(stored.equals(data.subarray(0, offset))).toBe(true);
       // Store as much as possible: about 1 MiB was free, and what was written is kept.
       expect(offset).toBeGreaterThan(0);
       await rm(filler);
-      const rest = await patchOn(server!.baseUrl, id, offset, data.subarray(offset), {
+      const rest = await patchOn(fx.server!.baseUrl, id, offset, data.subarray(offset), {
         headers: { 'Upload-Length': String(data.length) },
       });
       expect(rest.status).toBe(204);
       expect(rest.headers['upload-offset']).toBe(String(data.length));
-      expect(await sha256File(join(completedDir, id))).toBe(sha(data));
+      expect(await sha256File(join(fx.completedDir, id))).toBe(sha(data));
     } finally {
       await rm(filler, { force: true });
-      await rm(join(completedDir, id), { force: true });
-      await rm(join(completedDir, `${id}.meta`), { force: true });
+      await rm(join(fx.completedDir, id), { force: true });
+      await rm(join(fx.completedDir, `${id}.meta`), { force: true });
     }
   });
 
   it('kept running', async () => {
-    expect(await answersOptions(server!.baseUrl)).toBe(true);
-    expect(server!.alive()).toBe(true);
+    expect(await answersOptions(fx.server!.baseUrl)).toBe(true);
+    expect(fx.server!.alive()).toBe(true);
   });
 });
 
 describeRoot('a read-only upload directory (tmpfs remounted ro)', () => {
-  let mounted: string | undefined;
-  let server: RobustChild | undefined;
-  let uploadDir: string;
-  let completedDir: string;
   let readOnly = false;
-
-  beforeAll(async () => {
-    requireMount();
-    await ensureBuilt();
-    mounted = await mountTmpfs('16m');
-    uploadDir = join(mounted, 'uploads');
-    completedDir = join(mounted, 'completed');
-    await mkdir(completedDir);
-    server = await startRobustServer(uploadDir, completedDir, { fsync: true });
-  });
-  afterAll(async () => {
-    await server?.stop();
-    if (mounted) {
-      if (readOnly) await remount(mounted, 'rw').catch(() => {});
-      await unmountQuietly(mounted);
-    }
+  const fx = serverOverTmpfs('16m', async (mounted) => {
+    if (readOnly) await remount(mounted, 'rw').catch(() => {});
   });
 
   it('POST and PATCH answer a clear 5xx with a log line, reads still work, and writes resume after rw', async () => {
     const data = randomBytes(64 * KiB);
-    const id = await createOn(server!.baseUrl, data.length);
-    expect((await patchOn(server!.baseUrl, id, 0, data.subarray(0, 1000))).status).toBe(204);
-    await remount(mounted!, 'ro');
+    const id = await createOn(fx.server!.baseUrl, data.length);
+    expect((await patchOn(fx.server!.baseUrl, id, 0, data.subarray(0, 1000))).status).toBe(204);
+    await remount(fx.mounted!, 'ro');
     readOnly = true;
     try {
-      const errorsBefore = server!.errors().length;
-      const post = await tusRequest(server!.baseUrl, {
+      const errorsBefore = fx.server!.errors().length;
+      const post = await tusRequest(fx.server!.baseUrl, {
         method: 'POST',
         path: '/files',
         headers: { ...TUS_HEADERS, 'Upload-Length': '10' },
       });
-      const patch = await patchOn(server!.baseUrl, id, 1000, data.subarray(1000, 2000));
+      const patch = await patchOn(fx.server!.baseUrl, id, 1000, data.subarray(1000, 2000));
       faultsInjected += 2;
       for (const res of [post, patch]) {
         expect(res.status).toBeGreaterThanOrEqual(500);
@@ -443,21 +438,21 @@ describeRoot('a read-only upload directory (tmpfs remounted ro)', () => {
         expect(res.headers['tus-resumable']).toBe('1.0.0');
         expect(res.body.toString()).toMatch(/^ERR_[A-Z_]+: /);
       }
-      const head = await headOn(server!.baseUrl, id);
+      const head = await headOn(fx.server!.baseUrl, id);
       expect(head.status).toBe(200);
       expect(head.offset).toBe(1000);
-      expect(await answersOptions(server!.baseUrl)).toBe(true);
-      const logged = server!.errors().slice(errorsBefore).join('\n');
+      expect(await answersOptions(fx.server!.baseUrl)).toBe(true);
+      const logged = fx.server!.errors().slice(errorsBefore).join('\n');
       expect(logged).toMatch(/POST failed.*EROFS/s);
       expect(logged).toMatch(/PATCH failed.*EROFS/s);
     } finally {
-      await remount(mounted!, 'rw');
+      await remount(fx.mounted!, 'rw');
       readOnly = false;
     }
-    const rest = await patchOn(server!.baseUrl, id, 1000, data.subarray(1000));
+    const rest = await patchOn(fx.server!.baseUrl, id, 1000, data.subarray(1000));
     expect(rest.status).toBe(204);
-    expect(await sha256File(join(completedDir, id))).toBe(sha(data));
-    expect(server!.alive()).toBe(true);
+    expect(await sha256File(join(fx.completedDir, id))).toBe(sha(data));
+    expect(fx.server!.alive()).toBe(true);
   });
 });
 
