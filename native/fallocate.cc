@@ -2,6 +2,7 @@
 // full disk is reported at creation (ENOSPC) instead of half-way through a multi-gigabyte upload.
 // Runs on the libuv threadpool; resolves with 0 or rejects with an Error carrying `errno`/`code`.
 #include <napi.h>
+#include "durable-file.h"
 #include <fcntl.h>
 #include <errno.h>
 #include <string.h>
@@ -72,6 +73,7 @@ Napi::Value Fallocate(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fallocate", Napi::Function::New(env, Fallocate));
+  tussi::InitDurableFile(env, exports);
   return exports;
 }
 

@@ -3,6 +3,7 @@ import { close, fsync, open as openFd, read, write } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
+import { nativeAddon } from './native.js';
 
 // Plain descriptors, not FileHandles: records are written on every PATCH, and a FileHandle
 // (an object with a GC finalizer) costs more than the tiny write it wraps.
@@ -13,10 +14,48 @@ const closeFile = promisify(close);
 const readFd = promisify(read);
 
 /**
- * Reads a small file (a record) as UTF-8 through one plain descriptor: open, read, close. No
- * `fstat` for the size as `readFile` does, which counts when it happens on every request.
+ * The pure-Node versions of the functions below, used where the native addon is not built. The
+ * addon runs each function's syscalls as one threadpool job; these make one job per syscall.
  */
-export async function readSmallFile(path: string): Promise<string> {
+export const portable = {
+  readSmallFile: readSmallFilePortable,
+  writeFileAtomic: (path: string, data: string, durable: boolean) =>
+    writeFileAtomicPortable(tempPathFor(path), path, data, durable),
+  syncDirectory: syncDirectoryPortable,
+};
+
+/**
+ * Reads a small file (a record) as UTF-8: open, read, close, and no `fstat` for the size as
+ * `readFile` does, which counts when it happens on every request.
+ */
+export function readSmallFile(path: string): Promise<string> {
+  return nativeAddon ? nativeAddon.readSmallFile(path) : readSmallFilePortable(path);
+}
+
+/** fsync a directory, so a rename or unlink in it survives a crash. */
+export function syncDirectory(path: string): Promise<void> {
+  return nativeAddon ? nativeAddon.syncDirectory(path) : syncDirectoryPortable(path);
+}
+
+/**
+ * Replaces `path` with `data` atomically: a temp file in the same directory, fsync'ed, renamed
+ * over the target, then the directory fsync'ed. A reader sees the old or the new content, never
+ * a mix, and after a crash the new content is there only if it is whole.
+ */
+export function writeFileAtomic(path: string, data: string, durable: boolean): Promise<void> {
+  const temp = tempPathFor(path);
+  return nativeAddon
+    ? nativeAddon.writeFileAtomic(temp, path, dirname(path), data, durable)
+    : writeFileAtomicPortable(temp, path, data, durable);
+}
+
+/** `.{name}.{random}.tmp` beside `path` (see {@link TEMP_FILE}). */
+function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+}
+
+/** Through one plain descriptor (a FileHandle costs more than the tiny read it wraps). */
+async function readSmallFilePortable(path: string): Promise<string> {
   const fd = await openFile(path, 'r');
   try {
     let buffer = Buffer.allocUnsafe(16 * 1024);
@@ -44,8 +83,7 @@ export async function readSmallFile(path: string): Promise<string> {
 /** Temp files of atomic writes: `.{name}.{random}.tmp`, never mistaken for an upload. */
 export const TEMP_FILE = /^\..+\.[0-9a-f]{12}\.tmp$/;
 
-/** fsync a directory, so a rename or unlink in it survives a crash. */
-export async function syncDirectory(path: string): Promise<void> {
+async function syncDirectoryPortable(path: string): Promise<void> {
   const handle = await open(path, 'r');
   try {
     await handle.sync();
@@ -54,13 +92,12 @@ export async function syncDirectory(path: string): Promise<void> {
   }
 }
 
-/**
- * Replaces `path` with `data` atomically: a temp file in the same directory, fsync'ed, renamed
- * over the target, then the directory fsync'ed. A reader sees the old or the new content, never
- * a mix, and after a crash the new content is there only if it is whole.
- */
-export async function writeFileAtomic(path: string, data: string, durable: boolean): Promise<void> {
-  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+async function writeFileAtomicPortable(
+  temp: string,
+  path: string,
+  data: string,
+  durable: boolean,
+): Promise<void> {
   const fd = await openFile(temp, 'wx', 0o644);
   try {
     const bytes = Buffer.from(data);
@@ -80,5 +117,5 @@ export async function writeFileAtomic(path: string, data: string, durable: boole
     await unlink(temp).catch(() => {});
     throw e;
   }
-  if (durable) await syncDirectory(dirname(path));
+  if (durable) await syncDirectoryPortable(dirname(path));
 }

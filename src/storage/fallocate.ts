@@ -1,27 +1,7 @@
-import { createRequire } from 'node:module';
-import type { FileHandle } from 'node:fs/promises';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { syncDirectory } from './durable-file.js';
+import { nativeAddon as addon } from './native.js';
 
-interface NativeAddon {
-  fallocate(fd: number, offset: number, length: number): Promise<number>;
-}
-
-function loadAddon(): NativeAddon | null {
-  const require = createRequire(import.meta.url);
-  // dist/storage/ and src/storage/ are both two levels below the package root.
-  for (const candidate of [
-    '../../build/Release/tussi_native.node',
-    '../../build/Debug/tussi_native.node',
-  ]) {
-    try {
-      return require(candidate) as NativeAddon;
-    } catch {
-      // try the next location
-    }
-  }
-  return null;
-}
-
-const addon = loadAddon();
 let warned = false;
 
 /** Where pre-allocation is real, or why it is not. */
@@ -53,4 +33,45 @@ export async function preallocate(
   }
   warned = true;
   await handle.truncate(length);
+}
+
+/**
+ * Creates the file `path` in `dir` exclusively and reserves `length` bytes for it (none when
+ * `null`), fsync'ing the file and the directory when `durable`. A refused creation (ENOSPC,
+ * EFBIG, ...) leaves nothing behind. With the addon, one threadpool job.
+ */
+export async function createReserved(
+  path: string,
+  dir: string,
+  length: number | null,
+  durable: boolean,
+  log: (message: string) => void,
+): Promise<void> {
+  if (!addon) return createReservedPortable(path, dir, length, durable, log);
+  const how = await addon.createFile(path, dir, length ?? 0, durable);
+  if (how === 'ftruncate' && !warned) {
+    log('fallocate is not supported on this filesystem; pre-allocating with ftruncate');
+    warned = true;
+  }
+}
+
+/** {@link createReserved} with fs calls (one threadpool job each), where the addon is not built. */
+export async function createReservedPortable(
+  path: string,
+  dir: string,
+  length: number | null,
+  durable: boolean,
+  log: (message: string) => void,
+): Promise<void> {
+  const handle = await open(path, 'wx', 0o644);
+  try {
+    if (length !== null) await preallocate(handle, length, log);
+    if (durable) await handle.sync();
+    await handle.close();
+    if (durable) await syncDirectory(dir);
+  } catch (e) {
+    await handle.close().catch(() => {});
+    await unlink(path).catch(() => {});
+    throw e;
+  }
 }

@@ -5,7 +5,7 @@ import { mkdtemp, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { lockFile, tryLockFile } from './file-lock.js';
+import { lockFile, portableLockAttempt, tryLockFile, type LockAttempt } from './file-lock.js';
 import { FileUploadLocker } from './file-upload.locker.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { LockTargetMissingError, LockTimeoutError } from './storage.interfaces.js';
@@ -83,7 +83,11 @@ afterEach(() => {
   }
 });
 
-describe('flock across processes', () => {
+// Each attempt implementation: the native addon's one job (the default here), and fs calls.
+describe.each([
+  ['native', undefined],
+  ['portable', portableLockAttempt],
+])('flock across processes (%s attempt)', (_label, attempt?: LockAttempt) => {
   let directory: string;
   let id: string;
   let path: string;
@@ -99,16 +103,16 @@ describe('flock across processes', () => {
 
   it('tryLockFile returns null while another process holds the lock, and locks once it exits', async () => {
     const child = await holder(path);
-    expect(await tryLockFile(path)).toBeNull();
-    expect(await tryLockFile(path)).toBeNull();
+    expect(await tryLockFile(path, attempt)).toBeNull();
+    expect(await tryLockFile(path, attempt)).toBeNull();
     await release(child);
-    const lock = await tryLockFile(path);
+    const lock = await tryLockFile(path, attempt);
     expect(lock).not.toBeNull();
     await lock!.release();
   });
 
   it('a lock held here keeps another process out until released', async () => {
-    const lock = (await tryLockFile(path))!;
+    const lock = (await tryLockFile(path, attempt))!;
     expect(lock).not.toBeNull();
     const busy = startChild('try', path);
     expect(await busy.line).toMatch(/^busy:(EWOULDBLOCK|EAGAIN)$/);
@@ -120,20 +124,20 @@ describe('flock across processes', () => {
 
   it('a lock dies with a killed holder', async () => {
     const child = await holder(path);
-    expect(await tryLockFile(path)).toBeNull();
+    expect(await tryLockFile(path, attempt)).toBeNull();
     child.process.kill('SIGKILL');
     await child.exited;
-    const lock = await tryLockFile(path);
+    const lock = await tryLockFile(path, attempt);
     expect(lock).not.toBeNull();
     await lock!.release();
   });
 
   it('two descriptors of this process exclude each other too', async () => {
-    const first = (await tryLockFile(path))!;
+    const first = (await tryLockFile(path, attempt))!;
     expect(first).not.toBeNull();
-    expect(await tryLockFile(path)).toBeNull();
+    expect(await tryLockFile(path, attempt)).toBeNull();
     await first.release();
-    const second = await tryLockFile(path);
+    const second = await tryLockFile(path, attempt);
     expect(second).not.toBeNull();
     await second!.release();
   });
@@ -141,7 +145,7 @@ describe('flock across processes', () => {
   it('lockFile times out with LockTimeoutError while another process holds the lock', async () => {
     await holder(path);
     const started = Date.now();
-    await expect(lockFile(path, 80)).rejects.toBeInstanceOf(LockTimeoutError);
+    await expect(lockFile(path, 80, undefined, attempt)).rejects.toBeInstanceOf(LockTimeoutError);
     expect(Date.now() - started).toBeGreaterThanOrEqual(75);
   });
 
@@ -171,7 +175,7 @@ describe('flock across processes', () => {
     ['unlinked', (p: string) => unlink(p)],
   ])('a file %s while waiting is reported as LockTargetMissingError', async (_name, move) => {
     const child = await holder(path);
-    const waiting = lockFile(path, 10_000);
+    const waiting = lockFile(path, 10_000, undefined, attempt);
     const outcome = waiting.then(
       () => 'locked',
       (e: unknown) => e,
@@ -200,7 +204,7 @@ describe('flock across processes', () => {
   });
 
   it('tryLockFile of a missing file is LockTargetMissingError', async () => {
-    await expect(tryLockFile(join(directory, 'missing'))).rejects.toBeInstanceOf(
+    await expect(tryLockFile(join(directory, 'missing'), attempt)).rejects.toBeInstanceOf(
       LockTargetMissingError,
     );
   });

@@ -1,17 +1,63 @@
 import fsExt from 'fs-ext';
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { close, fstat, open, stat } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { nativeAddon } from './native.js';
 import { LockTargetMissingError, LockTimeoutError } from './storage.interfaces.js';
 
-/** An exclusive `flock` on a file, held through an open handle. */
+const openFd = promisify(open);
+const closeFd = promisify(close);
+const fstatFd = promisify(fstat);
+const statPath = promisify(stat);
+
+/** An exclusive `flock` on a file, held through an open read-write descriptor. */
 export interface FileLock {
-  readonly handle: FileHandle;
+  /** The descriptor the lock is held through, open until `release()`. */
+  readonly fd: number;
   release(): Promise<void>;
 }
+
+/**
+ * One non-blocking attempt at the lock: the descriptor holding it, `'busy'` when another holder
+ * has it, `'moved'` when `path` no longer names the inode locked. A missing file rejects with
+ * ENOENT.
+ */
+export type LockAttempt = (path: string) => Promise<number | 'busy' | 'moved'>;
 
 const isBusy = (e: unknown) =>
   ['EWOULDBLOCK', 'EAGAIN'].includes((e as NodeJS.ErrnoException).code ?? '');
 const isMissing = (e: unknown) => (e as NodeJS.ErrnoException).code === 'ENOENT';
+
+/** open, flock, fstat and stat as one threadpool job of the native addon. */
+const nativeAttempt: LockAttempt | null = nativeAddon
+  ? async (path) => {
+      const fd = await nativeAddon!.lockFile(path);
+      return fd === -1 ? 'busy' : fd === -2 ? 'moved' : fd;
+    }
+  : null;
+
+/** The same with fs calls (three threadpool jobs); `flock` itself is synchronous. */
+export const portableLockAttempt: LockAttempt = async (path) => {
+  const fd = await openFd(path, 'r+');
+  try {
+    fsExt.flockSync(fd, 'exnb');
+  } catch (e) {
+    await closeFd(fd);
+    if (isBusy(e)) return 'busy';
+    throw e;
+  }
+  try {
+    const [held, named] = await Promise.all([fstatFd(fd), statPath(path)]);
+    if (held.ino === named.ino && held.dev === named.dev) return fd;
+  } catch (e) {
+    if (!isMissing(e)) {
+      await closeFd(fd);
+      throw e;
+    }
+  }
+  await closeFd(fd);
+  return 'moved';
+};
 
 /**
  * One non-blocking attempt at an exclusive `flock` on `path`: the lock, or `null` when another
@@ -21,40 +67,29 @@ const isMissing = (e: unknown) => (e as NodeJS.ErrnoException).code === 'ENOENT'
  * The lock is only returned if `path` still names the locked inode: a file renamed or unlinked
  * by the previous holder (finalize, delete) is reported as missing, never locked by mistake.
  */
-export async function tryLockFile(path: string): Promise<FileLock | null> {
-  let handle: FileHandle;
+export async function tryLockFile(
+  path: string,
+  attempt: LockAttempt = nativeAttempt ?? portableLockAttempt,
+): Promise<FileLock | null> {
+  let result: Awaited<ReturnType<LockAttempt>>;
   try {
-    handle = await open(path, 'r+');
+    result = await attempt(path);
   } catch (e) {
     if (isMissing(e)) throw new LockTargetMissingError(path);
     throw e;
   }
-  try {
-    fsExt.flockSync(handle.fd, 'exnb');
-  } catch (e) {
-    await handle.close();
-    if (isBusy(e)) return null;
-    throw e;
-  }
+  if (result === 'busy') return null;
+  if (result === 'moved') throw new LockTargetMissingError(path);
+  const fd = result;
   const lock: FileLock = {
-    handle,
+    fd,
     release: async () => {
       // Closing the descriptor drops the flock; close only once.
       lock.release = async () => {};
-      await handle.close();
+      await closeFd(fd);
     },
   };
-  try {
-    const [held, named] = await Promise.all([handle.stat(), stat(path)]);
-    if (held.ino === named.ino && held.dev === named.dev) return lock;
-  } catch (e) {
-    if (!isMissing(e)) {
-      await lock.release();
-      throw e;
-    }
-  }
-  await lock.release();
-  throw new LockTargetMissingError(path);
+  return lock;
 }
 
 /**
@@ -65,11 +100,12 @@ export async function lockFile(
   path: string,
   waitMs: number,
   signal?: AbortSignal,
+  attempt?: LockAttempt,
 ): Promise<FileLock> {
   const deadline = Date.now() + waitMs;
   for (let delay = 2; ; delay = Math.min(delay * 2, 100)) {
     signal?.throwIfAborted();
-    const lock = await tryLockFile(path);
+    const lock = await tryLockFile(path, attempt);
     if (lock) return lock;
     const left = deadline - Date.now();
     if (left <= 0) throw new LockTimeoutError(`lock on ${path} not free within ${waitMs} ms`);

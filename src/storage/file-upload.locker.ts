@@ -18,7 +18,7 @@ export class FileUploadLocker implements UploadLocker {
       const path = this.pathOf(id);
       const file = await lockFile(path, Math.max(0, waitMs - (Date.now() - started)));
       return {
-        file: { path, handle: file.handle },
+        file: { path, fd: file.fd },
         release: async () => {
           try {
             await file.release();

@@ -1,12 +1,18 @@
-import { createReadStream, mkdirSync } from 'node:fs';
+import { close, createReadStream, fdatasync, mkdirSync, open as openCb, writev } from 'node:fs';
 import { open, readdir, stat, unlink } from 'node:fs/promises';
 import { isUploadId } from '../protocol/headers.js';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
 import { PartialBatchError, pumpBody } from './body-pump.js';
-import { syncDirectory } from './durable-file.js';
-import { preallocate } from './fallocate.js';
+import { createReserved, preallocate } from './fallocate.js';
 import type { BodyWriteOptions, BodyWriteResult, UploadStorage } from './storage.interfaces.js';
+
+// Plain descriptors, like the lock's, for the write path of every PATCH.
+const openFd = promisify(openCb);
+const closeFd = promisify(close);
+const datasyncFd = promisify(fdatasync);
+const writevFd = promisify(writev);
 
 export interface FilesystemStorageOptions {
   /** Staging directory: `{directory}/{id}` holds the bytes of an unfinished upload. */
@@ -41,19 +47,8 @@ export class FilesystemStorage implements UploadStorage {
   }
 
   async create(id: string, length: number | null): Promise<void> {
-    const path = this.pathOf(id);
-    const handle = await open(path, 'wx', 0o644);
-    try {
-      if (length !== null) await preallocate(handle, length, this.log);
-      if (this.fsync) await handle.sync();
-      await handle.close();
-      if (this.fsync) await syncDirectory(this.directory);
-    } catch (e) {
-      // A refused creation leaves nothing behind.
-      await handle.close().catch(() => {});
-      await unlink(path).catch(() => {});
-      throw e;
-    }
+    // A refused creation (ENOSPC, EFBIG) leaves nothing behind.
+    await createReserved(this.pathOf(id), this.directory, length, this.fsync, this.log);
   }
 
   async write(
@@ -65,8 +60,8 @@ export class FilesystemStorage implements UploadStorage {
     const path = this.pathOf(id);
     // Under a file lock on this very file, its descriptor is ours to write through (one open
     // and close less per PATCH); it stays open for the lock.
-    const locked = options.lockedFile?.path === path ? options.lockedFile.handle : undefined;
-    const handle = locked ?? (await open(path, 'r+'));
+    const locked = options.lockedFile?.path === path ? options.lockedFile.fd : undefined;
+    const fd = locked ?? (await openFd(path, 'r+'));
     let position = offset;
     try {
       const result = await pumpBody(
@@ -75,11 +70,7 @@ export class FilesystemStorage implements UploadStorage {
           let done = 0;
           try {
             while (done < bytes) {
-              const { bytesWritten } = await handle.writev(
-                remaining(chunks, done),
-                position + done,
-              );
-              done += bytesWritten;
+              done += (await writevFd(fd, remaining(chunks, done), position + done)).bytesWritten;
             }
           } catch (e) {
             // A short write then ENOSPC: the bytes before the failure are on disk and count.
@@ -91,7 +82,7 @@ export class FilesystemStorage implements UploadStorage {
       );
       if (this.fsync && result.bytes > 0) {
         try {
-          await handle.datasync();
+          await datasyncFd(fd);
         } catch (e) {
           // Nothing of this request can be claimed durable.
           return { ...result, bytes: 0, error: e as Error };
@@ -99,7 +90,7 @@ export class FilesystemStorage implements UploadStorage {
       }
       return result;
     } finally {
-      if (!locked) await handle.close();
+      if (locked === undefined) await closeFd(fd);
     }
   }
 

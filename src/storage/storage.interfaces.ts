@@ -1,4 +1,3 @@
-import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { UploadRecord } from '../protocol/upload-record.js';
 
@@ -19,7 +18,8 @@ export interface BodyWriteOptions {
 /** A file held open read-write by a lock on it (the filesystem locker locks the data file). */
 export interface LockedFile {
   readonly path: string;
-  readonly handle: FileHandle;
+  /** The read-write descriptor, open until the lock's `release()`. */
+  readonly fd: number;
 }
 
 /** What became of a request body. */

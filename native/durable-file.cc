@@ -1,0 +1,386 @@
+// The small-file operations of every request (records, receipts, directory fsyncs), each as ONE
+// job on the libuv threadpool instead of one job per syscall. An atomic record write through
+// fs.promises is open, write, close and rename (with fsync on: fsync, then open, fsync and close
+// of the directory): four to eight round trips between the event loop and a pool thread, each
+// with its wake-ups, for a 200-byte file. Here the syscalls run back to back on one pool thread.
+//
+// Errors are rejected as Node's fs errors are: an Error with `errno` (negative), `code`
+// (ENOENT, EEXIST, ENOSPC, ...), `syscall` and `path`, so callers handle both paths alike.
+#include "durable-file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <string>
+
+namespace tussi {
+namespace {
+
+// A failed syscall: which one, on which path, and errno. `err == 0` means success.
+struct Failure {
+  int err = 0;
+  const char* syscall = "";
+  std::string path;
+
+  bool Set(const char* call, const std::string& where) {
+    err = errno;
+    syscall = call;
+    path = where;
+    return false;
+  }
+};
+
+int OpenRetrying(const char* path, int flags, mode_t mode) {
+  int fd;
+  do {
+    fd = ::open(path, flags, mode);
+  } while (fd < 0 && errno == EINTR);
+  return fd;
+}
+
+// close() is not retried on EINTR (Linux releases the descriptor anyway).
+void CloseQuietly(int fd) {
+  int saved = errno;
+  ::close(fd);
+  errno = saved;
+}
+
+bool SyncDirectoryAt(const std::string& dir, Failure* failure) {
+  int fd = OpenRetrying(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  if (fd < 0) return failure->Set("open", dir);
+  if (::fsync(fd) != 0) {
+    failure->Set("fsync", dir);
+    CloseQuietly(fd);
+    return false;
+  }
+  if (::close(fd) != 0 && errno != EINTR) return failure->Set("close", dir);
+  return true;
+}
+
+Napi::Value ErrorFor(Napi::Env env, const Failure& failure) {
+  const char* code = uv_err_name(-failure.err);
+  std::string message = std::string(code) + ": " + strerror(failure.err) + ", " +
+                        failure.syscall + " '" + failure.path + "'";
+  Napi::Error error = Napi::Error::New(env, message);
+  error.Set("errno", Napi::Number::New(env, -failure.err));
+  error.Set("code", Napi::String::New(env, code));
+  error.Set("syscall", Napi::String::New(env, failure.syscall));
+  error.Set("path", Napi::String::New(env, failure.path));
+  return error.Value();
+}
+
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  explicit PromiseWorker(Napi::Env env)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  virtual Napi::Value Result(Napi::Env env) { return env.Undefined(); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (failure_.err == 0) {
+      deferred_.Resolve(Result(env));
+    } else {
+      deferred_.Reject(ErrorFor(env, failure_));
+    }
+  }
+  Napi::Promise::Deferred deferred_;
+  Failure failure_;
+};
+
+// temp is created exclusively (O_EXCL) beside target, written whole, optionally fsync'ed,
+// renamed over target, and then the directory optionally fsync'ed. On any failure before the
+// rename the temp file is removed.
+class WriteAtomicWorker : public PromiseWorker {
+ public:
+  WriteAtomicWorker(Napi::Env env, std::string temp, std::string target, std::string dir,
+                    std::string data, bool durable)
+      : PromiseWorker(env), temp_(std::move(temp)), target_(std::move(target)),
+        dir_(std::move(dir)), data_(std::move(data)), durable_(durable) {}
+
+  void Execute() override {
+    if (!WriteTemp()) {
+      ::unlink(temp_.c_str());
+      return;
+    }
+    if (::rename(temp_.c_str(), target_.c_str()) != 0) {
+      failure_.Set("rename", temp_);
+      ::unlink(temp_.c_str());
+      return;
+    }
+    if (durable_) SyncDirectoryAt(dir_, &failure_);
+  }
+
+ private:
+  bool WriteTemp() {
+    int fd = OpenRetrying(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) return failure_.Set("open", temp_);
+    size_t done = 0;
+    while (done < data_.size()) {
+      ssize_t n = ::pwrite(fd, data_.data() + done, data_.size() - done, done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        failure_.Set("write", temp_);
+        CloseQuietly(fd);
+        return false;
+      }
+      done += static_cast<size_t>(n);
+    }
+    if (durable_ && ::fsync(fd) != 0) {
+      failure_.Set("fsync", temp_);
+      CloseQuietly(fd);
+      return false;
+    }
+    // A close that fails (EIO on some filesystems) means the bytes may not be there.
+    if (::close(fd) != 0 && errno != EINTR) return failure_.Set("close", temp_);
+    return true;
+  }
+
+  std::string temp_;
+  std::string target_;
+  std::string dir_;
+  std::string data_;
+  bool durable_;
+};
+
+// The whole file as UTF-8 text (records are a few hundred bytes; no size limit is imposed).
+class ReadSmallWorker : public PromiseWorker {
+ public:
+  ReadSmallWorker(Napi::Env env, std::string path) : PromiseWorker(env), path_(std::move(path)) {}
+
+  void Execute() override {
+    int fd = OpenRetrying(path_.c_str(), O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) {
+      failure_.Set("open", path_);
+      return;
+    }
+    char buffer[16 * 1024];
+    for (;;) {
+      ssize_t n = ::pread(fd, buffer, sizeof buffer, static_cast<off_t>(content_.size()));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        failure_.Set("read", path_);
+        break;
+      }
+      if (n == 0) break;
+      content_.append(buffer, static_cast<size_t>(n));
+    }
+    CloseQuietly(fd);
+  }
+
+ protected:
+  Napi::Value Result(Napi::Env env) override {
+    return Napi::String::New(env, content_.data(), content_.size());
+  }
+
+ private:
+  std::string path_;
+  std::string content_;
+};
+
+class SyncDirectoryWorker : public PromiseWorker {
+ public:
+  SyncDirectoryWorker(Napi::Env env, std::string dir) : PromiseWorker(env), dir_(std::move(dir)) {}
+  void Execute() override { SyncDirectoryAt(dir_, &failure_); }
+
+ private:
+  std::string dir_;
+};
+
+// An exclusive non-blocking flock on `path`, held through a read-write descriptor that is
+// returned (>= 0). -1: another holder has it. -2: `path` no longer names the inode that was
+// locked (renamed or unlinked between open and flock by the previous holder). Rejects ENOENT
+// when there is no such file.
+class LockWorker : public PromiseWorker {
+ public:
+  LockWorker(Napi::Env env, std::string path) : PromiseWorker(env), path_(std::move(path)) {}
+
+  void Execute() override {
+    int fd = OpenRetrying(path_.c_str(), O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0) {
+      failure_.Set("open", path_);
+      return;
+    }
+    int rc;
+    do {
+      rc = ::flock(fd, LOCK_EX | LOCK_NB);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0) {
+      if (errno == EWOULDBLOCK) {
+        result_ = -1;
+      } else {
+        failure_.Set("flock", path_);
+      }
+      CloseQuietly(fd);
+      return;
+    }
+    struct stat held, named;
+    if (::fstat(fd, &held) != 0) {
+      failure_.Set("fstat", path_);
+      CloseQuietly(fd);
+      return;
+    }
+    if (::stat(path_.c_str(), &named) != 0) {
+      if (errno != ENOENT) {
+        failure_.Set("stat", path_);
+        CloseQuietly(fd);
+        return;
+      }
+      result_ = -2;
+    } else if (held.st_ino != named.st_ino || held.st_dev != named.st_dev) {
+      result_ = -2;
+    }
+    if (result_ == -2) {
+      CloseQuietly(fd);
+      return;
+    }
+    result_ = fd;
+  }
+
+ protected:
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, result_); }
+
+ private:
+  std::string path_;
+  int result_ = 0;
+};
+
+// Creates `path` exclusively, reserves `length` bytes (fallocate; where the filesystem cannot,
+// EOPNOTSUPP or ENOSYS, a sparse ftruncate), optionally fsyncs the file and its directory.
+// Resolves "fallocate", "ftruncate" or "none" (length 0). On failure the file is removed.
+class CreateWorker : public PromiseWorker {
+ public:
+  CreateWorker(Napi::Env env, std::string path, std::string dir, off_t length, bool durable)
+      : PromiseWorker(env), path_(std::move(path)), dir_(std::move(dir)), length_(length),
+        durable_(durable) {}
+
+  void Execute() override {
+    int fd = OpenRetrying(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      failure_.Set("open", path_);
+      return;
+    }
+    bool ok = Reserve(fd);
+    if (ok && durable_ && ::fsync(fd) != 0) ok = failure_.Set("fsync", path_);
+    if (!ok) {
+      CloseQuietly(fd);
+      ::unlink(path_.c_str());
+      return;
+    }
+    if (::close(fd) != 0 && errno != EINTR) {
+      failure_.Set("close", path_);
+      ::unlink(path_.c_str());
+      return;
+    }
+    if (durable_) SyncDirectoryAt(dir_, &failure_);
+  }
+
+ protected:
+  Napi::Value Result(Napi::Env env) override { return Napi::String::New(env, how_); }
+
+ private:
+  bool Reserve(int fd) {
+    if (length_ == 0) return true;
+    int rc;
+    do {
+      rc = ::fallocate(fd, 0, 0, length_);
+    } while (rc != 0 && errno == EINTR);
+    if (rc == 0) {
+      how_ = "fallocate";
+      return true;
+    }
+    if (errno != EOPNOTSUPP && errno != ENOSYS) return failure_.Set("fallocate", path_);
+    do {
+      rc = ::ftruncate(fd, length_);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0) return failure_.Set("ftruncate", path_);
+    how_ = "ftruncate";
+    return true;
+  }
+
+  std::string path_;
+  std::string dir_;
+  off_t length_;
+  bool durable_;
+  const char* how_ = "none";
+};
+
+bool Usage(const Napi::CallbackInfo& info, bool ok, const char* usage) {
+  if (!ok) Napi::TypeError::New(info.Env(), usage).ThrowAsJavaScriptException();
+  return ok;
+}
+
+template <typename Worker, typename... Args>
+Napi::Value Start(Napi::Env env, Args&&... args) {
+  auto* worker = new Worker(env, std::forward<Args>(args)...);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value WriteFileAtomic(const Napi::CallbackInfo& info) {
+  if (!Usage(info,
+             info.Length() == 5 && info[0].IsString() && info[1].IsString() &&
+                 info[2].IsString() && info[3].IsString() && info[4].IsBoolean(),
+             "writeFileAtomic(temp, target, dir, data, durable)")) {
+    return info.Env().Undefined();
+  }
+  return Start<WriteAtomicWorker>(info.Env(), info[0].As<Napi::String>().Utf8Value(),
+                                  info[1].As<Napi::String>().Utf8Value(),
+                                  info[2].As<Napi::String>().Utf8Value(),
+                                  info[3].As<Napi::String>().Utf8Value(),
+                                  info[4].As<Napi::Boolean>().Value());
+}
+
+Napi::Value ReadSmallFile(const Napi::CallbackInfo& info) {
+  if (!Usage(info, info.Length() == 1 && info[0].IsString(), "readSmallFile(path)")) {
+    return info.Env().Undefined();
+  }
+  return Start<ReadSmallWorker>(info.Env(), info[0].As<Napi::String>().Utf8Value());
+}
+
+Napi::Value SyncDirectory(const Napi::CallbackInfo& info) {
+  if (!Usage(info, info.Length() == 1 && info[0].IsString(), "syncDirectory(path)")) {
+    return info.Env().Undefined();
+  }
+  return Start<SyncDirectoryWorker>(info.Env(), info[0].As<Napi::String>().Utf8Value());
+}
+
+Napi::Value LockFile(const Napi::CallbackInfo& info) {
+  if (!Usage(info, info.Length() == 1 && info[0].IsString(), "lockFile(path)")) {
+    return info.Env().Undefined();
+  }
+  return Start<LockWorker>(info.Env(), info[0].As<Napi::String>().Utf8Value());
+}
+
+Napi::Value CreateFile(const Napi::CallbackInfo& info) {
+  if (!Usage(info,
+             info.Length() == 4 && info[0].IsString() && info[1].IsString() &&
+                 info[2].IsNumber() && info[3].IsBoolean(),
+             "createFile(path, dir, length, durable)")) {
+    return info.Env().Undefined();
+  }
+  return Start<CreateWorker>(info.Env(), info[0].As<Napi::String>().Utf8Value(),
+                             info[1].As<Napi::String>().Utf8Value(),
+                             static_cast<off_t>(info[2].As<Napi::Number>().Int64Value()),
+                             info[3].As<Napi::Boolean>().Value());
+}
+
+}  // namespace
+
+void InitDurableFile(Napi::Env env, Napi::Object exports) {
+  exports.Set("writeFileAtomic", Napi::Function::New(env, WriteFileAtomic));
+  exports.Set("readSmallFile", Napi::Function::New(env, ReadSmallFile));
+  exports.Set("syncDirectory", Napi::Function::New(env, SyncDirectory));
+  exports.Set("lockFile", Napi::Function::New(env, LockFile));
+  exports.Set("createFile", Napi::Function::New(env, CreateFile));
+}
+
+}  // namespace tussi

@@ -1,0 +1,11 @@
+#ifndef TUSSI_DURABLE_FILE_H_
+#define TUSSI_DURABLE_FILE_H_
+
+#include <napi.h>
+
+namespace tussi {
+// Adds writeFileAtomic, readSmallFile, syncDirectory, lockFile and createFile to the exports.
+void InitDurableFile(Napi::Env env, Napi::Object exports);
+}  // namespace tussi
+
+#endif  // TUSSI_DURABLE_FILE_H_

@@ -1,0 +1,58 @@
+import { createRequire } from 'node:module';
+
+/**
+ * The optional native addon (`native/*.cc`, built by `node-gyp` at install). Each function runs
+ * on the libuv threadpool as one job and rejects as Node's fs functions do (`code`, `errno`,
+ * `syscall`, `path`).
+ */
+export interface NativeAddon {
+  fallocate(fd: number, offset: number, length: number): Promise<number>;
+  /** Creates `temp` (O_EXCL), writes `data`, [fsync], renames it over `target`, [fsyncs `dir`]. */
+  writeFileAtomic(
+    temp: string,
+    target: string,
+    dir: string,
+    data: string,
+    durable: boolean,
+  ): Promise<void>;
+  /** The whole file as UTF-8: open, read, close in one job. */
+  readSmallFile(path: string): Promise<string>;
+  /** Opens, fsyncs and closes a directory in one job. */
+  syncDirectory(path: string): Promise<void>;
+  /**
+   * open, `flock(LOCK_EX | LOCK_NB)`, and a check that `path` still names the locked inode:
+   * the descriptor holding the lock, -1 when busy, -2 when the path names another inode now.
+   */
+  lockFile(path: string): Promise<number>;
+  /**
+   * Creates `path` (O_EXCL), reserves `length` bytes (fallocate, or ftruncate where the
+   * filesystem cannot), [fsyncs it and `dir`]; removes it on failure.
+   */
+  createFile(
+    path: string,
+    dir: string,
+    length: number,
+    durable: boolean,
+  ): Promise<'fallocate' | 'ftruncate' | 'none'>;
+}
+
+function loadAddon(): NativeAddon | null {
+  const require = createRequire(import.meta.url);
+  // dist/storage/ and src/storage/ are both two levels below the package root.
+  for (const candidate of [
+    '../../build/Release/tussi_native.node',
+    '../../build/Debug/tussi_native.node',
+  ]) {
+    try {
+      const addon = require(candidate) as Partial<NativeAddon>;
+      // An addon built from an older checkout lacks the newer functions: not used at all.
+      if (typeof addon.createFile === 'function') return addon as NativeAddon;
+    } catch {
+      // try the next location
+    }
+  }
+  return null;
+}
+
+/** The addon, or null where it was not built (every caller has a pure-Node fallback). */
+export const nativeAddon = loadAddon();
