@@ -246,7 +246,7 @@ async function main(): Promise<void> {
     size: 4096,
     chunk: 4096,
     count: setup.warmup.small,
-    concurrency: 8,
+    concurrency: 32,
   };
   const warmBig: Workload = {
     ...warm,

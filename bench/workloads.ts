@@ -100,7 +100,9 @@ export function plan(mode: 'full' | 'smoke', rounds?: number): Plan {
     mode,
     rounds: rounds ?? 3,
     maxSize: 4 * GiB,
-    warmup: { small: 200, size: 64 * MiB },
+    // Long enough for the JIT to settle on every server (a production server runs for days): a
+    // NestJS app still optimizes its hot paths after the first thousand requests.
+    warmup: { small: 2000, size: 64 * MiB },
     workloads: [
       single(GiB, 8 * MiB, WITH_FSYNC),
       single(GiB, 64 * MiB, WITH_FSYNC),

@@ -169,8 +169,9 @@ class ReadSmallWorker : public PromiseWorker {
         failure_.Set("read", path_);
         break;
       }
-      if (n == 0) break;
       content_.append(buffer, static_cast<size_t>(n));
+      // A short read of a regular file is its end: no second call to learn it.
+      if (static_cast<size_t>(n) < sizeof buffer) break;
     }
     CloseQuietly(fd);
   }

@@ -49,9 +49,19 @@ export function writeFileAtomic(path: string, data: string, durable: boolean): P
     : writeFileAtomicPortable(temp, path, data, durable);
 }
 
-/** `.{name}.{random}.tmp` beside `path` (see {@link TEMP_FILE}). */
+/**
+ * Temp names: 24 random bits drawn once per process, then a counter (12 hex digits in all). No
+ * call into the CSPRNG per record write; two processes sharing a directory differ by the
+ * prefix, and the exclusive create (O_EXCL) refuses, never overwrites, in the unlikely clash.
+ */
+const tempPrefix = randomBytes(3).toString('hex');
+let tempCounter = 0;
+
+/** `.{name}.{prefix}{counter}.tmp` beside `path` (see {@link TEMP_FILE}). */
 function tempPathFor(path: string): string {
-  return join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  tempCounter = (tempCounter + 1) % 0x1000000;
+  const suffix = `${tempPrefix}${tempCounter.toString(16).padStart(6, '0')}`;
+  return join(dirname(path), `.${basename(path)}.${suffix}.tmp`);
 }
 
 /** Through one plain descriptor (a FileHandle costs more than the tiny read it wraps). */
