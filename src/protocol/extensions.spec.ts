@@ -1140,7 +1140,7 @@ describe('termination', () => {
     await runSteps(fixture, [head(ids.u, { 'Upload-Offset': '0' })]);
   });
 
-  it('DELETE stops a PATCH streaming in this process, then 404', async () => {
+  it('DELETE stops a PATCH streaming in this process: the PATCH gets 410, then 404', async () => {
     const fixture = memoryFixture({ lockWaitMs: 30_000 });
     const ids = await runSteps(fixture, [create('u', 100)]);
     const body = new PassThrough();
@@ -1159,7 +1159,10 @@ describe('termination', () => {
     // Stopped, not waited for: far below the lock wait.
     expect(Date.now() - started).toBeLessThan(10_000);
     const patched = await patching;
-    expect(patched.status).toBeLessThan(500);
+    // Not a 204 with an offset: the upload it describes is gone.
+    expect(patched.status).toBe(410);
+    expect(String(patched.body)).toContain('ERR_UPLOAD_TERMINATED');
+    expect(patched.headers['Tus-Resumable'] ?? patched.headers['tus-resumable']).toBe('1.0.0');
     body.destroy();
     await runSteps(fixture, [gone(ids.u), patch(ids.u, 0, 'hello', { status: 404 })]);
     expect(fixture.storage.files.has(ids.u)).toBe(false);

@@ -8,7 +8,7 @@ import {
 } from './checksum.js';
 import { completeUpload } from './concatenation.js';
 import { headerValue } from './headers.js';
-import type { TusContext } from './tus-context.js';
+import { TERMINATION, type TusContext } from './tus-context.js';
 import { TusErrors, isNoSpaceError } from './tus-error.js';
 import { UploadProgressEvent } from './tus-events.js';
 import type { TusRequest } from './tus-request.js';
@@ -121,6 +121,12 @@ export async function receiveBody(
   }
   if (result.error) throw result.error;
   if (result.exceeded) throw limit < room ? TusErrors.chunkTooLarge() : tooLong();
+  // Stopped by a DELETE of this upload, whose files are removed as soon as this request lets
+  // go of the lock: an offset would describe an upload that no longer exists. (One that this
+  // request completed went to the queue first, and answers as finished.)
+  if (stop.signal.reason === TERMINATION && !record.isComplete) {
+    throw TusErrors.uploadTerminated();
+  }
 }
 
 /** The checksum sent as a trailer of a chunked body; 400 when it was announced but not sent. */

@@ -4,6 +4,9 @@ import type { TusExtension } from './extensions.js';
 import type { ProgressThrottle, TusEvent } from './tus-events.js';
 import type { TusRequest, TusResponse } from './tus-request.js';
 
+/** The abort reason of a body write stopped by a DELETE of its upload. */
+export const TERMINATION: unique symbol = Symbol('nestjs-tussi.termination');
+
 /**
  * tussi's `on_create`: called on every creation before anything is stored, with the request
  * headers (lower-case names) and the decoded client metadata; what it returns is stored as the
@@ -56,7 +59,10 @@ export interface TusContext {
   readonly onCreate?: OnCreateHook;
   /** The extensions served and advertised. */
   readonly extensions: ReadonlySet<TusExtension>;
-  /** Body writes under way in this process, by upload id: termination stops them first. */
+  /**
+   * Body writes under way in this process, by upload id: termination stops them first, with
+   * {@link TERMINATION} as the abort reason.
+   */
   readonly activeWrites: Map<string, AbortController>;
   /** Work a request started and left running (final assembly): see `TusHandler.settled()`. */
   readonly background: Set<Promise<void>>;

@@ -59,6 +59,11 @@ export const TusErrors = {
   chunkTooLarge: define('ERR_CHUNK_TOO_LARGE', 413, 'request body exceeds the maximum chunk size'),
   uploadLocked: define('ERR_UPLOAD_LOCKED', 423, 'upload is locked by another request'),
   uploadExpired: define('ERR_UPLOAD_EXPIRED', 410, 'upload has expired'),
+  uploadTerminated: define(
+    'ERR_UPLOAD_TERMINATED',
+    410,
+    'the upload was terminated (DELETE) while this request was sending it',
+  ),
   invalidDeferLength: define(
     'ERR_INVALID_UPLOAD_DEFER_LENGTH',
     400,

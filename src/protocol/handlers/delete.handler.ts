@@ -1,13 +1,13 @@
 import { LockTargetMissingError, LockTimeoutError } from '../../storage/storage.interfaces.js';
 import { isUploadId } from '../headers.js';
-import type { MethodHandler, TusContext } from '../tus-context.js';
+import { TERMINATION, type MethodHandler, type TusContext } from '../tus-context.js';
 import { TusErrors } from '../tus-error.js';
 import { UploadTerminatedEvent } from '../tus-events.js';
 import type { TusResponse } from '../tus-request.js';
 
 /**
  * DELETE (termination): the upload's files are removed under its lock. A PATCH streaming into it
- * in this process is stopped first (it keeps what it wrote, then lets go of the lock); one
+ * in this process is stopped first (it lets go of the lock and answers 410); one
  * holding the lock in another process makes this answer 423 after the lock wait (clients retry).
  */
 export const handleDelete: MethodHandler = async (request, context) => {
@@ -16,7 +16,7 @@ export const handleDelete: MethodHandler = async (request, context) => {
   if (request.id === undefined) throw TusErrors.methodNotAllowed();
   if (!isUploadId(request.id)) throw TusErrors.notFound();
   const id = request.id;
-  context.activeWrites.get(id)?.abort();
+  context.activeWrites.get(id)?.abort(TERMINATION);
   try {
     const removed = await store.withLock(id, options.lockWaitMs, async () => {
       if (!(await store.getRecord(id))) return false;
