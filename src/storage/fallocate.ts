@@ -41,13 +41,10 @@ export async function preallocate(
  * EFBIG, ...) leaves nothing behind. With the addon, one threadpool job.
  */
 export async function createReserved(
-  path: string,
-  dir: string,
-  length: number | null,
-  durable: boolean,
-  log: (message: string) => void,
+  ...args: Parameters<typeof createReservedPortable>
 ): Promise<void> {
-  if (!addon) return createReservedPortable(path, dir, length, durable, log);
+  if (!addon) return createReservedPortable(...args);
+  const [path, dir, length, durable, log] = args;
   const how = await addon.createFile(path, dir, length ?? 0, durable);
   if (how === 'ftruncate' && !warned) {
     log('fallocate is not supported on this filesystem; pre-allocating with ftruncate');
