@@ -1,17 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { close, fsync, open as openFd, read, write } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { promisify } from 'node:util';
+import { fdCall } from './fd.js';
 import { nativeAddon } from './native.js';
-
-// Plain descriptors, not FileHandles: records are written on every PATCH, and a FileHandle
-// (an object with a GC finalizer) costs more than the tiny write it wraps.
-const openFile = promisify(openFd);
-const writeFile = promisify(write);
-const syncFile = promisify(fsync);
-const closeFile = promisify(close);
-const readFd = promisify(read);
 
 /**
  * The pure-Node versions of the functions below, used where the native addon is not built. The
@@ -66,7 +57,7 @@ function tempPathFor(path: string): string {
 
 /** Through one plain descriptor (a FileHandle costs more than the tiny read it wraps). */
 async function readSmallFilePortable(path: string): Promise<string> {
-  const fd = await openFile(path, 'r');
+  const fd = await fdCall.open(path, 'r');
   try {
     let buffer = Buffer.allocUnsafe(16 * 1024);
     let size = 0;
@@ -76,7 +67,7 @@ async function readSmallFilePortable(path: string): Promise<string> {
         buffer.copy(larger, 0, 0, size);
         buffer = larger;
       }
-      const { bytesRead } = await readFd(fd, buffer, size, buffer.length - size, size);
+      const { bytesRead } = await fdCall.read(fd, buffer, size, buffer.length - size, size);
       if (bytesRead === 0) break;
       size += bytesRead;
       // A short read of a regular file means its end: no second call to learn it.
@@ -86,7 +77,7 @@ async function readSmallFilePortable(path: string): Promise<string> {
   } finally {
     // Not waited for: the content is read, and a read-only descriptor's close has nothing to
     // report. One threadpool round trip less on every HEAD and PATCH.
-    closeFile(fd).catch(() => {});
+    fdCall.close(fd).catch(() => {});
   }
 }
 
@@ -108,19 +99,19 @@ async function writeFileAtomicPortable(
   data: string,
   durable: boolean,
 ): Promise<void> {
-  const fd = await openFile(temp, 'wx', 0o644);
+  const fd = await fdCall.open(temp, 'wx', 0o644);
   try {
     const bytes = Buffer.from(data);
     for (let done = 0; done < bytes.length;) {
-      done += (await writeFile(fd, bytes, done, bytes.length - done, done)).bytesWritten;
+      done += (await fdCall.write(fd, bytes, done, bytes.length - done, done)).bytesWritten;
     }
-    if (durable) await syncFile(fd);
+    if (durable) await fdCall.fsync(fd);
   } catch (e) {
-    await closeFile(fd);
+    await fdCall.close(fd);
     await unlink(temp).catch(() => {});
     throw e;
   }
-  await closeFile(fd);
+  await fdCall.close(fd);
   try {
     await rename(temp, path);
   } catch (e) {

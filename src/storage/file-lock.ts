@@ -1,14 +1,8 @@
 import fsExt from 'fs-ext';
-import { close, fstat, open, stat } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
+import { fdCall } from './fd.js';
 import { nativeAddon } from './native.js';
 import { LockTargetMissingError, LockTimeoutError } from './storage.interfaces.js';
-
-const openFd = promisify(open);
-const closeFd = promisify(close);
-const fstatFd = promisify(fstat);
-const statPath = promisify(stat);
 
 /** An exclusive `flock` on a file, held through an open read-write descriptor. */
 export interface FileLock {
@@ -38,24 +32,24 @@ const nativeAttempt: LockAttempt | null = nativeAddon
 
 /** The same with fs calls (three threadpool jobs); `flock` itself is synchronous. */
 export const portableLockAttempt: LockAttempt = async (path) => {
-  const fd = await openFd(path, 'r+');
+  const fd = await fdCall.open(path, 'r+');
   try {
     fsExt.flockSync(fd, 'exnb');
   } catch (e) {
-    await closeFd(fd);
+    await fdCall.close(fd);
     if (isBusy(e)) return 'busy';
     throw e;
   }
   try {
-    const [held, named] = await Promise.all([fstatFd(fd), statPath(path)]);
+    const [held, named] = await Promise.all([fdCall.fstat(fd), fdCall.stat(path)]);
     if (held.ino === named.ino && held.dev === named.dev) return fd;
   } catch (e) {
     if (!isMissing(e)) {
-      await closeFd(fd);
+      await fdCall.close(fd);
       throw e;
     }
   }
-  await closeFd(fd);
+  await fdCall.close(fd);
   return 'moved';
 };
 
@@ -86,7 +80,7 @@ export async function tryLockFile(
     release: async () => {
       // Closing the descriptor drops the flock; close only once.
       lock.release = async () => {};
-      await closeFd(fd);
+      await fdCall.close(fd);
     },
   };
   return lock;

@@ -1,18 +1,12 @@
-import { close, createReadStream, fdatasync, mkdirSync, open as openCb, writev } from 'node:fs';
+import { createReadStream, mkdirSync } from 'node:fs';
 import { open, readdir, stat, unlink } from 'node:fs/promises';
 import { isUploadId } from '../protocol/headers.js';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { promisify } from 'node:util';
 import { PartialBatchError, pumpBody } from './body-pump.js';
 import { createReserved, preallocate } from './fallocate.js';
+import { fdCall } from './fd.js';
 import type { BodyWriteOptions, BodyWriteResult, UploadStorage } from './storage.interfaces.js';
-
-// Plain descriptors, like the lock's, for the write path of every PATCH.
-const openFd = promisify(openCb);
-const closeFd = promisify(close);
-const datasyncFd = promisify(fdatasync);
-const writevFd = promisify(writev);
 
 export interface FilesystemStorageOptions {
   /** Staging directory: `{directory}/{id}` holds the bytes of an unfinished upload. */
@@ -61,7 +55,7 @@ export class FilesystemStorage implements UploadStorage {
     // Under a file lock on this very file, its descriptor is ours to write through (one open
     // and close less per PATCH); it stays open for the lock.
     const locked = options.lockedFile?.path === path ? options.lockedFile.fd : undefined;
-    const fd = locked ?? (await openFd(path, 'r+'));
+    const fd = locked ?? (await fdCall.open(path, 'r+'));
     let position = offset;
     try {
       const result = await pumpBody(
@@ -70,7 +64,8 @@ export class FilesystemStorage implements UploadStorage {
           let done = 0;
           try {
             while (done < bytes) {
-              done += (await writevFd(fd, remaining(chunks, done), position + done)).bytesWritten;
+              done += (await fdCall.writev(fd, remaining(chunks, done), position + done))
+                .bytesWritten;
             }
           } catch (e) {
             // A short write then ENOSPC: the bytes before the failure are on disk and count.
@@ -82,7 +77,7 @@ export class FilesystemStorage implements UploadStorage {
       );
       if (this.fsync && result.bytes > 0) {
         try {
-          await datasyncFd(fd);
+          await fdCall.fdatasync(fd);
         } catch (e) {
           // Nothing of this request can be claimed durable.
           return { ...result, bytes: 0, error: e as Error };
@@ -90,7 +85,7 @@ export class FilesystemStorage implements UploadStorage {
       }
       return result;
     } finally {
-      if (locked === undefined) await closeFd(fd);
+      if (locked === undefined) await fdCall.close(fd);
     }
   }
 
