@@ -62,11 +62,12 @@ export async function bootstrap(options: BootstrapOptions = {}): Promise<Bootstr
 
 /**
  * V8 sets the old generation's next full-GC threshold from its live size, ~20 MB for a NestJS
- * app. While uploads stream hundreds of MiB/s of request Buffers through the process, that
- * headroom can fall below what the young generation turns over, and V8 then runs full GCs back
- * to back: measured here at ~70 per GiB uploaded, halving throughput and doubling CPU per GiB.
- * A fixed growing factor of 3 keeps the headroom clear of it (0–1 full GCs per GiB). A process
- * started with its own `--heap-growing-percent` keeps it.
+ * app, and counts against that headroom the memory of every Buffer allocated since the last full
+ * GC. While uploads stream hundreds of MiB/s of request Buffers through the process, the
+ * headroom fills before young-generation GCs free them, and V8 runs full GCs back to back:
+ * measured at ~70 per GiB uploaded, halving throughput and tripling CPU per GiB. A fixed growing
+ * factor of 3 keeps the headroom clear of it (0–1 full GCs per GiB). A process started with its
+ * own `--heap-growing-percent` keeps it.
  */
 function tuneGarbageCollector(): void {
   if (process.execArgv.some((arg) => arg.startsWith('--heap-growing-percent'))) return;
