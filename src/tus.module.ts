@@ -1,8 +1,11 @@
-import { Logger, Module } from '@nestjs/common';
+import { Inject, Logger, Module, type MiddlewareConsumer, type NestModule } from '@nestjs/common';
+import { HttpAdapterHost, ModuleRef, ModulesContainer } from '@nestjs/core';
 import { EventEmitter2 } from '@nestjs/event-emitter';
 import { Janitor } from './janitor/janitor.js';
 import { TusForwardedInterceptor } from './nest/tus-forwarded.interceptor.js';
 import { TusLifecycle } from './nest/tus-lifecycle.js';
+import { TusRequestMiddleware } from './nest/tus-request.middleware.js';
+import { installMalformedPathCatch, mountPaths, resolveTusRoutes } from './nest/tus-routes.js';
 import { TUS_OPTIONS } from './nest/tus.constants.js';
 import type { TusLogger } from './protocol/tus-context.js';
 import type { TusEvent } from './protocol/tus-events.js';
@@ -167,7 +170,33 @@ function nestLogger(): TusLogger {
     },
     TusForwardedInterceptor,
     TusLifecycle,
+    TusRequestMiddleware,
   ],
   exports: [TUS_OPTIONS, UploadStorageService, CompletedUploadQueue, TusHandler, Janitor],
 })
-export class TusModule extends ConfigurableModuleClass {}
+export class TusModule extends ConfigurableModuleClass implements NestModule {
+  constructor(
+    @Inject(ModulesContainer) private readonly modules: ModulesContainer,
+    @Inject(ModuleRef) private readonly moduleRef: ModuleRef,
+    @Inject(HttpAdapterHost) private readonly adapterHost: HttpAdapterHost,
+  ) {
+    super();
+  }
+
+  /**
+   * Runs before the router mounts any route: finds the TUS controllers (a user's subclass
+   * replaces the default routes), puts `TusRequestMiddleware` in front of them (effective
+   * method, OPTIONS before any guard), and lets malformed paths below them reach the guards.
+   */
+  configure(consumer: MiddlewareConsumer): void {
+    const { controllers, replacing } = resolveTusRoutes(this.modules, this);
+    if (controllers.length === 0) return;
+    if (replacing.length > 0) {
+      new Logger('TusModule').log(
+        `${replacing.map((c) => c.name).join(', ')} serve(s) the uploads; the default routes are not mounted`,
+      );
+    }
+    consumer.apply(TusRequestMiddleware).forRoutes(...controllers);
+    installMalformedPathCatch(this.adapterHost, mountPaths(controllers, this.moduleRef));
+  }
+}

@@ -8,3 +8,6 @@ export const TUS_OPTIONS = Symbol('TUS_OPTIONS');
  */
 export const TUS_SCHEME = Symbol('tus.scheme');
 export const TUS_HOST = Symbol('tus.host');
+
+/** Set on a request whose path had a malformed percent-encoding (answered 400 after the guards). */
+export const TUS_MALFORMED_PATH = Symbol('tus.malformed-path');

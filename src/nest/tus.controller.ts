@@ -15,14 +15,18 @@ import {
 import type { Request, Response } from 'express';
 import type { TLSSocket } from 'node:tls';
 import { TusHandler } from '../protocol/tus-handler.js';
-import type { TusResponse } from '../protocol/tus-request.js';
 import type { ResolvedTusOptions } from '../tus.options-validation.js';
-import { TUS_HOST, TUS_OPTIONS, TUS_SCHEME } from './tus.constants.js';
+import { TUS_HOST, TUS_MALFORMED_PATH, TUS_OPTIONS, TUS_SCHEME } from './tus.constants.js';
 import { applyCors } from './tus-cors.js';
 import { TusExceptionFilter } from './tus-exception.filter.js';
 import { TusForwardedInterceptor } from './tus-forwarded.interceptor.js';
+import { sendTusResponse } from './tus-response.js';
 
-type TusExpressRequest = Request & { [TUS_SCHEME]?: string; [TUS_HOST]?: string };
+type TusExpressRequest = Request & {
+  [TUS_SCHEME]?: string;
+  [TUS_HOST]?: string;
+  [TUS_MALFORMED_PATH]?: boolean;
+};
 
 /**
  * The routes of the creation URL and of each upload URL, handed to `TusHandler` as they come.
@@ -34,8 +38,11 @@ type TusExpressRequest = Request & { [TUS_SCHEME]?: string; [TUS_HOST]?: string 
  * export class UploadsController extends TusController {}
  * ```
  *
- * OPTIONS has routes of its own so that guards on the other routes never run on TUS discovery
- * or a CORS preflight, which carry no credentials.
+ * Guards may be attached to the class (`@UseGuards` above `@Controller`) or to the methods: TUS
+ * discovery and CORS preflights (OPTIONS, which carry no credentials) are answered before any
+ * guard by `TusModule`'s request middleware, which also applies `X-HTTP-Method-Override` (on a
+ * POST only) before routing, so the guards see the effective method. A subclass mounted anywhere
+ * in the application replaces the module's default routes at `path`.
  */
 @UseFilters(TusExceptionFilter)
 @UseInterceptors(TusForwardedInterceptor)
@@ -103,29 +110,10 @@ export class TusController {
       host: req[TUS_HOST],
       body: req,
       trailers: () => req.trailers,
+      malformedPath: req[TUS_MALFORMED_PATH] === true,
     });
-    send(req, res, response);
+    sendTusResponse(req, res, response);
   }
-}
-
-/** Writes a protocol response; a client already gone is not an error. */
-function send(req: Request, res: Response, response: TusResponse): void {
-  if (res.headersSent || res.destroyed) return;
-  const headers: Record<string, string> = { ...response.headers };
-  // A refused request whose body was not read: close rather than read gigabytes to discard them.
-  if (!req.readableEnded && hasBody(req)) headers.Connection = 'close';
-  if (response.status !== 204 && req.method !== 'HEAD') {
-    headers['Content-Length'] = String(
-      response.body === undefined ? 0 : Buffer.byteLength(response.body),
-    );
-  }
-  res.writeHead(response.status, headers);
-  res.end(response.body);
-}
-
-function hasBody(req: Request): boolean {
-  const length = req.headers['content-length'];
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
 /** A `TusController` mounted at `path`, its non-OPTIONS routes behind `guards`. */
@@ -155,6 +143,12 @@ export function createTusController(
     @UseGuards(...guards)
     override upload(req: TusExpressRequest, res: Response, id: string): Promise<void> {
       return super.upload(req, res, id);
+    }
+
+    @All('*rest')
+    @UseGuards(...guards)
+    override beyond(req: TusExpressRequest, res: Response): Promise<void> {
+      return super.beyond(req, res);
     }
   }
   Object.defineProperty(MountedTusController, 'name', { value: 'TusController' });

@@ -672,10 +672,12 @@ async function exchange(f: Fixture, spec: RequestSpec): Promise<void> {
   const changed = changes(before, after);
   if (response.status >= 400) {
     const headers = lowerCaseNames(spec.headers);
-    // The method as the handler takes it: an override, when given (and not empty), wins.
+    // The method as the handler takes it: on a POST, an override (when given and not empty)
+    // wins; on any other method it is ignored.
     const override = headers['x-http-method-override'];
     const overriding = (Array.isArray(override) ? override[0] : override)?.trim();
-    const method = (overriding || request.method).toUpperCase();
+    const real = request.method.toUpperCase();
+    const method = ((real === 'POST' && overriding) || real).toUpperCase();
     // "Store as much as possible": a PATCH body with no Content-Length that ran past the length
     // or the chunk limit keeps the bytes that fit (and may complete the upload).
     const storeAsMuch =

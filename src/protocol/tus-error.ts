@@ -45,6 +45,7 @@ export const TusErrors = {
   invalidFilename: define('ERR_INVALID_FILENAME', 400, 'filename must be printable ASCII'),
   invalidHost: define('ERR_INVALID_HOST', 400, 'missing or invalid Host header'),
   invalidContentLength: define('ERR_INVALID_CONTENT_LENGTH', 400, 'invalid Content-Length header'),
+  invalidPath: define('ERR_INVALID_PATH', 400, 'malformed percent-encoding in the request path'),
   notFound: define('ERR_UPLOAD_NOT_FOUND', 404, 'upload not found'),
   methodNotAllowed: () =>
     new TusError('ERR_METHOD_NOT_ALLOWED', 405, 'method not allowed', {

@@ -81,15 +81,20 @@ export class TusHandler {
   async handle(request: TusRequest): Promise<TusResponse> {
     let method = request.method.toUpperCase();
     try {
-      // "The X-HTTP-Method-Override request header MUST be ... interpreted as the request's method".
-      const override = headerValue(
-        request.headers,
-        'x-http-method-override',
-        TusErrors.methodNotAllowed,
-      );
-      if (override) method = override.trim().toUpperCase();
+      // "The X-HTTP-Method-Override request header MUST be ... interpreted as the request's
+      // method", for clients that can send nothing but GET and POST. Only a real POST is
+      // overridden (as tusd does): an OPTIONS, whose route carries no guard, stays discovery.
+      if (method === 'POST') {
+        const override = headerValue(
+          request.headers,
+          'x-http-method-override',
+          TusErrors.methodNotAllowed,
+        );
+        if (override) method = override.trim().toUpperCase();
+      }
       // Tus-Resumable is checked first: "the Server MUST NOT process the request" otherwise.
       if (method !== 'OPTIONS') assertTusResumable(request.headers);
+      if (request.malformedPath) throw TusErrors.invalidPath();
       const handler = this.handlers[method];
       if (!handler) throw TusErrors.methodNotAllowed();
       const response = await handler(request, this.context);

@@ -3,7 +3,11 @@ import type { RequestHeaders } from './headers.js';
 
 /** A request as the protocol sees it: no framework types, so a literal object will do. */
 export interface TusRequest {
-  /** The HTTP method as received (`X-HTTP-Method-Override` is applied by the handler). */
+  /**
+   * The HTTP method as received. `X-HTTP-Method-Override` is honoured on a POST only (as tusd
+   * does): an adapter that applies it before routing and authentication passes the effective
+   * method here, and the handler, seeing no POST, applies nothing more.
+   */
   method: string;
   /** Request headers with lower-case names, as Node's `IncomingMessage.headers`. */
   headers: RequestHeaders;
@@ -17,6 +21,8 @@ export interface TusRequest {
   host?: string;
   /** The request body. */
   body: Readable;
+  /** The request path had a malformed percent-encoding: answered 400 (after Tus-Resumable). */
+  malformedPath?: boolean;
   /** The trailers of a chunked body, once it has ended (checksum-trailer). */
   trailers?: () => RequestHeaders;
 }

@@ -5,7 +5,12 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TusModule, type TusLogger, type TusModuleOptions } from '../../src/index.js';
+import {
+  TusModule,
+  type TusLogger,
+  type TusModuleExtras,
+  type TusModuleOptions,
+} from '../../src/index.js';
 import { request, type RawRequestOptions, type RawResponse } from './http.js';
 
 export const TUS = { 'Tus-Resumable': '1.0.0' } as const;
@@ -17,6 +22,8 @@ export interface TestAppOptions extends Partial<TusModuleOptions> {
   path?: string;
   /** `app.setGlobalPrefix(...)`. */
   globalPrefix?: string;
+  /** `TusModule`'s `guards` extra. */
+  guards?: TusModuleExtras['guards'];
 }
 
 export interface TestApp {

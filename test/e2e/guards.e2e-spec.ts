@@ -1,0 +1,280 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import {
+  Controller,
+  ForbiddenException,
+  Injectable,
+  Module,
+  UnauthorizedException,
+  UseGuards,
+  type CanActivate,
+  type ExecutionContext,
+} from '@nestjs/common';
+import { createHash } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { IncomingMessage } from 'node:http';
+import { TusController, TusModule } from '../../src/index.js';
+import { OCTETS, TUS, createTestApp, startApp, tempDirs, type TestApp } from '../support/app.js';
+
+const TOKEN = 's3cret';
+
+/** The kind of guard an application writes: a bearer token, nothing else. */
+@Injectable()
+class TokenGuard implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
+    const req = context.switchToHttp().getRequest<IncomingMessage>();
+    if (req.headers.authorization === `Bearer ${TOKEN}`) return true;
+    throw new UnauthorizedException('bearer token required');
+  }
+}
+
+/** Everything below a directory, name → sha256 of the content. */
+async function snapshot(...dirs: string[]): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const dir of dirs) {
+    const walk = async (d: string): Promise<void> => {
+      for (const entry of await readdir(d, { withFileTypes: true }).catch(() => [])) {
+        const path = join(d, entry.name);
+        if (entry.isDirectory()) await walk(path);
+        else
+          out[path] = createHash('sha256')
+            .update(await readFile(path))
+            .digest('hex');
+      }
+    };
+    await walk(dir);
+  }
+  return out;
+}
+
+describe('X-HTTP-Method-Override cannot get past the guards', () => {
+  let s: TestApp;
+  let victim: string;
+  const auth = { Authorization: `Bearer ${TOKEN}` };
+
+  beforeAll(async () => {
+    s = await createTestApp({ guards: [TokenGuard] });
+    const created = await s.request({
+      method: 'POST',
+      path: '/files',
+      headers: { ...TUS, ...auth, 'Upload-Length': '10' },
+    });
+    expect(created.status).toBe(201);
+    victim = String(created.headers.location).split('/').pop()!;
+    const written = await s.request({
+      method: 'PATCH',
+      path: `/files/${victim}`,
+      headers: { ...TUS, ...auth, 'Content-Type': OCTETS, 'Upload-Offset': '0' },
+      body: Buffer.from('hello'),
+    });
+    expect(written.status).toBe(204);
+  });
+  afterAll(() => s.close());
+
+  const overrides = ['POST', 'PATCH', 'HEAD', 'DELETE', 'post', 'patch', 'head', 'delete'];
+  const carriers = ['OPTIONS', 'GET', 'POST'];
+  const cases = carriers.flatMap((method) =>
+    overrides.flatMap((override) => [
+      { method, override, target: 'collection' as const },
+      { method, override, target: 'upload' as const },
+    ]),
+  );
+
+  it.each(cases)(
+    '$method with override $override on the $target URL, no token: 401 or discovery, nothing changed',
+    async ({ method, override, target }) => {
+      const before = await snapshot(s.uploadDir, s.completedDir);
+      const res = await s.request({
+        method,
+        path: target === 'collection' ? '/files' : `/files/${victim}`,
+        headers: {
+          ...TUS,
+          'X-HTTP-Method-Override': override,
+          'Upload-Length': '5',
+          'Upload-Offset': '5',
+          'Content-Type': OCTETS,
+        },
+        body: Buffer.from('EVIL!'),
+      });
+      if (method === 'OPTIONS') {
+        expect(res.status).toBe(204);
+        expect(res.headers['tus-version']).toBe('1.0.0');
+        expect(res.headers.location).toBeUndefined();
+      } else {
+        expect(res.status).toBe(401);
+        expect(res.headers['tus-resumable']).toBe('1.0.0');
+      }
+      expect(await snapshot(s.uploadDir, s.completedDir)).toEqual(before);
+    },
+  );
+
+  it("the token holder's upload is unchanged byte for byte", async () => {
+    const head = await s.request({
+      method: 'HEAD',
+      path: `/files/${victim}`,
+      headers: { ...TUS, ...auth },
+    });
+    expect(head.status).toBe(200);
+    expect(head.headers['upload-offset']).toBe('5');
+    expect((await readFile(join(s.uploadDir, victim))).subarray(0, 5).toString()).toBe('hello');
+  });
+
+  it('a POST overridden with a token is served as the overridden method', async () => {
+    const res = await s.request({
+      method: 'POST',
+      path: `/files/${victim}`,
+      headers: { ...TUS, ...auth, 'X-HTTP-Method-Override': 'HEAD' },
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers['upload-offset']).toBe('5');
+  });
+
+  it('deeper paths and malformed percent-encodings are guarded too', async () => {
+    for (const path of ['/files/a/b', `/files/${victim}/x`, '/files/%E0%A4%A']) {
+      const res = await s.request({ method: 'PATCH', path, headers: { ...TUS } });
+      expect(res.status).toBe(401);
+      expect(res.headers['tus-resumable']).toBe('1.0.0');
+    }
+    const malformed = await s.request({
+      method: 'HEAD',
+      path: '/files/%E0%A4%A',
+      headers: { ...TUS, ...auth },
+    });
+    expect(malformed.status).toBe(400);
+    expect(malformed.headers['tus-resumable']).toBe('1.0.0');
+    const body = await s.request({
+      method: 'GET',
+      path: '/files/%zz',
+      headers: { ...TUS, ...auth },
+    });
+    expect(body.status).toBe(400);
+    expect(body.body.toString()).toMatch(/^ERR_INVALID_PATH/);
+  });
+
+  it('finds the TUS paths behind a global prefix', async () => {
+    const prefixed = await createTestApp({ guards: [TokenGuard], globalPrefix: 'api/v1' });
+    try {
+      const refused = await prefixed.request({ method: 'GET', path: '/api/v1/files/%E0%A4%A' });
+      expect(refused.status).toBe(401);
+      const res = await prefixed.request({
+        method: 'GET',
+        path: '/api/v1/files/%E0%A4%A',
+        headers: { ...TUS, ...auth },
+      });
+      expect(res.status).toBe(400);
+      expect(res.headers['tus-resumable']).toBe('1.0.0');
+    } finally {
+      await prefixed.close();
+    }
+  });
+
+  it('every response says nosniff and nothing about the framework', async () => {
+    for (const method of ['OPTIONS', 'POST', 'HEAD']) {
+      const res = await s.request({ method, path: '/files', headers: { ...TUS } });
+      expect(res.headers['x-content-type-options']).toBe('nosniff');
+      expect(res.headers['x-powered-by']).toBeUndefined();
+    }
+  });
+});
+
+/** A guard that lets a token create uploads and read them, never delete them. */
+@Injectable()
+class NoDeleteGuard implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
+    const req = context.switchToHttp().getRequest<IncomingMessage>();
+    if (req.method === 'DELETE') throw new ForbiddenException('no deletion with this token');
+    return true;
+  }
+}
+
+describe('guards see the effective method', () => {
+  let s: TestApp;
+  beforeAll(async () => {
+    s = await createTestApp({ guards: [NoDeleteGuard] });
+  });
+  afterAll(() => s.close());
+
+  it('a POST overridden to DELETE meets the guard as a DELETE', async () => {
+    const created = await s.request({
+      method: 'POST',
+      path: '/files',
+      headers: { ...TUS, 'Upload-Length': '3' },
+    });
+    expect(created.status).toBe(201);
+    const path = `/files/${String(created.headers.location).split('/').pop()}`;
+    const res = await s.request({
+      method: 'POST',
+      path,
+      headers: { ...TUS, 'X-HTTP-Method-Override': 'DELETE' },
+    });
+    expect(res.status).toBe(403);
+    const head = await s.request({ method: 'HEAD', path, headers: { ...TUS } });
+    expect(head.status).toBe(200);
+  });
+});
+
+@Controller('uploads')
+@UseGuards(TokenGuard)
+class UploadsController extends TusController {}
+
+@Module({ controllers: [UploadsController], providers: [TokenGuard] })
+class UploadsModule {}
+
+describe("a user's TusController subclass with a class-level guard", () => {
+  let s: TestApp;
+  beforeAll(async () => {
+    const dirs = await tempDirs();
+    const tus = TusModule.forRoot({
+      uploadDir: dirs.uploadDir,
+      completedDir: dirs.completedDir,
+      cors: { origins: ['https://app.example'] },
+      isGlobal: true,
+    });
+    s = await startApp([tus, UploadsModule], { ...dirs, removeOnClose: dirs.root });
+  });
+  afterAll(() => s.close());
+
+  it('replaces the default routes: nothing is served at /files', async () => {
+    const res = await s.request({
+      method: 'POST',
+      path: '/files',
+      headers: { ...TUS, 'Upload-Length': '5' },
+    });
+    expect(res.status).toBe(404);
+    expect(await snapshot(s.uploadDir)).toEqual({});
+  });
+
+  it('guards its upload routes', async () => {
+    const refused = await s.request({
+      method: 'POST',
+      path: '/uploads',
+      headers: { ...TUS, 'Upload-Length': '5' },
+    });
+    expect(refused.status).toBe(401);
+    const created = await s.request({
+      method: 'POST',
+      path: '/uploads',
+      headers: { ...TUS, 'Upload-Length': '5', Authorization: `Bearer ${TOKEN}` },
+    });
+    expect(created.status).toBe(201);
+    expect(created.headers.location).toMatch(/\/uploads\/[0-9a-f-]{36}$/);
+  });
+
+  it('never guards discovery or a CORS preflight', async () => {
+    const preflight = await s.request({
+      method: 'OPTIONS',
+      path: '/uploads',
+      headers: {
+        Origin: 'https://app.example',
+        'Access-Control-Request-Method': 'POST',
+        'Access-Control-Request-Headers': 'authorization, tus-resumable, upload-length',
+      },
+    });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers['access-control-allow-origin']).toBe('https://app.example');
+    expect(preflight.headers['tus-version']).toBe('1.0.0');
+    const discovery = await s.request({ method: 'OPTIONS', path: '/uploads/anything' });
+    expect(discovery.status).toBe(204);
+    expect(discovery.headers['tus-extension']).toContain('creation');
+  });
+});
