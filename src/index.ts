@@ -2,9 +2,16 @@ export { TusModule } from './tus.module.js';
 export {
   TUS_MODULE_OPTIONS,
   OPTIONS_TYPE as TusModuleOptionsType,
-  ASYNC_OPTIONS_TYPE as TusModuleAsyncOptions,
 } from './tus.module-definition.js';
-export type { TusModuleOptions, TusModuleExtras } from './tus.options.js';
+export type {
+  TusModuleOptions,
+  TusModuleExtras,
+  TusModuleAsyncOptions,
+  TusFactoryOptions,
+  TusOptionsFactory,
+} from './tus.options.js';
+export { principalFromUser, type TusPrincipalResolver } from './nest/tus-principal.js';
+export { TusRequestMiddleware } from './nest/tus-request.middleware.js';
 export { resolveTusOptions, type ResolvedTusOptions } from './tus.options-validation.js';
 export { TusController, createTusController } from './nest/tus.controller.js';
 export { TusExceptionFilter } from './nest/tus-exception.filter.js';
@@ -21,6 +28,7 @@ export type {
   TusLogger,
   TusProtocolOptions,
   OnCreateHook,
+  OnCreateContext,
 } from './protocol/tus-context.js';
 export { type TusHandlerConfig } from './protocol/tus-handler.js';
 export * from './protocol/tus-events.js';

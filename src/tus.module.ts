@@ -1,4 +1,11 @@
-import { Inject, Logger, Module, type MiddlewareConsumer, type NestModule } from '@nestjs/common';
+import {
+  Inject,
+  Logger,
+  Module,
+  type DynamicModule,
+  type MiddlewareConsumer,
+  type NestModule,
+} from '@nestjs/common';
 import { HttpAdapterHost, ModuleRef, ModulesContainer } from '@nestjs/core';
 import { EventEmitter2 } from '@nestjs/event-emitter';
 import { Janitor } from './janitor/janitor.js';
@@ -22,8 +29,12 @@ import { FilesystemRecordStore } from './storage/filesystem-record.store.js';
 import { FilesystemStorage } from './storage/filesystem.storage.js';
 import { MemoryUploadLocker } from './storage/memory.storage.js';
 import { UploadStorageService } from './storage/upload-storage.service.js';
-import { ConfigurableModuleClass, TUS_MODULE_OPTIONS } from './tus.module-definition.js';
-import type { TusModuleOptions } from './tus.options.js';
+import {
+  ASYNC_OPTIONS_TYPE,
+  ConfigurableModuleClass,
+  TUS_MODULE_OPTIONS,
+} from './tus.module-definition.js';
+import type { TusModuleAsyncOptions, TusModuleOptions } from './tus.options.js';
 import { resolveTusOptions, type ResolvedTusOptions } from './tus.options-validation.js';
 
 function nestLogger(): TusLogger {
@@ -147,7 +158,7 @@ function nestLogger(): TusLogger {
           if (failure) throw failure.reason;
         };
         const handler = new TusHandler({
-          options,
+          options: { ...options, ownership: Boolean(options.ownership) },
           store,
           queue,
           logger: options.logger ?? nestLogger(),
@@ -181,6 +192,15 @@ export class TusModule extends ConfigurableModuleClass implements NestModule {
     @Inject(HttpAdapterHost) private readonly adapterHost: HttpAdapterHost,
   ) {
     super();
+  }
+
+  /**
+   * `forRoot` with options from a factory (injected config, providers). `guards`, `path` and
+   * `isGlobal` go beside `useFactory`: in the factory's result they are a compile error (and,
+   * from JavaScript, a start-up error), never silently ignored.
+   */
+  static override forRootAsync(options: TusModuleAsyncOptions): DynamicModule {
+    return super.forRootAsync(options as typeof ASYNC_OPTIONS_TYPE);
   }
 
   /**

@@ -1,5 +1,6 @@
 import { plainToInstance } from 'class-transformer';
 import {
+  Allow,
   IsArray,
   IsBoolean,
   IsInt,
@@ -33,7 +34,23 @@ class TusOptionsSchema {
   @IsOptional() @IsBoolean() trustForwardedHost?: boolean;
   @IsOptional() @IsInt() @Min(1) expireAfterMs?: number;
   @IsOptional() @IsBoolean() removePartials?: boolean;
+  // Objects and functions, checked below or by their own types.
+  @Allow() storage?: unknown;
+  @Allow() recordStore?: unknown;
+  @Allow() locker?: unknown;
+  @Allow() extensions?: unknown;
+  @Allow() completedQueue?: unknown;
+  @Allow() onCreate?: unknown;
+  @Allow() onEvent?: unknown;
+  @Allow() cors?: unknown;
+  @Allow() janitor?: unknown;
+  @Allow() logger?: unknown;
+  @Allow() coordination?: unknown;
+  @Allow() ownership?: unknown;
 }
+
+/** Options of the module definition itself, which `forRootAsync` takes beside `useFactory`. */
+const EXTRAS = ['guards', 'path', 'isGlobal'];
 
 /** The options with their defaults filled in. */
 export type ResolvedTusOptions = TusModuleOptions &
@@ -52,13 +69,39 @@ export type ResolvedTusOptions = TusModuleOptions &
 
 /** Checks the options and fills in defaults; throws one error that names every bad option. */
 export function resolveTusOptions(options: TusModuleOptions): ResolvedTusOptions {
+  // A guard placed in the factory's result would be ignored and the routes left open: say where
+  // it belongs instead of starting without it.
+  const misplaced = EXTRAS.filter((key) => Object.hasOwn(options, key));
+  if (misplaced.length > 0) {
+    const keys = misplaced.map((k) => `\`${k}\``).join(', ');
+    throw new Error(
+      `Invalid TusModule options: ${keys} must be given beside useFactory, as ` +
+        `TusModule.forRootAsync({ ${misplaced.join(', ')}, useFactory }), not in the options the ` +
+        'factory returns (there it would be ignored)',
+    );
+  }
   const schema = plainToInstance(TusOptionsSchema, { ...options });
-  const errors = validateSync(schema, { forbidUnknownValues: false });
+  const errors = validateSync(schema, {
+    forbidUnknownValues: false,
+    whitelist: true,
+    forbidNonWhitelisted: true,
+  });
   if (errors.length > 0) {
     const detail = errors
-      .map((e) => `${e.property}: ${Object.values(e.constraints ?? {}).join(', ')}`)
+      .map((e) =>
+        e.constraints?.whitelistValidation
+          ? `unknown option \`${e.property}\``
+          : `${e.property}: ${Object.values(e.constraints ?? {}).join(', ')}`,
+      )
       .join('; ');
     throw new Error(`Invalid TusModule options: ${detail}`);
+  }
+  if (
+    options.ownership !== undefined &&
+    typeof options.ownership !== 'boolean' &&
+    typeof options.ownership !== 'function'
+  ) {
+    throw new Error('Invalid TusModule options: ownership must be a boolean or a function');
   }
   // Parsed here so a bad entry stops the application at start, not at the first request.
   new TrustedProxies(options.trustedProxies ?? []);

@@ -1,7 +1,8 @@
-import type { CanActivate, Type } from '@nestjs/common';
+import type { CanActivate, FactoryProvider, ModuleMetadata, Provider, Type } from '@nestjs/common';
 import type { JanitorOptions } from './janitor/janitor.js';
 import type { TusExtension } from './protocol/extensions.js';
 import type { TusCorsOptions } from './nest/tus-cors.js';
+import type { TusPrincipalResolver } from './nest/tus-principal.js';
 import type { OnCreateHook, TusLogger } from './protocol/tus-context.js';
 import type { TusEventSink } from './protocol/tus-events.js';
 import type { CompletedUploadQueue } from './queue/completed-upload.queue.js';
@@ -103,6 +104,16 @@ export interface TusModuleOptions {
    * yourself (`Janitor.run()`). @default { staleUploadAge: 86400, completedFileAge: 604800, intervalMs: 3600000 }
    */
   janitor?: (JanitorOptions & { intervalMs?: number }) | false;
+  /**
+   * Bind each upload to the principal that created it: HEAD, PATCH, DELETE, and naming it in a
+   * final upload by any other principal answer 404, as if it did not exist. The owner is stored
+   * in the record (so it holds across processes and, with Redis, replicas) and carried by the
+   * lifecycle events and the completed queue's records. `true` takes the principal from
+   * `request.user`, as the guard or Passport set it (a string, or its `id`, `sub` or
+   * `username`); a function takes it from the request itself. Requests without a principal
+   * reach only uploads created without one. @default false
+   */
+  ownership?: boolean | TusPrincipalResolver;
   /** Where server-side failures are logged. @default Nest's `Logger` with context `TusModule` */
   logger?: TusLogger;
   /**
@@ -125,4 +136,28 @@ export interface TusModuleExtras {
    * applied to OPTIONS: TUS discovery and CORS preflights carry no credentials. @default []
    */
   guards: (Type<CanActivate> | CanActivate)[];
+}
+
+/**
+ * What a `forRootAsync` factory returns: the options, and none of the extras (they would be
+ * ignored there, leaving the routes without their guards).
+ */
+export type TusFactoryOptions = TusModuleOptions & {
+  [K in keyof TusModuleExtras]?: never;
+};
+
+/** `TusModule.forRootAsync()`: the extras beside a factory (or class) of the options. */
+export interface TusModuleAsyncOptions extends Partial<TusModuleExtras> {
+  /** Modules whose providers the factory (and the guards) inject. */
+  imports?: ModuleMetadata['imports'];
+  inject?: FactoryProvider['inject'];
+  useFactory?: (...args: never[]) => TusFactoryOptions | Promise<TusFactoryOptions>;
+  useClass?: Type<TusOptionsFactory>;
+  useExisting?: Type<TusOptionsFactory>;
+  provideInjectionTokensFrom?: Provider[];
+}
+
+/** A class that builds the options (`useClass` / `useExisting`). */
+export interface TusOptionsFactory {
+  create(): TusFactoryOptions | Promise<TusFactoryOptions>;
 }

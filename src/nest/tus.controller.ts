@@ -20,6 +20,7 @@ import { TUS_HOST, TUS_MALFORMED_PATH, TUS_OPTIONS, TUS_SCHEME } from './tus.con
 import { applyCors } from './tus-cors.js';
 import { TusExceptionFilter } from './tus-exception.filter.js';
 import { TusForwardedInterceptor } from './tus-forwarded.interceptor.js';
+import { principalFromUser } from './tus-principal.js';
 import { sendTusResponse } from './tus-response.js';
 
 type TusExpressRequest = Request & {
@@ -91,6 +92,17 @@ export class TusController {
     await this.serve(req, res, req.path);
   }
 
+  /**
+   * The principal of a request, as authentication established it: the module's `ownership`
+   * function, or `request.user` (a string, or its `id`, `sub` or `username`). Override to take it
+   * from elsewhere.
+   */
+  protected principalOf(req: Request): string | undefined {
+    const resolve =
+      typeof this.options.ownership === 'function' ? this.options.ownership : principalFromUser;
+    return resolve(req) ?? undefined;
+  }
+
   protected async serve(
     req: TusExpressRequest,
     res: Response,
@@ -111,6 +123,7 @@ export class TusController {
       body: req,
       trailers: () => req.trailers,
       malformedPath: req[TUS_MALFORMED_PATH] === true,
+      principal: this.principalOf(req),
     });
     sendTusResponse(req, res, response);
   }

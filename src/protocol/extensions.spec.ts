@@ -1315,7 +1315,6 @@ describe('concatenation', () => {
     },
     ...(
       [
-        ['an unknown upload', () => [`/files/${UNKNOWN_ID}`]],
         ['an upload that is not partial', (ids: Ids) => rel(ids, 'n')],
         ['another host', (ids: Ids) => [`http://other.example/files/${ids.a}`]],
         ['another port', (ids: Ids) => [`http://example.com:9999/files/${ids.a}`]],
@@ -1325,9 +1324,8 @@ describe('concatenation', () => {
         ['an encoded traversal %2e%2e', (ids: Ids) => [`/files/%2e%2e/${ids.a}`]],
         ['an encoded traversal %2E%2E', (ids: Ids) => [`/files/%2E%2E/files/${ids.a}`]],
         ['a query', (ids: Ids) => [`/files/${ids.a}?x=1`]],
-        ['a fragment', (ids: Ids) => [`http://${HOST}/files/${ids.a}#x`]],
         ['the upper-cased id', (ids: Ids) => [`/files/${ids.a.toUpperCase()}`]],
-        ['one good and one unknown', (ids: Ids) => [...rel(ids, 'a'), `/files/${UNKNOWN_ID}`]],
+        ['a fragment', (ids: Ids) => [`http://${HOST}/files/${ids.a}#x`]],
         ['no URL at all', () => []],
       ] as const
     ).map(([what, urls]): Scenario => ({
@@ -1341,6 +1339,23 @@ describe('concatenation', () => {
         head('a', { 'Upload-Offset': '5' }),
       ],
       check: (f) => expect(f.records.records.size).toBe(2),
+    })),
+    // An upload that does not exist is 404, as tusd and @tus/server answer (and as another
+    // principal's upload is answered with ownership on).
+    ...(
+      [
+        ['an unknown upload', () => [`/files/${UNKNOWN_ID}`]],
+        ['one good and one unknown', (ids: Ids) => [...rel(ids, 'a'), `/files/${UNKNOWN_ID}`]],
+      ] as const
+    ).map(([what, urls]): Scenario => ({
+      name: `a final naming ${what} is 404`,
+      steps: [
+        partial('a', 5),
+        patch('a', 0, 'hello'),
+        final(undefined, (ids) => [...urls(ids)], { status: 404, res: { Location: null } }),
+        head('a', { 'Upload-Offset': '5' }),
+      ],
+      check: (f) => expect(f.records.records.size).toBe(1),
     })),
     ...['final', 'bogus', 'Partial', 'final:/files/x'].map((value): Scenario => ({
       name: `Upload-Concat ${JSON.stringify(value)} is 400`,

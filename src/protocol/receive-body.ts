@@ -78,7 +78,7 @@ export async function receiveBody(
         hasher?.update(chunk);
         received += chunk.length;
         if (context.progress.take(id)) {
-          context.emit(new UploadProgressEvent(id, offset + received, record.length));
+          context.emit(new UploadProgressEvent(id, offset + received, record.length, record.owner));
         }
       },
     });

@@ -9,14 +9,25 @@ export const TERMINATION: unique symbol = Symbol('nestjs-tussi.termination');
 
 /**
  * tussi's `on_create`: called on every creation before anything is stored, with the request
- * headers (lower-case names) and the decoded client metadata; what it returns is stored as the
+ * headers (lower-case names), the decoded client metadata and the principal; what it returns is stored as the
  * upload's server metadata. An error with an HTTP status (`getStatus()`, as Nest's
  * `HttpException`) refuses the creation with that status; any other error is a 500.
  */
 export type OnCreateHook = (
   headers: Record<string, string>,
   metadata: Record<string, string>,
+  creation: OnCreateContext,
 ) => Promise<Record<string, string>> | Record<string, string>;
+
+/** What `onCreate` knows of the creation besides its headers and metadata. */
+export interface OnCreateContext {
+  /**
+   * The principal authentication established (`request.user`, or the `ownership` function),
+   * which owns the upload when `ownership` is on; `undefined` for an anonymous request. Record
+   * provenance from this, never from a header nobody checked.
+   */
+  owner: string | undefined;
+}
 
 /** Where the protocol reports what went wrong on the server side. */
 export interface TusLogger {
@@ -44,6 +55,11 @@ export interface TusProtocolOptions {
   expireAfterMs?: number;
   /** Delete partial uploads once a final upload has been assembled from them. @default true */
   removePartials?: boolean;
+  /**
+   * Bind each upload to the request's `principal` at creation; no other principal can reach it
+   * (HEAD, PATCH, DELETE, naming it in a final: 404). @default false
+   */
+  ownership?: boolean;
 }
 
 /** What every method handler gets. */

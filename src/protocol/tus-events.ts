@@ -26,6 +26,11 @@ export class UploadCreatedEvent {
     readonly record: UploadRecord,
     readonly request: TusRequestInfo,
   ) {}
+
+  /** The principal that owns the upload (`ownership`), or `null`. */
+  get owner(): string | null {
+    return this.record.owner;
+  }
 }
 
 /** Bytes of an upload were received; at most one per upload per progress interval. */
@@ -36,6 +41,8 @@ export class UploadProgressEvent {
     /** Bytes received so far (durable up to the last acknowledged offset). */
     readonly offset: number,
     readonly length: number | null,
+    /** The principal that owns the upload (`ownership`), or `null`. */
+    readonly owner: string | null = null,
   ) {}
 }
 
@@ -46,6 +53,11 @@ export class UploadCompletedEvent {
     readonly uploadId: string,
     readonly record: UploadRecord,
   ) {}
+
+  /** The principal that owns the upload (`ownership`), or `null`. */
+  get owner(): string | null {
+    return this.record.owner;
+  }
 }
 
 /** A request on an upload failed on the server's side (5xx) or the client went away mid-body. */
@@ -56,13 +68,19 @@ export class UploadFailedEvent {
     readonly uploadId: string | undefined,
     readonly status: number,
     readonly error: unknown,
+    /** The principal of the failed request, when authentication established one. */
+    readonly principal: string | null = null,
   ) {}
 }
 
 /** A client terminated an upload (DELETE); its files are gone. */
 export class UploadTerminatedEvent {
   readonly name = TusEvents.Terminated;
-  constructor(readonly uploadId: string) {}
+  constructor(
+    readonly uploadId: string,
+    /** The principal that owned the upload (`ownership`), or `null`. */
+    readonly owner: string | null = null,
+  ) {}
 }
 
 export type TusEvent =

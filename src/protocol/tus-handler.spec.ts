@@ -236,18 +236,16 @@ const cases: Case[] = [
   },
   // The override is honoured on a POST only: OPTIONS stays discovery (its route carries no
   // guard), and no other method turns into a write.
-  ...['POST', 'PATCH', 'DELETE', 'HEAD', 'post', 'delete'].map(
-    (override): Case => ({
-      name: `OPTIONS with X-HTTP-Method-Override: ${override} stays discovery`,
-      method: 'OPTIONS',
-      id: override.toUpperCase() === 'POST' ? undefined : EXISTING,
-      headers: { ...PATCH0, 'upload-length': '5', 'x-http-method-override': override },
-      body: [bytes('abcd')],
-      status: 204,
-      resHeaders: { 'Tus-Version': '1.0.0', Location: null, 'Upload-Offset': null },
-      offset: 0,
-    }),
-  ),
+  ...['POST', 'PATCH', 'DELETE', 'HEAD', 'post', 'delete'].map((override): Case => ({
+    name: `OPTIONS with X-HTTP-Method-Override: ${override} stays discovery`,
+    method: 'OPTIONS',
+    id: override.toUpperCase() === 'POST' ? undefined : EXISTING,
+    headers: { ...PATCH0, 'upload-length': '5', 'x-http-method-override': override },
+    body: [bytes('abcd')],
+    status: 204,
+    resHeaders: { 'Tus-Version': '1.0.0', Location: null, 'Upload-Offset': null },
+    offset: 0,
+  })),
   {
     name: 'GET with X-HTTP-Method-Override: DELETE is no DELETE',
     method: 'GET',

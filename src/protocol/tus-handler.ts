@@ -101,7 +101,7 @@ export class TusHandler {
       response.headers['Tus-Resumable'] = TUS_VERSION;
       return response;
     } catch (e) {
-      return this.errorResponse(e, method, request.id);
+      return this.errorResponse(e, method, request);
     }
   }
 
@@ -118,7 +118,7 @@ export class TusHandler {
       .join(', ');
   }
 
-  private errorResponse(error: unknown, method: string, id: string | undefined): TusResponse {
+  private errorResponse(error: unknown, method: string, request: TusRequest): TusResponse {
     let tusError: TusError;
     if (error instanceof TusError) {
       tusError = error;
@@ -127,7 +127,9 @@ export class TusHandler {
       tusError = TusErrors.internal();
     }
     if (tusError.status >= 500)
-      this.context.emit(new UploadFailedEvent(id, tusError.status, error));
+      this.context.emit(
+        new UploadFailedEvent(request.id, tusError.status, error, request.principal ?? null),
+      );
     const headers: Record<string, string> = { ...tusError.headers, 'Tus-Resumable': TUS_VERSION };
     // RFC 9110: a 405's Allow lists the methods served now (switched-off extensions excluded).
     if (tusError.status === 405) headers.Allow = this.allowedMethods();

@@ -21,6 +21,11 @@ export interface TusRequest {
   host?: string;
   /** The request body. */
   body: Readable;
+  /**
+   * Who is asking, as authentication established it (the Nest controller takes it from
+   * `request.user`, or the `ownership` function). Used when the `ownership` option is on.
+   */
+  principal?: string;
   /** The request path had a malformed percent-encoding: answered 400 (after Tus-Resumable). */
   malformedPath?: boolean;
   /** The trailers of a chunked body, once it has ended (checksum-trailer). */

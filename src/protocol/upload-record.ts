@@ -23,6 +23,8 @@ export interface UploadRecordJson {
   parts?: string[];
   /** Of a partial upload: final uploads created before it was complete, waiting for it. */
   waiting_finals?: string[];
+  /** The principal that created the upload, when ownership is on (ignored by tussi). */
+  owner?: string;
 }
 
 /** What the server knows about one upload. */
@@ -52,6 +54,11 @@ export class UploadRecord {
   parts: string[] = [];
   /** Of a partial upload: final uploads waiting for it to complete. */
   waitingFinals: string[] = [];
+  /**
+   * The principal that created the upload (`ownership` option): no other principal can reach
+   * it. `null` for an upload created without one.
+   */
+  owner: string | null = null;
   /** The client's Base64 of the metadata values that decoding would alter (bytes that are not UTF-8, unpadded Base64), for HEAD. */
   encodedMetadata: Record<string, string> = {};
 
@@ -79,6 +86,7 @@ export class UploadRecord {
     receipt.duration = this.duration;
     receipt.concat = this.concat;
     receipt.encodedMetadata = this.encodedMetadata;
+    receipt.owner = this.owner;
     return receipt;
   }
 
@@ -98,6 +106,7 @@ export class UploadRecord {
       ...(this.concat !== null && { concat: this.concat }),
       ...(this.parts.length > 0 && { parts: this.parts }),
       ...(this.waitingFinals.length > 0 && { waiting_finals: this.waitingFinals }),
+      ...(this.owner !== null && { owner: this.owner }),
     };
   }
 
@@ -128,6 +137,7 @@ export class UploadRecord {
     record.parts = stringList(json.parts);
     record.waitingFinals = stringList(json.waiting_finals);
     record.encodedMetadata = stringMap(json.metadata_encoded);
+    if (typeof json.owner === 'string') record.owner = json.owner;
     return record;
   }
 

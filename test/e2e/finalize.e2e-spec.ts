@@ -407,7 +407,11 @@ describe('finalize after a crash', () => {
   }
 
   it('finishes every finalize a crash interrupted at start-up; each is claimable exactly once', async () => {
-    const first = await createTestApp({ ...dirs, janitor: false });
+    const first = await createTestApp({
+      uploadDir: dirs.uploadDir,
+      completedDir: dirs.completedDir,
+      janitor: false,
+    });
     app = first;
     const payloads = {
       // (1) offset == length in staging, finalize never ran.
@@ -448,7 +452,11 @@ describe('finalize after a crash', () => {
     await rename(taken.record, taken.receipt);
 
     // A new server on the same directories.
-    app = await createTestApp({ ...dirs, janitor: false });
+    app = await createTestApp({
+      uploadDir: dirs.uploadDir,
+      completedDir: dirs.completedDir,
+      janitor: false,
+    });
 
     // Staging holds only the unfinished upload, untouched.
     expect((await readdir(dirs.uploadDir)).sort()).toEqual([partialId, `${partialId}.meta`].sort());

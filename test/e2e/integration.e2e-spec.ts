@@ -1255,6 +1255,50 @@ describe('options are validated when the application is created', () => {
       createApp(TusModule.forRootAsync({ useFactory: () => ({ ...d, maxSize: -1 }) })),
     ).rejects.toThrow(/maxSize/);
   });
+
+  it.each<[string, (d: { uploadDir: string; completedDir: string }) => DynamicModule]>([
+    [
+      'guards',
+      // @ts-expect-error -- the types refuse it too: it belongs beside useFactory.
+      (d) => TusModule.forRootAsync({ useFactory: () => ({ ...d, guards: [BearerGuard] }) }),
+    ],
+    [
+      'path',
+      // @ts-expect-error -- the types refuse it too: it belongs beside useFactory.
+      (d) => TusModule.forRootAsync({ useFactory: () => ({ ...d, path: 'uploads' }) }),
+    ],
+    [
+      'isGlobal',
+      // @ts-expect-error -- the types refuse it too: it belongs beside useFactory.
+      (d) => TusModule.forRootAsync({ useFactory: () => ({ ...d, isGlobal: true }) }),
+    ],
+  ])(
+    'a factory result carrying %s stops the start-up, saying where it belongs',
+    async (key, build) => {
+      const d = await dirs();
+      const failure = createApp(build(d));
+      await expect(failure).rejects.toThrow(
+        `\`${key}\` must be given beside useFactory, as TusModule.forRootAsync({ ${key}, useFactory })`,
+      );
+      expect(await exists(d.uploadDir)).toBe(false);
+    },
+  );
+
+  it('the same guard beside useFactory guards the routes', async () => {
+    const d = await dirs();
+    const s = await start(
+      [TusModule.forRootAsync({ guards: [BearerGuard], useFactory: () => ({ ...d }) })],
+      { perTest: true },
+    );
+    expect((await create(s, 5)).res.status).toBe(401);
+  });
+
+  it('an unknown option stops the start-up with one line naming it', async () => {
+    const d = await dirs();
+    const options = { ...d, maxsize: 10 } as unknown as TusModuleOptions;
+    const failure = createApp(TusModule.forRootAsync({ useFactory: () => options }));
+    await expect(failure).rejects.toThrow(/^Invalid TusModule options: unknown option `maxsize`$/);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

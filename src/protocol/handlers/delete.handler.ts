@@ -1,9 +1,11 @@
 import { LockTargetMissingError, LockTimeoutError } from '../../storage/storage.interfaces.js';
 import { isUploadId } from '../headers.js';
+import { assertOwnsUpload } from '../ownership.js';
 import { TERMINATION, type MethodHandler, type TusContext } from '../tus-context.js';
 import { TusErrors } from '../tus-error.js';
 import { UploadTerminatedEvent } from '../tus-events.js';
 import type { TusResponse } from '../tus-request.js';
+import type { UploadRecord } from '../upload-record.js';
 
 /**
  * DELETE (termination): the upload's files are removed under its lock. A PATCH streaming into it
@@ -16,12 +18,14 @@ export const handleDelete: MethodHandler = async (request, context) => {
   if (request.id === undefined) throw TusErrors.methodNotAllowed();
   if (!isUploadId(request.id)) throw TusErrors.notFound();
   const id = request.id;
+  await assertOwnsUpload(id, request, context);
   context.activeWrites.get(id)?.abort(TERMINATION);
+  let removed: UploadRecord | null;
   try {
-    const removed = await store.withLock(id, options.lockWaitMs, async () => {
-      if (!(await store.getRecord(id))) return false;
-      await store.remove(id);
-      return true;
+    removed = await store.withLock(id, options.lockWaitMs, async () => {
+      const record = await store.getRecord(id);
+      if (record) await store.remove(id);
+      return record;
     });
     if (!removed) return await terminateFinished(id, context);
   } catch (e) {
@@ -30,15 +34,16 @@ export const handleDelete: MethodHandler = async (request, context) => {
     throw e;
   }
   context.progress.forget(id);
-  context.emit(new UploadTerminatedEvent(id));
+  context.emit(new UploadTerminatedEvent(id, removed.owner));
   return { status: 204, headers: {} };
 };
 
 /** A finished upload is terminated in the completed queue, unless a consumer holds it (423). */
 async function terminateFinished(id: string, context: TusContext): Promise<TusResponse> {
+  const owner = (await context.queue?.lookup(id))?.owner ?? null;
   const outcome = (await context.queue?.remove(id)) ?? 'missing';
   if (outcome === 'held') throw TusErrors.uploadLocked();
   if (outcome === 'missing') throw TusErrors.notFound();
-  context.emit(new UploadTerminatedEvent(id));
+  context.emit(new UploadTerminatedEvent(id, owner));
   return { status: 204, headers: {} };
 }

@@ -1,6 +1,7 @@
 import { assertNotExpired, expiresHeader } from '../expiration.js';
 import { isUploadId } from '../headers.js';
 import { serializeMetadata } from '../metadata.js';
+import { assertOwns } from '../ownership.js';
 import { TusErrors } from '../tus-error.js';
 import type { MethodHandler } from '../tus-context.js';
 
@@ -14,6 +15,7 @@ export const handleHead: MethodHandler = async (request, context) => {
   // queue still knows it, so a client that lost the last response does not start over.
   const record = staged ?? (await queue?.lookup(request.id));
   if (!record) throw TusErrors.notFound();
+  assertOwns(record, request, context);
   if (staged) assertNotExpired(staged, context);
 
   // "The Server MUST prevent the client and/or proxies from caching the response".

@@ -11,6 +11,7 @@ import {
   parseUploadOffset,
   type RequestHeaders,
 } from '../headers.js';
+import { assertOwnsUpload } from '../ownership.js';
 import { bodyChecksum, receiveBody } from '../receive-body.js';
 import type { MethodHandler, TusContext } from '../tus-context.js';
 import { TusErrors, isNoSpaceError, isTooLargeError } from '../tus-error.js';
@@ -35,6 +36,7 @@ export const handlePatch: MethodHandler = async (request, context) => {
     throw TusErrors.chunkTooLarge();
   }
   const checksum = bodyChecksum(request, context);
+  await assertOwnsUpload(id, request, context);
 
   try {
     return await store.withLock(id, options.lockWaitMs, async (lock) => {

@@ -10,10 +10,12 @@ import {
   type RequestHeaders,
 } from '../headers.js';
 import { parseMetadataHeader } from '../metadata.js';
+import { owns } from '../ownership.js';
 import { bodyChecksum, receiveBody } from '../receive-body.js';
 import type { MethodHandler, OnCreateHook, TusContext } from '../tus-context.js';
 import { TusError, TusErrors, isNoSpaceError, isTooLargeError } from '../tus-error.js';
 import { UploadCreatedEvent } from '../tus-events.js';
+import type { TusRequest } from '../tus-request.js';
 import { UploadRecord } from '../upload-record.js';
 
 /** POST on the creation URL: a new upload, stored under a random UUID, never a client name. */
@@ -27,7 +29,9 @@ export const handlePost: MethodHandler = async (request, context) => {
   const finalParts =
     concat?.startsWith('final') === true ? parseFinalConcat(concat, request.basePath, host) : [];
   const length =
-    finalParts.length > 0 ? await finalLength(finalParts, context) : readLength(headers, context);
+    finalParts.length > 0
+      ? await finalLength(finalParts, request, context)
+      : readLength(headers, context);
   // "If the length of the upload exceeds the maximum ... the Server MUST respond with 413".
   if (length !== null && options.maxSize !== undefined && length > options.maxSize) {
     throw TusErrors.maxSizeExceeded();
@@ -48,7 +52,7 @@ export const handlePost: MethodHandler = async (request, context) => {
   }
   const checksum = withData ? bodyChecksum(request, context) : undefined;
   const serverMetadata = context.onCreate
-    ? await runOnCreate(context.onCreate, headers, metadata)
+    ? await runOnCreate(context.onCreate, headers, metadata, request.principal)
     : {};
 
   const id = randomUUID();
@@ -56,6 +60,7 @@ export const handlePost: MethodHandler = async (request, context) => {
   record.encodedMetadata = encoded;
   record.concat = concat ?? null;
   record.parts = finalParts;
+  if (options.ownership) record.owner = request.principal ?? null;
   const response: Record<string, string> = {
     Location: `${request.scheme}://${host}${request.basePath}/${id}`,
   };
@@ -131,14 +136,19 @@ function readConcat(headers: RequestHeaders, context: TusContext): string | unde
 
 /**
  * The length of a final upload: the sum of its partials' lengths, when all are known. Every
- * part must be a partial upload of this server; unfinished ones only with
- * concatenation-unfinished.
+ * part must be a partial upload of this server (one that does not exist, or another principal's,
+ * is 404); unfinished ones only with concatenation-unfinished.
  */
-async function finalLength(parts: string[], context: TusContext): Promise<number | null> {
+async function finalLength(
+  parts: string[],
+  request: TusRequest,
+  context: TusContext,
+): Promise<number | null> {
   const records = await Promise.all(parts.map((id) => context.store.getRecord(id)));
   let sum: number | null = 0;
   for (const part of records) {
-    if (!part?.isPartial) throw TusErrors.invalidConcat();
+    if (!part || !owns(part, request, context)) throw TusErrors.notFound();
+    if (!part.isPartial) throw TusErrors.invalidConcat();
     if (!part.isComplete && !context.extensions.has('concatenation-unfinished')) {
       throw TusErrors.unfinishedPartials();
     }
@@ -152,13 +162,14 @@ async function runOnCreate(
   hook: OnCreateHook,
   headers: RequestHeaders,
   metadata: Record<string, string>,
+  owner: string | undefined,
 ): Promise<Record<string, string>> {
   const flat: Record<string, string> = {};
   for (const [name, value] of Object.entries(headers)) {
     if (value !== undefined) flat[name] = Array.isArray(value) ? value.join(', ') : value;
   }
   try {
-    return { ...(await hook(flat, { ...metadata })) };
+    return { ...(await hook(flat, { ...metadata }, { owner })) };
   } catch (e) {
     const status = (e as { getStatus?: () => unknown }).getStatus?.();
     if (typeof status === 'number' && status >= 400 && status < 600) {

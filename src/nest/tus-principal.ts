@@ -1,0 +1,23 @@
+import type { IncomingMessage } from 'node:http';
+
+/** Who a request comes from, as authentication established it; `undefined` when anonymous. */
+export type TusPrincipalResolver = (
+  request: IncomingMessage & { user?: unknown },
+) => string | null | undefined;
+
+/**
+ * The default principal: what the guard (or Passport) put on `request.user`: a string as it is,
+ * or the `id`, `sub` or `username` of an object. Never a header the guard did not check.
+ */
+export const principalFromUser: TusPrincipalResolver = (request) => {
+  const user = request.user;
+  if (typeof user === 'string') return user || undefined;
+  if (typeof user !== 'object' || user === null) return undefined;
+  for (const key of ['id', 'sub', 'username'] as const) {
+    const value = (user as Record<string, unknown>)[key];
+    if ((typeof value === 'string' && value !== '') || typeof value === 'number') {
+      return String(value);
+    }
+  }
+  return undefined;
+};
