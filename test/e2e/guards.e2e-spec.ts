@@ -13,7 +13,14 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { IncomingMessage } from 'node:http';
-import { TusController, TusModule } from '../../src/index.js';
+import {
+  CompletedUploadQueue,
+  TusController,
+  TusEvents,
+  TusHandler,
+  TusModule,
+  type TusEvent,
+} from '../../src/index.js';
 import { OCTETS, TUS, createTestApp, startApp, tempDirs, type TestApp } from '../support/app.js';
 
 const TOKEN = 's3cret';
@@ -276,5 +283,126 @@ describe("a user's TusController subclass with a class-level guard", () => {
     const discovery = await s.request({ method: 'OPTIONS', path: '/uploads/anything' });
     expect(discovery.status).toBe(204);
     expect(discovery.headers['tus-extension']).toContain('creation');
+  });
+});
+
+/** Each token is its own principal, as a real guard (or Passport) establishes it. */
+@Injectable()
+class PrincipalGuard implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
+    const req = context.switchToHttp().getRequest<IncomingMessage & { user?: unknown }>();
+    const match = /^Bearer (alice|bob)$/i.exec(req.headers.authorization ?? '');
+    if (!match) throw new UnauthorizedException('bearer token required');
+    req.user = { id: match[1].toLowerCase() };
+    return true;
+  }
+}
+
+describe('ownership: no principal reaches another one’s upload', () => {
+  let s: TestApp;
+  const events: TusEvent[] = [];
+  const alice = { ...TUS, Authorization: 'Bearer alice' };
+  const bob = { ...TUS, Authorization: 'Bearer bob' };
+
+  beforeAll(async () => {
+    s = await createTestApp({
+      guards: [PrincipalGuard],
+      ownership: true,
+      onCreate: (_headers, _metadata, { owner }) => ({ uploaded_by: owner ?? 'anonymous' }),
+      onEvent: (event) => void events.push(event),
+    });
+  });
+  afterAll(() => s.close());
+
+  async function create(headers: Record<string, string>, extra: Record<string, string> = {}) {
+    const res = await s.request({
+      method: 'POST',
+      path: '/files',
+      headers: { ...headers, 'Upload-Length': '5', ...extra },
+    });
+    expect(res.status).toBe(201);
+    return String(res.headers.location).split('/').pop()!;
+  }
+
+  function patch(headers: Record<string, string>, id: string, offset: number, body: string) {
+    return s.request({
+      method: 'PATCH',
+      path: `/files/${id}`,
+      headers: { ...headers, 'Content-Type': OCTETS, 'Upload-Offset': String(offset) },
+      body: Buffer.from(body),
+    });
+  }
+
+  it('HEAD, PATCH and DELETE by another principal are 404; the owner’s upload is unchanged', async () => {
+    const id = await create(alice);
+    expect((await patch(alice, id, 0, 'ab')).status).toBe(204);
+    const before = await snapshot(s.uploadDir);
+    const head = await s.request({ method: 'HEAD', path: `/files/${id}`, headers: bob });
+    expect(head.status).toBe(404);
+    expect((await patch(bob, id, 2, 'EVIL')).status).toBe(404);
+    expect((await patch(bob, id, 2, 'XYZ')).status).toBe(404);
+    const del = await s.request({ method: 'DELETE', path: `/files/${id}`, headers: bob });
+    expect(del.status).toBe(404);
+    const overridden = await s.request({
+      method: 'POST',
+      path: `/files/${id}`,
+      headers: { ...bob, 'X-HTTP-Method-Override': 'DELETE' },
+    });
+    expect(overridden.status).toBe(404);
+    expect(await snapshot(s.uploadDir)).toEqual(before);
+    const own = await s.request({ method: 'HEAD', path: `/files/${id}`, headers: alice });
+    expect(own.status).toBe(200);
+    expect(own.headers['upload-offset']).toBe('2');
+  });
+
+  it('a finished upload stays the owner’s: HEAD and DELETE by another principal are 404', async () => {
+    const id = await create(alice);
+    expect((await patch(alice, id, 0, 'hello')).status).toBe(204);
+    const byBob = await s.request({ method: 'HEAD', path: `/files/${id}`, headers: bob });
+    expect(byBob.status).toBe(404);
+    const del = await s.request({ method: 'DELETE', path: `/files/${id}`, headers: bob });
+    expect(del.status).toBe(404);
+    const byAlice = await s.request({ method: 'HEAD', path: `/files/${id}`, headers: alice });
+    expect(byAlice.status).toBe(200);
+    expect(byAlice.headers['upload-offset']).toBe('5');
+    // The completed queue carries the owner with the record.
+    const queue = s.app.get(CompletedUploadQueue);
+    const upload = await queue.waitForFile({ timeout: 5000 });
+    try {
+      expect(upload.name).toBe(id);
+      expect(upload.record.owner).toBe('alice');
+      expect(upload.record.serverMetadata.uploaded_by).toBe('alice');
+    } finally {
+      await upload.release();
+    }
+  });
+
+  it('naming another principal’s partial in a final is 404', async () => {
+    const part = await create(alice, { 'Upload-Concat': 'partial' });
+    expect((await patch(alice, part, 0, 'hello')).status).toBe(204);
+    const res = await s.request({
+      method: 'POST',
+      path: '/files',
+      headers: { ...bob, 'Upload-Concat': `final;/files/${part}` },
+    });
+    expect(res.status).toBe(404);
+    expect(res.headers.location).toBeUndefined();
+    const own = await s.request({
+      method: 'POST',
+      path: '/files',
+      headers: { ...alice, 'Upload-Concat': `final;/files/${part}` },
+    });
+    expect(own.status).toBe(201);
+  });
+
+  it('lifecycle events carry the owner', async () => {
+    const id = await create(bob);
+    expect((await patch(bob, id, 0, 'bytes')).status).toBe(204);
+    await s.app.get(TusHandler).settled();
+    const mine = events.filter((e) => e.uploadId === id);
+    expect(mine.map((e) => e.name)).toEqual(
+      expect.arrayContaining([TusEvents.Created, TusEvents.Completed]),
+    );
+    for (const event of mine) expect((event as { owner?: string | null }).owner).toBe('bob');
   });
 });
