@@ -3,7 +3,7 @@ import { ConfigModule, ConfigService } from '@nestjs/config';
 import { EventEmitterModule } from '@nestjs/event-emitter';
 import { ScheduleModule } from '@nestjs/schedule';
 import { TusModule, type TusModuleOptions } from 'nestjs-tussi';
-import { BearerAuthGuard } from './bearer-auth.guard.js';
+import { BearerAuthGuard, credentialsFrom } from './bearer-auth.guard.js';
 import { UploadConsumer } from './upload-consumer.service.js';
 import { UploadEventsListener } from './upload-events.listener.js';
 
@@ -29,10 +29,10 @@ export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
     trustedProxies: list(config.get<string>('TUS_TRUSTED_PROXIES')),
     cors: origins.length > 0 ? { origins: origins.includes('*') ? '*' : origins } : undefined,
     coordination: redisUrl(config.get<string>('TUS_REDIS_URL')),
-    // Records who uploaded: the server metadata of each upload.
-    onCreate: (headers) => ({
-      uploaded_by: headers.authorization?.startsWith('Bearer ') ? 'token holder' : 'anonymous',
-    }),
+    // With tokens, each token's principal owns its uploads: no other token reaches them.
+    ownership: credentialsFrom(config).length > 0,
+    // Records who uploaded, as the guard established it: the server metadata of each upload.
+    onCreate: (_headers, _metadata, { owner }) => ({ uploaded_by: owner ?? 'anonymous' }),
   };
 }
 

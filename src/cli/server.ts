@@ -1,5 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Server, ServerResponse } from 'node:http';
+import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
@@ -15,7 +16,10 @@ export interface ServerConfig {
   destDir: string;
   maxSize?: number;
   maxChunkSize?: number;
-  token?: string;
+  /** Bearer tokens (`name:token` names the principal); each is its own principal. */
+  tokens: string[];
+  /** A file of tokens, one a line (kept out of `ps`). */
+  tokenFile?: string;
   trustedProxies: string[];
   corsOrigins: string[];
   fsync: boolean;
@@ -24,7 +28,8 @@ export interface ServerConfig {
 }
 
 /** What commander parses: the config, with the repeatable flags under their flag names. */
-type ParsedOptions = Omit<ServerConfig, 'trustedProxies' | 'corsOrigins'> & {
+type ParsedOptions = Omit<ServerConfig, 'trustedProxies' | 'corsOrigins' | 'tokens'> & {
+  token?: string[];
   trustedProxy?: string[];
   corsOrigin?: string[];
   prompt: boolean;
@@ -115,8 +120,17 @@ export function serverProgram(): Command {
     .addOption(
       new Option(
         '--token <token>',
-        'require "Authorization: Bearer <token>" on uploads (the bearer guard)',
-      ).env('TUS_TOKEN'),
+        'require "Authorization: Bearer <token>" on uploads; each token is its own principal and ' +
+          'owns its uploads; name:token names it (repeatable; the variable is comma-separated)',
+      )
+        .env('TUS_TOKEN')
+        .argParser(commaList),
+    )
+    .addOption(
+      new Option(
+        '--token-file <file>',
+        'tokens one a line (name:token or token; # comments), kept out of the process list',
+      ).env('TUS_TOKEN_FILE'),
     )
     .addOption(
       new Option(
@@ -162,6 +176,17 @@ export function serverProgram(): Command {
       ),
     )
     .showHelpAfterError('(run tussi-server --help for the options)');
+}
+
+/** How many tokens a token file holds; a file that cannot be read stops the start. */
+function readTokenFile(path: string): number {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new Error(`tussi-server: --token-file: ${(e as Error).message}`, { cause: e });
+  }
+  return text.split('\n').filter((l) => l.trim() !== '' && !l.trim().startsWith('#')).length;
 }
 
 function optionalSize(text: string): number | undefined {
@@ -212,6 +237,12 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
       ? options.fsync
       : (process.env.TUS_FSYNC ?? 'true').trim().toLowerCase() !== 'false';
 
+  if (options.tokenFile) {
+    // Read now, so a missing or empty file stops the start with one line, not a stack trace.
+    const tokens = readTokenFile(resolve(expandHome(options.tokenFile)));
+    if (tokens === 0)
+      program.error(`tussi-server: --token-file ${options.tokenFile} holds no token`);
+  }
   return {
     host: options.host,
     port: options.port,
@@ -220,7 +251,8 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     destDir: resolve(expandHome(dirs.destDir)),
     maxSize: options.maxSize,
     maxChunkSize: options.maxChunkSize,
-    token: options.token || undefined,
+    tokens: options.token ?? [],
+    tokenFile: options.tokenFile ? resolve(expandHome(options.tokenFile)) : undefined,
     trustedProxies: options.trustedProxy ?? [],
     corsOrigins: options.corsOrigin ?? [],
     fsync,
@@ -245,7 +277,8 @@ function exportToEnvironment(config: ServerConfig): void {
   set('TUS_DEST_DIR', config.destDir);
   set('TUS_MAX_SIZE', config.maxSize);
   set('TUS_MAX_CHUNK_SIZE', config.maxChunkSize);
-  set('TUS_TOKEN', config.token);
+  set('TUS_TOKEN', config.tokens.join(','));
+  set('TUS_TOKEN_FILE', config.tokenFile);
   set('TUS_TRUSTED_PROXIES', config.trustedProxies.join(','));
   set('TUS_CORS_ORIGINS', config.corsOrigins.join(','));
   set('TUS_FSYNC', config.fsync ? 'true' : 'false');
@@ -264,7 +297,9 @@ function describe(config: ServerConfig): string {
     config.maxSize !== undefined ? `max size ${formatBytes(config.maxSize)}` : '',
     config.maxChunkSize !== undefined ? `max chunk ${formatBytes(config.maxChunkSize)}` : '',
     config.fsync ? '' : 'fsync off',
-    config.token ? 'bearer token required' : 'no authentication',
+    config.tokens.length > 0 || config.tokenFile
+      ? 'bearer token required, each token owns its uploads'
+      : 'no authentication',
     config.trustedProxies.length ? `trusted proxies ${config.trustedProxies.join(', ')}` : '',
     config.corsOrigins.length ? `CORS origins ${config.corsOrigins.join(', ')}` : '',
     config.workers > 1 ? `${config.workers} worker processes` : '',

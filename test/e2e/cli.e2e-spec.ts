@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { request, type IncomingMessage } from 'node:http';
@@ -140,6 +140,7 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       '--max-size',
       '--max-chunk-size',
       '--token',
+      '--token-file',
       '--trusted-proxy',
       '--cors-origin',
       '--no-fsync',
@@ -159,6 +160,7 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       'TUS_MAX_SIZE',
       'TUS_MAX_CHUNK_SIZE',
       'TUS_TOKEN',
+      'TUS_TOKEN_FILE',
       'TUS_TRUSTED_PROXIES',
       'TUS_CORS_ORIGINS',
       'TUS_FSYNC',
@@ -218,7 +220,9 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       server_metadata: Record<string, string>;
     };
     expect(record.metadata).toEqual({ filename: 'photo.jpg', note: 'hello' });
-    expect(record.server_metadata).toEqual({ uploaded_by: 'token holder' });
+    // The principal of an unnamed token: never the token itself.
+    const principal = `token-${createHash('sha256').update('s3cret').digest('hex').slice(0, 8)}`;
+    expect(record.server_metadata).toEqual({ uploaded_by: principal });
 
     // The server logs the upload's life readably.
     await srv.output.waitFor(new RegExp(`delivered ${name}`), 10_000);
@@ -241,6 +245,52 @@ describe('tussi-server and tussi-upload (real processes)', () => {
     );
     expect(await sha256File(join(dest, randomName))).toBe(sha);
   }, 90_000);
+
+  it('--token and --token-file: each token its own principal, no way around the guard', async () => {
+    const secrets = join(await dir('tokens'), 'tokens');
+    await writeFile(secrets, '# uploaders\nbob:b0b-t0ken\n\n', { mode: 0o600 });
+    const { srv, uploads } = await server(['--token', 'alice:4lice', '--token-file', secrets]);
+    expect(srv.output.text).not.toContain('b0b-t0ken');
+    const base = new URL(srv.url);
+    const req = (method: string, path: string, headers: Record<string, string>) =>
+      tusRequest(base.origin, { method, path, headers: { 'Tus-Resumable': '1.0.0', ...headers } });
+
+    // The attack: OPTIONS with an override creates nothing, and no override passes the guard.
+    const attack = await req('OPTIONS', base.pathname, {
+      'Upload-Length': '5',
+      'X-HTTP-Method-Override': 'POST',
+    });
+    expect(attack.status).toBe(204);
+    expect(attack.headers.location).toBeUndefined();
+    expect(await readdir(uploads).catch(() => [])).toEqual([]);
+
+    // The scheme is case-insensitive.
+    const created = await req('POST', base.pathname, {
+      'Upload-Length': '5',
+      Authorization: 'bearer 4lice',
+    });
+    expect(created.status).toBe(201);
+    const path = new URL(String(created.headers.location)).pathname;
+    expect((await req('HEAD', path, { Authorization: 'Bearer b0b-t0ken' })).status).toBe(404);
+    expect((await req('HEAD', path, { Authorization: 'Bearer 4lice' })).status).toBe(200);
+    expect((await req('HEAD', path, { Authorization: 'Bearer nope' })).status).toBe(401);
+    const byBob = await req('POST', base.pathname, {
+      'Upload-Length': '1',
+      Authorization: 'Bearer b0b-t0ken',
+    });
+    expect(byBob.status).toBe(201);
+  }, 60_000);
+
+  it('--token-file that holds no token stops the start', async () => {
+    const empty = join(await dir('empty-tokens'), 'tokens');
+    await writeFile(empty, '# nobody\n');
+    const run = await promisify(execFile)(process.execPath, [SERVER_BIN, '--token-file', empty], {
+      env: cliEnv(),
+      timeout: 20_000,
+    }).catch((e: { code?: number; stderr?: string }) => e);
+    expect((run as { code?: number }).code).toBe(1);
+    expect((run).stderr).toMatch(/--token-file .* holds no token/);
+  });
 
   it('exits non-zero with a one-line reason: missing file, unreachable server', async () => {
     const base = await dir('failures');

@@ -17,6 +17,7 @@ const ENV = [
   'TUS_DEST_DIR',
   'TUS_CORS_ORIGINS',
   'TUS_TOKEN',
+  'TUS_TOKEN_FILE',
 ] as const;
 
 export interface SampleServer {
@@ -60,6 +61,7 @@ export async function startSampleServer(
     if (options.corsOrigins) process.env.TUS_CORS_ORIGINS = options.corsOrigins.join(',');
     else delete process.env.TUS_CORS_ORIGINS;
     delete process.env.TUS_TOKEN;
+    delete process.env.TUS_TOKEN_FILE;
     app = await startApp([AppModule], { ...dirs, removeOnClose: dirs.root });
   } finally {
     for (const name of ENV) {
