@@ -259,4 +259,48 @@ describe('several replicas coordinated through Redis', () => {
       expect(r.stderr()).not.toContain('consumer:');
     }
   }, 60_000);
+
+  it('an upload is its owner’s on every replica: another principal gets 404 everywhere', async () => {
+    const on = (principal: string) => ({ ...TUS, 'X-Test-Principal': principal });
+    const ask = (options: Parameters<typeof request>[1]) =>
+      request(nextReplica().baseUrl, options).then(statusOf);
+    const created = await request(nextReplica().baseUrl, {
+      method: 'POST',
+      path: '/files',
+      headers: { ...on('alice'), 'Upload-Length': '10', 'Upload-Concat': 'partial' },
+    });
+    expect(statusOf(created)).toBe(201);
+    const id = new URL(String(created.headers.location)).pathname.split('/').pop()!;
+    const patch = (principal: string, offset: number, body: string) =>
+      ask({
+        method: 'PATCH',
+        path: `/files/${id}`,
+        headers: {
+          ...on(principal),
+          'Content-Type': 'application/offset+octet-stream',
+          'Upload-Offset': String(offset),
+        },
+        body: Buffer.from(body),
+      });
+    expect(await patch('alice', 0, 'hello')).toBe(204);
+    for (let i = 0; i < replicas.length; i++) {
+      expect(await ask({ method: 'HEAD', path: `/files/${id}`, headers: on('bob') })).toBe(404);
+      expect(await patch('bob', 5, 'EVIL!')).toBe(404);
+      expect(await ask({ method: 'DELETE', path: `/files/${id}`, headers: on('bob') })).toBe(404);
+      const final = await ask({
+        method: 'POST',
+        path: '/files',
+        headers: { ...on('bob'), 'Upload-Concat': `final;/files/${id}` },
+      });
+      expect(final).toBe(404);
+    }
+    const head = await request(nextReplica().baseUrl, {
+      method: 'HEAD',
+      path: `/files/${id}`,
+      headers: on('alice'),
+    });
+    expect(statusOf(head)).toBe(200);
+    expect(head.headers['upload-offset']).toBe('5');
+    expect(await patch('alice', 5, 'world')).toBe(204);
+  }, 30_000);
 });

@@ -21,7 +21,8 @@ export interface ReplicaConfig {
 /**
  * A replica: the built package (dist/) in its own node process, `TusModule` with the Redis
  * coordination on an ephemeral port of 127.0.0.1, and a consumer that moves each finished
- * upload it gets from the queue to `destDir`. It reports on stdout, one JSON line each:
+ * upload it gets from the queue to `destDir`. Ownership is on, the principal taken from an
+ * `X-Test-Principal` header (a function of the request, as an application may give). It reports on stdout, one JSON line each:
  * `{event:'listening',port}`, `{event:'claimed',id}`, `{event:'delivered',id}`.
  */
 const REPLICA_SOURCE = `
@@ -44,6 +45,8 @@ Module({
       lockWaitMs: cfg.lockWaitMs,
       queuePollIntervalMs: 200,
       janitor: false,
+      // Uploads belong to the principal a test names; without one they are anonymous.
+      ownership: (req) => req.headers['x-test-principal'],
       coordination: {
         redis: {
           url: cfg.redisUrl,
