@@ -98,7 +98,12 @@ interface Fixture {
   queue: MemoryCompletedQueue;
   locker: MemoryUploadLocker;
   errors: string[];
+  /** With ownership on, every upload the fixture starts with is `OWNER`'s. */
+  ownership: boolean;
 }
+
+/** The principal that owns the fixture's uploads when ownership is on. */
+const OWNER = 'alice';
 
 async function fixture(options: Partial<TusProtocolOptions>): Promise<Fixture> {
   const storage = new MemoryStorage();
@@ -117,7 +122,9 @@ async function fixture(options: Partial<TusProtocolOptions>): Promise<Fixture> {
     queue,
     logger,
   });
+  const ownership = options.ownership === true;
   const put = async (id: string, record: UploadRecord, bytes: number) => {
+    if (ownership) record.owner = OWNER;
     await store.create(id, record);
     const data = Buffer.alloc(Math.max(record.length ?? 0, bytes));
     PATTERN(id.charCodeAt(0), bytes).copy(data);
@@ -139,9 +146,10 @@ async function fixture(options: Partial<TusProtocolOptions>): Promise<Fixture> {
   await put(ROLES.E, new UploadRecord(10, 3, {}, {}, 1000, 1000), 3);
   const f = new UploadRecord(5, 5, { filename: 'f.bin' });
   f.finishedAt = new Date();
+  if (ownership) f.owner = OWNER;
   queue.records.set(ROLES.F, JSON.stringify(f));
   queue.data.set(ROLES.F, PATTERN(7, 5));
-  return { handler, storage, records, queue, locker, errors };
+  return { handler, storage, records, queue, locker, errors, ownership };
 }
 
 /** Everything a request could change: records, bytes, the queue. */
@@ -477,6 +485,8 @@ interface RequestSpec {
   trustedProxy: boolean;
   /** Keep the id on a POST (usually a POST goes to the creation URL). */
   postWithId: boolean;
+  /** Who authentication says is asking (the owner, another principal, or nobody). */
+  principal: string | undefined;
 }
 
 const requestSpec: fc.Arbitrary<RequestSpec> = fc.record({
@@ -491,6 +501,7 @@ const requestSpec: fc.Arbitrary<RequestSpec> = fc.record({
   trailers: fc.option(fc.record({ 'upload-checksum': checksum }), { freq: 5, nil: undefined }),
   trustedProxy: fc.boolean(),
   postWithId: fc.oneof({ weight: 9, arbitrary: fc.constant(false) }, fc.constant(true)),
+  principal: fc.constantFrom(OWNER, OWNER, 'mallory', undefined),
 });
 
 const optionsArb: fc.Arbitrary<Partial<TusProtocolOptions>> = fc.record(
@@ -498,6 +509,7 @@ const optionsArb: fc.Arbitrary<Partial<TusProtocolOptions>> = fc.record(
     maxSize: fc.constantFrom(50, 1000, 2 ** 40),
     maxChunkSize: fc.constantFrom(7, 64, 4096),
     maxMetadataSize: fc.constantFrom(16, 4096),
+    ownership: fc.boolean(),
     extensions: fc
       // Any of them may be off but creation, which the other requests need.
       .subarray<TusExtension>(TUS_EXTENSIONS.filter((e) => e !== 'creation'))
@@ -603,6 +615,7 @@ function toRequest(
         ? bodyStream('error', sent.body, sent.body.length)
         : bodyStream(spec.bodyKind, sent.body),
       trailers: trailers ? () => trailers : undefined,
+      principal: spec.principal,
     },
   };
 }
@@ -670,14 +683,17 @@ async function exchange(f: Fixture, spec: RequestSpec): Promise<void> {
 
   const after = snapshot(f);
   const changed = changes(before, after);
+  const headers = lowerCaseNames(spec.headers);
+  // The method as the handler takes it: on a POST, an override (when given and not empty)
+  // wins; on any other method it is ignored.
+  const override = headers['x-http-method-override'];
+  const overriding = (Array.isArray(override) ? override[0] : override)?.trim();
+  const real = request.method.toUpperCase();
+  const method = ((real === 'POST' && overriding) || real).toUpperCase();
+  if (f.ownership && request.principal !== OWNER) {
+    expectNothingOfTheOwnerReached(f, before, after, { request, target, method, response });
+  }
   if (response.status >= 400) {
-    const headers = lowerCaseNames(spec.headers);
-    // The method as the handler takes it: on a POST, an override (when given and not empty)
-    // wins; on any other method it is ignored.
-    const override = headers['x-http-method-override'];
-    const overriding = (Array.isArray(override) ? override[0] : override)?.trim();
-    const real = request.method.toUpperCase();
-    const method = ((real === 'POST' && overriding) || real).toUpperCase();
     // "Store as much as possible": a PATCH body with no Content-Length that ran past the length
     // or the chunk limit keeps the bytes that fit (and may complete the upload).
     const storeAsMuch =
@@ -699,6 +715,47 @@ async function exchange(f: Fixture, spec: RequestSpec): Promise<void> {
     const offset = Number(response.headers['Upload-Offset']);
     const old = JSON.parse(oldTarget.record) as { offset: number };
     if (offset > old.offset) expectPrefixStored(f, target, oldTarget, body, offset);
+  }
+}
+
+/**
+ * With ownership on, a request of another principal (or of none) never reaches the owner's
+ * uploads: HEAD, PATCH and DELETE on one are refused, none of them changes, and no upload it
+ * creates names one of them as a part.
+ */
+function expectNothingOfTheOwnerReached(
+  f: Fixture,
+  before: Map<string, string>,
+  after: Map<string, string>,
+  {
+    request,
+    target,
+    method,
+    response,
+  }: {
+    request: TusRequest;
+    target: string;
+    method: string;
+    response: TusResponse;
+  },
+): void {
+  const owned = new Set(Object.values(ROLES));
+  if (request.id === target && ['HEAD', 'PATCH', 'DELETE'].includes(method)) {
+    expect({ method, status: response.status >= 400 ? 'refused' : response.status }).toEqual({
+      method,
+      status: 'refused',
+    });
+  }
+  for (const key of changes(before, after)) {
+    expect({ changed: key, owners: [...owned].some((id) => key.endsWith(id)) }).toEqual({
+      changed: key,
+      owners: false,
+    });
+  }
+  for (const [key, json] of after) {
+    if (before.has(key) || !key.startsWith('record ')) continue;
+    const parts = (JSON.parse(json) as { parts?: string[] }).parts ?? [];
+    expect(parts.filter((id) => owned.has(id as (typeof ROLES)[Role]))).toEqual([]);
   }
 }
 
