@@ -70,6 +70,20 @@ const tus = (extra: Array<[string, string]> = []): Array<[string, string]> => [
   ...extra,
 ];
 
+/** < 500, in time, with a response (or a cut only where the body was left unfinished). */
+function expectSane(result: RawResult, what: string, mayBeCut = false) {
+  const outcome = result.timedOut
+    ? 'no answer in time'
+    : result.status === 0
+      ? mayBeCut
+        ? 'ok'
+        : 'closed without a response'
+      : result.status >= 500
+        ? `status ${result.status}: ${result.body.toString().slice(0, 200)}`
+        : 'ok';
+  expect({ what, outcome }).toEqual({ what, outcome: 'ok' });
+}
+
 describe('hostile input over HTTP', () => {
   let dirs: Awaited<ReturnType<typeof tempDirs>>;
   let server: RobustChild;
@@ -122,20 +136,6 @@ describe('hostile input over HTTP', () => {
     await server?.stop();
     if (dirs) await rm(dirs.root, { recursive: true, force: true });
   });
-
-  /** < 500, in time, with a response (or a cut only where the body was left unfinished). */
-  function expectSane(result: RawResult, what: string, mayBeCut = false) {
-    const outcome = result.timedOut
-      ? 'no answer in time'
-      : result.status === 0
-        ? mayBeCut
-          ? 'ok'
-          : 'closed without a response'
-        : result.status >= 500
-          ? `status ${result.status}: ${result.body.toString().slice(0, 200)}`
-          : 'ok';
-    expect({ what, outcome }).toEqual({ what, outcome: 'ok' });
-  }
 
   it(`${GENERATED_RUNS} generated raw requests: never 5xx, never a hang, refusals change nothing`, async () => {
     const id = fc.oneof(
@@ -716,4 +716,145 @@ describe('hostile input over HTTP', () => {
     expect(server.alive()).toBe(true);
     expect(server.errors()).toEqual([]);
   });
+});
+
+/**
+ * The guards and owners over real HTTP: a server whose upload routes need a bearer token, each
+ * token its own principal owning its uploads. Generated raw requests, with every method an
+ * attacker may try, `X-HTTP-Method-Override` of any value, and no token, another principal's
+ * token or the owner's. Whatever arrives without the owner's token never changes, reveals or
+ * concatenates the owner's upload.
+ */
+describe('guards and owners under hostile requests over HTTP', () => {
+  const RUNS = 300;
+  let dirs: Awaited<ReturnType<typeof tempDirs>>;
+  let server: RobustChild;
+  let owned: { id: string; data: Buffer; offset: number; partial: string };
+
+  const as = (who: string | undefined): Array<[string, string]> =>
+    who ? [['Authorization', `Bearer ${who}`]] : [];
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    dirs = await tempDirs('tussi-owners-');
+    server = await startRobustServer(dirs.uploadDir, dirs.completedDir, {
+      fsync: false,
+      bodyIdleTimeoutMs: IDLE_MS,
+      lockWaitMs: 500,
+      principals: ['alice', 'mallory'],
+    });
+    const data = randomBytes(1000);
+    const created = await send(server.port, {
+      method: 'POST',
+      target: '/files',
+      headers: tus([['Upload-Length', '1000'], ...as('alice')]),
+    });
+    expect(created.status).toBe(201);
+    const id = new URL(String(created.headers.location)).pathname.split('/').pop()!;
+    const patched = await send(server.port, {
+      method: 'PATCH',
+      target: `/files/${id}`,
+      headers: tus([
+        ['Upload-Offset', '0'],
+        ['Content-Type', OCTET_STREAM],
+        ['Content-Length', '400'],
+        ...as('alice'),
+      ]),
+      body: data.subarray(0, 400),
+    });
+    expect(patched.status).toBe(204);
+    const partial = await send(server.port, {
+      method: 'POST',
+      target: '/files',
+      headers: tus([['Upload-Length', '0'], ['Upload-Concat', 'partial'], ...as('alice')]),
+    });
+    expect(partial.status).toBe(201);
+    owned = {
+      id,
+      data,
+      offset: 400,
+      partial: new URL(String(partial.headers.location)).pathname.split('/').pop()!,
+    };
+  });
+  afterAll(async () => {
+    await server?.stop();
+    if (dirs) await rm(dirs.root, { recursive: true, force: true });
+  });
+
+  it(`${RUNS} generated requests without the owner's token leave the owner's uploads alone`, async () => {
+    const methods = ['OPTIONS', 'GET', 'POST', 'PATCH', 'HEAD', 'DELETE', 'PUT', 'post'];
+    const rawArb = fc.record({
+      method: fc.constantFrom(...methods),
+      override: fc.option(
+        fc.oneof(
+          fc.constantFrom(...methods, 'patch', 'delete', 'head', 'OPTIONS', ' DELETE '),
+          fc.string({ maxLength: 8, unit: 'binary-ascii' }).map((s) => s.replace(/[\r\n]/g, '')),
+        ),
+        { nil: undefined },
+      ),
+      who: fc.constantFrom(undefined, 'mallory', 'Mallory', 'nobody', 'alicex', 'ALICE'),
+      target: fc.constantFrom('/files', '/files/{ID}', '/files/{ID}/x', '/files/{PART}'),
+      concat: fc.option(fc.constantFrom('final;/files/{PART}', 'final;/files/{ID}'), {
+        nil: undefined,
+      }),
+      offset: fc.constantFrom('0', '400', '1000'),
+      body: fc.uint8Array({ maxLength: 64 }),
+    });
+    await fc.assert(
+      fc.asyncProperty(rawArb, async (spec) => {
+        const resolve = (s: string) =>
+          s.replaceAll('{ID}', owned.id).replaceAll('{PART}', owned.partial);
+        const headers = tus([
+          ['Upload-Offset', spec.offset],
+          ['Content-Type', OCTET_STREAM],
+          ['Content-Length', String(spec.body.length)],
+          ...as(spec.who),
+        ]);
+        if (spec.override !== undefined) headers.push(['X-HTTP-Method-Override', spec.override]);
+        if (spec.concat) headers.push(['Upload-Concat', resolve(spec.concat)]);
+        else headers.push(['Upload-Length', '5']);
+        const before = await readdir(dirs.uploadDir);
+        const raw = {
+          method: spec.method,
+          target: resolve(spec.target),
+          headers,
+          body: Buffer.from(spec.body),
+        };
+        const result = await send(server.port, raw);
+        expectSane(result, `${raw.method} ${raw.target} ${JSON.stringify(headers)}`);
+        // Nothing of the owner's upload is revealed.
+        expect({
+          offset: result.headers['upload-offset'],
+          length: result.headers['upload-length'],
+        }).toEqual({ offset: undefined, length: undefined });
+        // Only mallory may create, and only uploads of her own: none names alice's partial.
+        const created = (await readdir(dirs.uploadDir)).filter((n) => !before.includes(n));
+        if (result.status === 201) expect(spec.who).toBe('mallory');
+        for (const name of created.filter((n) => n.endsWith('.meta'))) {
+          const record = JSON.parse(await readFile(join(dirs.uploadDir, name), 'utf8')) as {
+            owner?: string;
+            parts?: string[];
+          };
+          expect(record.owner).toBe('mallory');
+          expect(record.parts ?? []).toEqual([]);
+        }
+        // The owner's upload is as it was, and still there.
+        const head = await send(server.port, {
+          method: 'HEAD',
+          target: `/files/${owned.id}`,
+          headers: tus(as('alice')),
+        });
+        expect(head.headers['upload-offset']).toBe(String(owned.offset));
+        const stored = await filePrefix(join(dirs.uploadDir, owned.id), owned.offset);
+        expect(stored.equals(owned.data.subarray(0, owned.offset))).toBe(true);
+        const part = await send(server.port, {
+          method: 'HEAD',
+          target: `/files/${owned.partial}`,
+          headers: tus(as('alice')),
+        });
+        expect(part.status).toBe(200);
+      }),
+      { numRuns: RUNS },
+    );
+  }, 120_000);
 });

@@ -26,16 +26,32 @@ export interface RobustServerOptions {
   trustForwardedHost?: boolean;
   queuePollIntervalMs?: number;
   janitor?: false;
+  /**
+   * Guard the upload routes: `Authorization: Bearer <name>` with a name of this list makes
+   * `name` the request's principal (anything else is 401), and ownership is on.
+   */
+  principals?: string[];
 }
 
 const CHILD_SOURCE = `
 import 'reflect-metadata';
-import { Module } from '@nestjs/common';
+import { Module, UnauthorizedException } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { createInterface } from 'node:readline';
 const { TusModule } = await import(${JSON.stringify(pathToFileURL(DIST_INDEX).href)});
 const [uploadDir, completedDir, optionsJson, standby] = process.argv.slice(1);
-const options = JSON.parse(optionsJson);
+const { principals, ...options } = JSON.parse(optionsJson);
+const guards = principals
+  ? [{
+      canActivate(context) {
+        const req = context.switchToHttp().getRequest();
+        const match = /^Bearer +(\\S+)$/i.exec(req.headers.authorization ?? '');
+        if (!match || !principals.includes(match[1])) throw new UnauthorizedException();
+        req.user = match[1];
+        return true;
+      },
+    }]
+  : [];
 const line = (level, text) => process.stderr.write('[tus:' + level + '] ' + text.replace(/\\n/g, '\\n    ') + '\\n');
 const logger = {
   error: (message, error) => line('error', message + ': ' + (error instanceof Error ? (error.stack ?? error.message) : String(error))),
@@ -51,7 +67,14 @@ const stop = () => {
 process.on('SIGTERM', stop);
 async function start() {
   class AppModule {}
-  Module({ imports: [TusModule.forRoot({ ...options, uploadDir, completedDir, logger })] })(AppModule);
+  const tus = TusModule.forRoot({
+    ...options,
+    ...(principals ? { ownership: true, guards } : {}),
+    uploadDir,
+    completedDir,
+    logger,
+  });
+  Module({ imports: [tus] })(AppModule);
   app = await NestFactory.create(AppModule, { logger: ['error', 'warn'] });
   await app.listen(0, '127.0.0.1');
   process.stdout.write(JSON.stringify({ port: app.getHttpServer().address().port }) + '\\n');
