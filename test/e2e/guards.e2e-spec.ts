@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import {
   Controller,
   ForbiddenException,
+  Inject,
   Injectable,
   Module,
   UnauthorizedException,
@@ -404,5 +405,53 @@ describe('ownership: no principal reaches another one’s upload', () => {
       expect.arrayContaining([TusEvents.Created, TusEvents.Completed]),
     );
     for (const event of mine) expect((event as { owner?: string | null }).owner).toBe('bob');
+  });
+});
+
+/** An application's own provider, which its guard injects. */
+@Injectable()
+class TokenDirectory {
+  principalOf(token: string | undefined): string | undefined {
+    return token === 'Bearer k1' ? 'carol' : undefined;
+  }
+}
+
+@Module({ providers: [TokenDirectory], exports: [TokenDirectory] })
+class AuthModule {}
+
+@Injectable()
+class DirectoryGuard implements CanActivate {
+  constructor(@Inject(TokenDirectory) private readonly directory: TokenDirectory) {}
+
+  canActivate(context: ExecutionContext): boolean {
+    const req = context.switchToHttp().getRequest<IncomingMessage & { user?: unknown }>();
+    const principal = this.directory.principalOf(req.headers.authorization);
+    if (!principal) throw new UnauthorizedException();
+    req.user = principal;
+    return true;
+  }
+}
+
+describe("guards that inject the application's providers", () => {
+  it('resolve them from the modules given in imports', async () => {
+    const dirs = await tempDirs();
+    const tus = TusModule.forRootAsync({
+      imports: [AuthModule],
+      guards: [DirectoryGuard],
+      useFactory: () => ({ ...{ uploadDir: dirs.uploadDir, completedDir: dirs.completedDir } }),
+    });
+    const s = await startApp([tus], { ...dirs, removeOnClose: dirs.root });
+    try {
+      const post = (auth?: string) =>
+        s.request({
+          method: 'POST',
+          path: '/files',
+          headers: { ...TUS, 'Upload-Length': '1', ...(auth ? { Authorization: auth } : {}) },
+        });
+      expect((await post()).status).toBe(401);
+      expect((await post('Bearer k1')).status).toBe(201);
+    } finally {
+      await s.close();
+    }
   });
 });
