@@ -39,11 +39,7 @@ export function announcesChecksumTrailer(headers: RequestHeaders): boolean {
   return !!trailer?.split(',').some((name) => name.trim().toLowerCase() === 'upload-checksum');
 }
 
-/**
- * Hashes a body while it streams (no copy of it is kept). With the algorithm known in advance
- * one hash runs; for a checksum announced as a trailer, whose algorithm comes after the body,
- * every supported one does.
- */
+/** Hashes a body while it streams (no copy of it is kept) with the given algorithms. */
 export class StreamingChecksum {
   private readonly hashes = new Map<ChecksumAlgorithm, Hash>();
   private crc: number | undefined;

@@ -874,7 +874,7 @@ describe('checksum', () => {
 describe('checksum-trailer', () => {
   const TRAILER = { trailer: 'Upload-Checksum' };
   runScenarios([
-    ...(['sha256', 'crc32'] as const).map((algorithm): Scenario => ({
+    ...(['sha1', 'md5', 'sha256', 'sha512', 'crc32'] as const).map((algorithm): Scenario => ({
       name: `${algorithm} in a trailer: matching is 204`,
       steps: [
         create('u', 11),
@@ -907,6 +907,32 @@ describe('checksum-trailer', () => {
           chunked: true,
           headers: TRAILER,
           trailers: { 'upload-checksum': 'sha3 bm9uZQ==' },
+          status: 400,
+        }),
+        head('u', { 'Upload-Offset': '0' }),
+      ],
+    },
+    {
+      name: 'a later PATCH in a trailer is checked against its own bytes only',
+      steps: [
+        create('u', 11),
+        patch('u', 0, [b('hello')], { res: { 'Upload-Offset': '5' } }),
+        patch('u', 5, [b(' wor'), b('ld')], {
+          chunked: true,
+          headers: TRAILER,
+          trailers: { 'upload-checksum': sum('sha1', ' world') },
+          res: { 'Upload-Offset': '11' },
+        }),
+      ],
+    },
+    {
+      name: 'a checksum header and an announced trailer together are 400, nothing stored',
+      steps: [
+        create('u', 11),
+        patch('u', 0, [b(HELLO)], {
+          chunked: true,
+          headers: { ...TRAILER, 'upload-checksum': sum('sha256', HELLO) },
+          trailers: { 'upload-checksum': sum('sha256', 'something else') },
           status: 400,
         }),
         head('u', { 'Upload-Offset': '0' }),
