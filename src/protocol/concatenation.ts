@@ -7,10 +7,11 @@ import type { UploadRecord } from './upload-record.js';
 
 /**
  * The ids of the partial uploads named by `Upload-Concat: final;<url> <url> ...`. Each URL,
- * absolute or relative, must point at an upload of this server: this host (for absolute URLs)
- * and this creation URL followed by a UUID, nothing else (no traversal, no query).
+ * absolute or relative, must be this creation URL followed by a UUID, nothing else (no
+ * traversal, no query). The host of an absolute URL is not compared (as tusd does): a server
+ * answers to several names (`localhost`, `127.0.0.1`, a proxy's), and the id alone decides.
  */
-export function parseFinalConcat(value: string, basePath: string, host: string): string[] {
+export function parseFinalConcat(value: string, basePath: string): string[] {
   const list = value.slice('final;'.length).trim();
   if (list === '') throw TusErrors.invalidConcat();
   return list.split(/ +/).map((url) => {
@@ -22,9 +23,7 @@ export function parseFinalConcat(value: string, basePath: string, host: string):
       } catch {
         throw TusErrors.invalidConcat();
       }
-      if (parsed.host.toLowerCase() !== host.toLowerCase() || parsed.search || parsed.hash) {
-        throw TusErrors.invalidConcat();
-      }
+      if (parsed.search || parsed.hash) throw TusErrors.invalidConcat();
       path = url.slice(url.indexOf('/', url.indexOf('//') + 2));
     }
     const prefix = `${basePath}/`;

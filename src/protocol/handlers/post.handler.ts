@@ -27,7 +27,7 @@ export const handlePost: MethodHandler = async (request, context) => {
   const host = parseHost(request.host ?? headerValue(headers, 'host', TusErrors.invalidHost));
   const concat = readConcat(headers, context);
   const finalParts =
-    concat?.startsWith('final') === true ? parseFinalConcat(concat, request.basePath, host) : [];
+    concat?.startsWith('final') === true ? parseFinalConcat(concat, request.basePath) : [];
   const length =
     finalParts.length > 0
       ? await finalLength(finalParts, request, context)
