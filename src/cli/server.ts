@@ -45,6 +45,12 @@ export interface SampleBootstrap {
   }) => Promise<{ app: { close(): Promise<void> }; server: Server; port: number; url: string }>;
 }
 
+/**
+ * A server on the internet needs a bound on what one client may ask it to store: 10 GiB, unless
+ * `--max-size` says otherwise (`0` for none).
+ */
+export const DEFAULT_MAX_SIZE = 10 * 1024 ** 3;
+
 /** The directories that can be asked for, with their flag, variable and default. */
 const DIRECTORIES = [
   {
@@ -108,7 +114,8 @@ export function serverProgram(): Command {
         .env(DIRECTORIES[2].env),
     )
     .addOption(
-      new Option('--max-size <bytes>', 'largest upload (bytes, or 512M, 10G, ...)')
+      new Option('--max-size <bytes>', 'largest upload (bytes, or 512M, 10G, ...); 0 for no limit')
+        .default(DEFAULT_MAX_SIZE, '10G')
         .env('TUS_MAX_SIZE')
         .argParser(optionalSize),
     )
@@ -249,7 +256,8 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     uploadDir: resolve(expandHome(dirs.uploadDir)),
     completedDir: resolve(expandHome(dirs.completedDir)),
     destDir: resolve(expandHome(dirs.destDir)),
-    maxSize: options.maxSize,
+    // 0 is "no limit", as an empty variable is.
+    maxSize: options.maxSize || undefined,
     maxChunkSize: options.maxChunkSize,
     tokens: options.token ?? [],
     tokenFile: options.tokenFile ? resolve(expandHome(options.tokenFile)) : undefined,

@@ -281,6 +281,18 @@ describe('tussi-server and tussi-upload (real processes)', () => {
     expect(byBob.status).toBe(201);
   }, 60_000);
 
+  it('limits uploads to 10 GiB unless --max-size says otherwise (0: no limit)', async () => {
+    const maxSizeOf = async (extra: string[]) => {
+      const { srv } = await server(extra);
+      const base = new URL(srv.url);
+      const res = await tusRequest(base.origin, { method: 'OPTIONS', path: base.pathname });
+      return res.headers['tus-max-size'];
+    };
+    expect(await maxSizeOf([])).toBe(String(10 * 1024 ** 3));
+    expect(await maxSizeOf(['--max-size', '0'])).toBeUndefined();
+    expect(await maxSizeOf(['--max-size', '1M'])).toBe(String(1024 ** 2));
+  }, 60_000);
+
   it('--token-file that holds no token stops the start', async () => {
     const empty = join(await dir('empty-tokens'), 'tokens');
     await writeFile(empty, '# nobody\n');
@@ -289,7 +301,7 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       timeout: 20_000,
     }).catch((e: { code?: number; stderr?: string }) => e);
     expect((run as { code?: number }).code).toBe(1);
-    expect((run).stderr).toMatch(/--token-file .* holds no token/);
+    expect(run.stderr).toMatch(/--token-file .* holds no token/);
   });
 
   it('exits non-zero with a one-line reason: missing file, unreachable server', async () => {
