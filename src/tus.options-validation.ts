@@ -34,6 +34,9 @@ class TusOptionsSchema {
   @IsOptional() @IsBoolean() trustForwardedHost?: boolean;
   @IsOptional() @IsInt() @Min(1) expireAfterMs?: number;
   @IsOptional() @IsBoolean() removePartials?: boolean;
+  @IsOptional() @IsInt() @Min(1) maxPartsPerFinal?: number;
+  @IsOptional() @IsInt() @Min(1) maxFinalsPerPartial?: number;
+  @IsOptional() @IsBoolean() allowDuplicateParts?: boolean;
   // Objects and functions, checked below or by their own types.
   @Allow() storage?: unknown;
   @Allow() recordStore?: unknown;

@@ -71,6 +71,15 @@ export interface TusModuleOptions {
   expireAfterMs?: number;
   /** Delete partial uploads once a final upload was assembled from them. @default true */
   removePartials?: boolean;
+  /** Most partial uploads one final upload may name (400 beyond). @default 100 */
+  maxPartsPerFinal?: number;
+  /**
+   * Most final uploads one partial upload may be part of (409 beyond): each delivers the
+   * partial's bytes again, so this bounds what one upload can be turned into. @default 2
+   */
+  maxFinalsPerPartial?: number;
+  /** Let a final upload name the same partial upload twice (400 otherwise). @default false */
+  allowDuplicateParts?: boolean;
   /** The completed-upload queue. @default FilesystemCompletedQueue in `completedDir` */
   completedQueue?: CompletedUploadQueue;
   /** How often waiting consumers rescan `completedDir` if the directory watch misses. @default 2000 */

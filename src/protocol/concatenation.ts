@@ -1,8 +1,13 @@
-import { LockTargetMissingError, LockTimeoutError } from '../storage/storage.interfaces.js';
+import {
+  LockTargetMissingError,
+  LockTimeoutError,
+  type UploadLock,
+} from '../storage/storage.interfaces.js';
 import { finalizeUpload } from './finalize.js';
 import { isUploadId } from './headers.js';
 import { runInBackground, type TusContext } from './tus-context.js';
-import { TusErrors } from './tus-error.js';
+import { TusError, TusErrors } from './tus-error.js';
+import { UploadFailedEvent } from './tus-events.js';
 import type { UploadRecord } from './upload-record.js';
 
 /**
@@ -59,9 +64,11 @@ export async function completeUpload(
 
 /**
  * Assembles a final upload once all its partials are complete: their bytes are streamed in
- * order into the final's data (never loaded into memory), then the final is finalized like any
- * upload and, unless kept by option or needed by another final, the partials are removed.
- * Returns false when a partial is not complete yet. Safe to call again after a crash.
+ * order into the final's data (never loaded into memory), each under its partial's lock (a
+ * DELETE of a partial waits for the assembly), then the final is finalized like any upload and,
+ * unless kept by option or needed by another final, the partials are removed. Returns false when
+ * a partial is not complete yet. A final that can never complete fails with a TUS error and is
+ * removed: a partial gone (410), a total above `maxSize` (413). Safe to call again after a crash.
  */
 export async function assembleFinal(finalId: string, context: TusContext): Promise<boolean> {
   const { store, options } = context;
@@ -69,11 +76,22 @@ export async function assembleFinal(finalId: string, context: TusContext): Promi
   try {
     const assembled = await store.withLock(finalId, options.lockWaitMs, async (lock) => {
       const final = await store.getRecord(finalId);
-      if (!final?.isFinal || final.isComplete) return false;
+      // A complete final in staging is one a crash cut short after assembly (recovery finalizes
+      // it); a final of zero bytes is complete from its creation and is finalized here.
+      if (!final?.isFinal || (final.isComplete && final.length !== 0)) return false;
       const parts = await Promise.all(final.parts.map((partId) => store.getRecord(partId)));
+      if (parts.some((part) => part === null)) {
+        await failFinal(finalId, context);
+        throw TusErrors.partialGone();
+      }
       if (parts.some((part) => !part?.isComplete)) return false;
       const complete = parts as UploadRecord[];
       const length = complete.reduce((sum, part) => sum + (part.length ?? 0), 0);
+      // Known only now when a partial's length was deferred.
+      if (options.maxSize !== undefined && length > options.maxSize) {
+        await failFinal(finalId, context);
+        throw TusErrors.maxSizeExceeded();
+      }
       if (final.length === null) {
         final.length = length;
         await store.storage.allocate(finalId, length);
@@ -81,17 +99,7 @@ export async function assembleFinal(finalId: string, context: TusContext): Promi
       let position = 0;
       for (const [index, partId] of final.parts.entries()) {
         const partLength = complete[index].length ?? 0;
-        const source = store.storage.read(partId, 0, partLength);
-        const result = await store.storage.write(finalId, position, source, {
-          limit: partLength,
-          idleTimeoutMs: 0,
-          signal: lock.signal,
-        });
-        if (lock.signal?.aborted) throw TusErrors.lockLost();
-        if (result.error) throw result.error;
-        if (result.bytes !== partLength) {
-          throw new Error(`partial ${partId} gave ${result.bytes} of ${partLength} bytes`);
-        }
+        await copyPart(partId, partLength, finalId, position, lock, context);
         position += partLength;
       }
       final.offset = final.length;
@@ -108,6 +116,51 @@ export async function assembleFinal(finalId: string, context: TusContext): Promi
     if (e instanceof LockTimeoutError || e instanceof LockTargetMissingError) return false;
     throw e;
   }
+}
+
+/** Streams one partial's bytes into the final, under the partial's lock. */
+async function copyPart(
+  partId: string,
+  length: number,
+  finalId: string,
+  position: number,
+  lock: UploadLock,
+  context: TusContext,
+): Promise<void> {
+  const { store, options } = context;
+  try {
+    await store.withLock(partId, options.lockWaitMs, async () => {
+      if (!(await store.getRecord(partId))) throw TusErrors.partialGone();
+      const result = await store.storage.write(
+        finalId,
+        position,
+        store.storage.read(partId, 0, length),
+        {
+          limit: length,
+          idleTimeoutMs: 0,
+          signal: lock.signal,
+        },
+      );
+      if (lock.signal?.aborted) throw TusErrors.lockLost();
+      if (result.error) throw result.error;
+      if (result.bytes !== length) {
+        throw new Error(`partial ${partId} gave ${result.bytes} of ${length} bytes`);
+      }
+    });
+  } catch (e) {
+    if (!(e instanceof LockTargetMissingError) && !(e instanceof TusError && e.status === 410)) {
+      throw e;
+    }
+    await failFinal(finalId, context);
+    throw TusErrors.partialGone();
+  }
+}
+
+/** Removes a final that can never complete (under its lock, held by the caller). */
+async function failFinal(finalId: string, context: TusContext): Promise<void> {
+  await context.store.remove(finalId);
+  context.progress.forget(finalId);
+  context.emit(new UploadFailedEvent(finalId, 410, TusErrors.partialGone()));
 }
 
 /** Removes partials used by `finalId`, except those other unassembled finals still wait for. */
@@ -138,9 +191,11 @@ async function removePartials(
 }
 
 /**
- * Records on each unfinished partial that `finalId` waits for it, so its completion wakes the
- * final (concatenation-unfinished). Then tries to assemble, for partials that completed while
- * this ran.
+ * Records on each partial that `finalId` uses it: the completion of an unfinished partial wakes
+ * the final (concatenation-unfinished), and no partial is part of more than
+ * `maxFinalsPerPartial` finals (409). Then tries to assemble, for partials that completed while
+ * this ran. A partial whose body a request is writing cannot be told now: a write of this
+ * process records the final with its bytes; one of another process is watched for.
  */
 export async function registerWaitingFinal(
   finalId: string,
@@ -148,46 +203,93 @@ export async function registerWaitingFinal(
   context: TusContext,
 ): Promise<void> {
   const { store, options } = context;
-  let unregistered = false;
-  for (const partId of new Set(partIds)) {
-    try {
-      await store.withLock(partId, options.lockWaitMs, async () => {
-        const part = await store.getRecord(partId);
-        if (!part || part.isComplete || part.waitingFinals.includes(finalId)) return;
-        part.waitingFinals.push(finalId);
-        await store.records.put(partId, part);
-      });
-    } catch (e) {
-      // A partial whose PATCH is still streaming ("the Client MAY send the concatenation
-      // request while the partial uploads are still in progress"): it cannot be told now.
-      if (!(e instanceof LockTimeoutError)) throw e;
-      unregistered = true;
+  const most = options.maxFinalsPerPartial ?? 2;
+  const elsewhere: string[] = [];
+  const registered: string[] = [];
+  try {
+    for (const partId of new Set(partIds)) {
+      try {
+        await store.withLock(partId, options.lockWaitMs, async () => {
+          const part = await store.getRecord(partId);
+          if (!part) throw TusErrors.partialGone();
+          takePendingFinals(partId, part, context);
+          if (!part.waitingFinals.includes(finalId)) {
+            if (part.waitingFinals.length >= most) throw TusErrors.partialInUse();
+            part.waitingFinals.push(finalId);
+          }
+          await store.records.put(partId, part);
+          registered.push(partId);
+        });
+      } catch (e) {
+        if (e instanceof LockTargetMissingError) throw TusErrors.partialGone();
+        // A partial whose PATCH is still streaming ("the Client MAY send the concatenation
+        // request while the partial uploads are still in progress").
+        if (!(e instanceof LockTimeoutError)) throw e;
+        if (!context.activeWrites.has(partId)) {
+          elsewhere.push(partId);
+          continue;
+        }
+        const pending = context.pendingFinals.get(partId) ?? new Set<string>();
+        const recorded = (await store.getRecord(partId))?.waitingFinals.length ?? 0;
+        if (recorded + pending.size >= most) throw TusErrors.partialInUse();
+        context.pendingFinals.set(partId, pending.add(finalId));
+      }
     }
+  } catch (e) {
+    // A refused final leaves no trace on the partials it named (it would count against them).
+    await unregister(finalId, registered, context);
+    throw e;
   }
-  if (!(await assembleFinal(finalId, context)) && unregistered) watchFinal(finalId, context);
+  if (!(await assembleFinal(finalId, context)) && elsewhere.length > 0) {
+    watchFinal(finalId, context, Date.now() + (options.expireAfterMs ?? 86_400_000));
+  }
+}
+
+async function unregister(finalId: string, partIds: string[], context: TusContext): Promise<void> {
+  for (const partId of partIds) {
+    context.pendingFinals.get(partId)?.delete(finalId);
+    await context.store
+      .withLock(partId, context.options.lockWaitMs, async () => {
+        const part = await context.store.getRecord(partId);
+        if (!part?.waitingFinals.includes(finalId)) return;
+        part.waitingFinals = part.waitingFinals.filter((f) => f !== finalId);
+        await context.store.records.put(partId, part);
+      })
+      .catch(() => {});
+  }
 }
 
 /**
- * Polls a final some partial could not be told about until it is assembled, gone, or expired.
- * Should this process stop first, the janitor's recovery assembles the final later.
+ * Finals a body write of this process could not be told about while it held the partial's
+ * lock: recorded with the write's bytes (moved into `waitingFinals` before its record is put).
  */
-function watchFinal(finalId: string, context: TusContext): void {
-  const until = Date.now() + (context.options.expireAfterMs ?? 86_400_000);
-  const timer = setInterval(() => {
+export function takePendingFinals(id: string, record: UploadRecord, context: TusContext): void {
+  const pending = context.pendingFinals.get(id);
+  if (!pending) return;
+  context.pendingFinals.delete(id);
+  for (const finalId of pending) {
+    if (!record.waitingFinals.includes(finalId)) record.waitingFinals.push(finalId);
+  }
+}
+
+/**
+ * Watches a final whose partial another process was writing when it was created, with a
+ * backoff (1 s doubling to 60 s), until it is assembled, fails, is gone, or expires: it never
+ * outlives its upload. Should this process stop first, the janitor's recovery assembles it.
+ */
+function watchFinal(finalId: string, context: TusContext, until: number, delayMs = 1000): void {
+  const timer = setTimeout(() => {
     runInBackground(
       context,
       async () => {
         const final = await context.store.getRecord(finalId).catch(() => null);
-        if (!final || final.isComplete || Date.now() > until) return clearInterval(timer);
-        try {
-          if (await assembleFinal(finalId, context)) clearInterval(timer);
-        } catch (e) {
-          clearInterval(timer);
-          throw e;
+        if (!final || final.isComplete || Date.now() > until) return;
+        if (!(await assembleFinal(finalId, context))) {
+          watchFinal(finalId, context, until, Math.min(delayMs * 2, 60_000));
         }
       },
       `assembling final upload ${finalId} failed`,
     );
-  }, 1000);
+  }, delayMs);
   timer.unref();
 }

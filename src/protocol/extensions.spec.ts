@@ -123,6 +123,8 @@ function sender(handler: TusHandler): Fixture['send'] {
   return async (request) => {
     const response = await handler.handle(request);
     if (request.method !== 'OPTIONS') expect(response.headers['Tus-Resumable']).toBe('1.0.0');
+    // Work the request left running (a final's assembly) is done before the next step.
+    await handler.settled();
     return response;
   };
 }
@@ -1258,7 +1260,22 @@ describe('concatenation', () => {
       check: (f, ids) => expect(data(f, ids.f)).toBe(' worldhello'),
     },
     {
-      name: 'the same partial twice in one final',
+      name: 'the same partial twice in one final is 400: it would deliver its bytes twice',
+      steps: [
+        partial('a', 5),
+        patch('a', 0, 'hello'),
+        final('f', ['a', 'a'], {
+          status: 400,
+          code: 'ERR_DUPLICATE_PART',
+          res: { Location: null },
+        }),
+        head('a', { 'Upload-Offset': '5' }),
+      ],
+      check: (f) => expect(f.records.records.size).toBe(1),
+    },
+    {
+      name: 'with allowDuplicateParts, the same partial twice in one final',
+      options: { allowDuplicateParts: true },
       steps: [
         partial('a', 5),
         patch('a', 0, 'hello'),
@@ -1266,6 +1283,98 @@ describe('concatenation', () => {
         head('f', { 'Upload-Offset': '10', 'Upload-Length': '10' }),
       ],
       check: (f, ids) => expect(data(f, ids.f)).toBe('hellohello'),
+    },
+    {
+      name: 'a final naming more partials than maxPartsPerFinal is 400',
+      options: { maxPartsPerFinal: 2 },
+      steps: [
+        ...helloWorld,
+        partial('c', 1),
+        final(undefined, ['a', 'b', 'c'], { status: 400, code: 'ERR_TOO_MANY_PARTS' }),
+        final('f', ['a', 'b']),
+      ],
+      check: (f, ids) => expect(data(f, ids.f)).toBe(HELLO),
+    },
+    {
+      name: 'a partial is part of at most maxFinalsPerPartial finals (409 beyond)',
+      options: { removePartials: false, maxFinalsPerPartial: 2 },
+      steps: [
+        ...helloWorld,
+        final('f', ['a', 'b']),
+        final('g', ['b']),
+        final('h', ['a']),
+        final(undefined, ['a'], {
+          status: 409,
+          code: 'ERR_PARTIAL_IN_USE',
+          res: { Location: null },
+        }),
+        final(undefined, ['b'], { status: 409, code: 'ERR_PARTIAL_IN_USE' }),
+      ],
+      check: (f, ids) => {
+        expect(data(f, ids.f)).toBe(HELLO);
+        expect(data(f, ids.g)).toBe(' world');
+        expect(data(f, ids.h)).toBe('hello');
+        // a, b, f, g, h: the refused finals left nothing.
+        expect(f.records.records.size).toBe(5);
+      },
+    },
+    {
+      name: 'a refused final leaves no trace on the partials it named',
+      options: { removePartials: false, maxFinalsPerPartial: 1 },
+      steps: [
+        ...helloWorld,
+        partial('c', 1),
+        final('f', ['b']),
+        // a is registered before b refuses: a must not count this final.
+        final(undefined, ['a', 'b'], { status: 409 }),
+        final('g', ['a', 'c']),
+        patch('c', 0, '!'),
+      ],
+      check: (f, ids) => expect(data(f, ids.g)).toBe('hello!'),
+    },
+    {
+      name: 'a final at least as long as its deferred partials so far, past maxSize, is 413',
+      options: { maxSize: 10 },
+      steps: [
+        post('a', { 'upload-concat': 'partial', 'upload-defer-length': '1' }),
+        patch('a', 0, 'abcdefgh'),
+        partial('b', 5),
+        final(undefined, ['a', 'b'], { status: 413, res: { Location: null } }),
+      ],
+    },
+    {
+      name: 'a final whose deferred partial grows its total past maxSize fails at assembly',
+      options: { maxSize: 10 },
+      steps: [
+        post('a', { 'upload-concat': 'partial', 'upload-defer-length': '1' }),
+        patch('a', 0, 'abc'),
+        partial('b', 5),
+        patch('b', 0, 'hello'),
+        final('f', ['a', 'b'], { res: { 'Upload-Offset': null } }),
+        patch('a', 3, 'defg', { headers: { 'upload-length': '7' } }),
+        gone('f'),
+      ],
+      check: (f, ids) => expect(f.storage.files.has(ids.f)).toBe(false),
+    },
+    {
+      name: 'a DELETE of a partial a final waits for fails the final (gone, not left waiting)',
+      steps: [
+        partial('a', 5),
+        partial('b', 6),
+        patch('b', 0, ' world'),
+        final('f', ['a', 'b']),
+        del('a'),
+        gone('f'),
+        head('b', { 'Upload-Offset': '6' }),
+      ],
+    },
+    {
+      name: 'a final of zero bytes is complete and finalized at once',
+      steps: [partial('a', 0), final('f', ['a']), head('f', { 'Upload-Offset': '0' })],
+      check: (f, ids) => {
+        expect(data(f, ids.f)).toBe('');
+        expect(f.records.records.size).toBe(1);
+      },
     },
     {
       name: 'with removePartials: false, partials stay and can be used by another final',

@@ -5,7 +5,7 @@ import {
   requestChecksum,
   type Checksum,
 } from './checksum.js';
-import { completeUpload } from './concatenation.js';
+import { completeUpload, takePendingFinals } from './concatenation.js';
 import { headerValue } from './headers.js';
 import { TERMINATION, type TusContext } from './tus-context.js';
 import { TusErrors, isNoSpaceError } from './tus-error.js';
@@ -117,8 +117,11 @@ export async function receiveBody(
   }
   // Another holder may own the upload now: nothing of this request may be claimed.
   if (lock?.signal?.aborted) throw TusErrors.lockLost();
+  // Finals created while this write held the partial's lock are recorded with its bytes.
+  const pendingFinals = context.pendingFinals.has(id);
+  takePendingFinals(id, record, context);
   // A length declared on this request is stored with its bytes, never by a refused request.
-  if (accepted > 0 || how.lengthChanged) {
+  if (accepted > 0 || how.lengthChanged || pendingFinals) {
     record.offset += await commitOffset(context, id, record, accepted);
   }
   // A PATCH cut by an error or a limit may still have brought the last byte: finish the upload

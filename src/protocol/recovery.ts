@@ -1,6 +1,7 @@
 import { LockTargetMissingError, LockTimeoutError } from '../storage/storage.interfaces.js';
 import { assembleFinal } from './concatenation.js';
 import { finalizeUpload } from './finalize.js';
+import { TusError } from './tus-error.js';
 import type { TusContext } from './tus-context.js';
 import { UploadCompletedEvent } from './tus-events.js';
 
@@ -17,7 +18,12 @@ export async function recoverFinalizes(context: TusContext): Promise<number> {
     const record = await store.getRecord(id).catch(() => null);
     if (record?.isFinal && !record.isComplete) {
       // A final whose partials all completed, but whose assembly a crash cut short.
-      if (await assembleFinal(id, context)) finished++;
+      try {
+        if (await assembleFinal(id, context)) finished++;
+      } catch (e) {
+        // A final that can never complete was removed (its partial gone, its total too large).
+        if (!(e instanceof TusError)) throw e;
+      }
       continue;
     }
     // A complete partial waits for its final; it never enters the queue on its own.

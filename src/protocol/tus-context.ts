@@ -1,6 +1,7 @@
 import type { CompletedUploadQueue } from '../queue/completed-upload.queue.js';
 import type { UploadStorageService } from '../storage/upload-storage.service.js';
 import type { TusExtension } from './extensions.js';
+import { TusError } from './tus-error.js';
 import type { ProgressThrottle, TusEvent } from './tus-events.js';
 import type { TusRequest, TusResponse } from './tus-request.js';
 
@@ -55,6 +56,15 @@ export interface TusProtocolOptions {
   expireAfterMs?: number;
   /** Delete partial uploads once a final upload has been assembled from them. @default true */
   removePartials?: boolean;
+  /** Most partial uploads one final upload may name. @default 100 */
+  maxPartsPerFinal?: number;
+  /**
+   * Most final uploads one partial upload may be part of: each delivers its bytes again, so this
+   * bounds what one upload can turn into. @default 2 (a final, and a client's retry of it)
+   */
+  maxFinalsPerPartial?: number;
+  /** Let a final upload name the same partial upload more than once. @default false */
+  allowDuplicateParts?: boolean;
   /**
    * Bind each upload to the request's `principal` at creation; no other principal can reach it
    * (HEAD, PATCH, DELETE, naming it in a final: 404). @default false
@@ -82,6 +92,11 @@ export interface TusContext {
   readonly activeWrites: Map<string, AbortController>;
   /** Work a request started and left running (final assembly): see `TusHandler.settled()`. */
   readonly background: Set<Promise<void>>;
+  /**
+   * Finals waiting for a partial that a body write of this process held locked when they were
+   * created, by partial id: the write records them with its bytes, and its completion wakes them.
+   */
+  readonly pendingFinals: Map<string, Set<string>>;
 }
 
 /**
@@ -97,7 +112,11 @@ export function runInBackground(
     .then(work)
     .then(
       () => undefined,
-      (e: unknown) => context.logger.error(failure, e),
+      (e: unknown) =>
+        // A TUS error is the client's doing (a final whose partial was deleted): not a failure.
+        e instanceof TusError
+          ? context.logger.warn(`${failure}: ${e.code}: ${e.message}`)
+          : context.logger.error(failure, e),
     )
     .finally(() => context.background.delete(task));
   context.background.add(task);

@@ -89,6 +89,22 @@ export const TusErrors = {
     'an Upload-Checksum trailer must be announced with Trailer: Upload-Checksum',
   ),
   invalidConcat: define('ERR_INVALID_CONCAT', 400, 'invalid Upload-Concat header'),
+  duplicatePart: define(
+    'ERR_DUPLICATE_PART',
+    400,
+    'a final upload may name each partial upload only once',
+  ),
+  tooManyParts: define('ERR_TOO_MANY_PARTS', 400, 'a final upload names too many partial uploads'),
+  partialInUse: define(
+    'ERR_PARTIAL_IN_USE',
+    409,
+    'the partial upload is already part of as many final uploads as allowed',
+  ),
+  partialGone: define(
+    'ERR_PARTIAL_GONE',
+    410,
+    'a partial upload of this final upload was terminated or expired',
+  ),
   modifyFinal: define('ERR_MODIFY_FINAL', 403, 'a final upload cannot be modified'),
   unfinishedPartials: define(
     'ERR_PARTIALS_UNFINISHED',

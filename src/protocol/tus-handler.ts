@@ -18,7 +18,7 @@ import type { TusRequest, TusResponse } from './tus-request.js';
 /** What a `TusHandler` is built from. */
 export type TusHandlerConfig = Omit<
   TusContext,
-  'emit' | 'progress' | 'extensions' | 'activeWrites' | 'background'
+  'emit' | 'progress' | 'extensions' | 'activeWrites' | 'background' | 'pendingFinals'
 > & {
   /** tussi's `on_event`: receives every lifecycle event (the Nest module feeds EventEmitter2). */
   onEvent?: TusEventSink;
@@ -66,6 +66,7 @@ export class TusHandler {
       extensions: enabledExtensions(config.options.extensions),
       activeWrites: new Map(),
       background: new Set(),
+      pendingFinals: new Map(),
     };
   }
 

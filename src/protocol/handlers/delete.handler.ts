@@ -1,7 +1,13 @@
 import { LockTargetMissingError, LockTimeoutError } from '../../storage/storage.interfaces.js';
 import { isUploadId } from '../headers.js';
 import { assertOwnsUpload } from '../ownership.js';
-import { TERMINATION, type MethodHandler, type TusContext } from '../tus-context.js';
+import { assembleFinal } from '../concatenation.js';
+import {
+  TERMINATION,
+  runInBackground,
+  type MethodHandler,
+  type TusContext,
+} from '../tus-context.js';
 import { TusErrors } from '../tus-error.js';
 import { UploadTerminatedEvent } from '../tus-events.js';
 import type { TusResponse } from '../tus-request.js';
@@ -35,6 +41,15 @@ export const handleDelete: MethodHandler = async (request, context) => {
   }
   context.progress.forget(id);
   context.emit(new UploadTerminatedEvent(id, removed.owner));
+  // Finals waiting for a terminated partial can never complete: they fail now (410), not
+  // when they expire.
+  for (const finalId of removed.waitingFinals) {
+    runInBackground(
+      context,
+      () => assembleFinal(finalId, context),
+      `final upload ${finalId} of a terminated partial`,
+    );
+  }
   return { status: 204, headers: {} };
 };
 

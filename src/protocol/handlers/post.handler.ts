@@ -28,6 +28,11 @@ export const handlePost: MethodHandler = async (request, context) => {
   const concat = readConcat(headers, context);
   const finalParts =
     concat?.startsWith('final') === true ? parseFinalConcat(concat, request.basePath) : [];
+  if (finalParts.length > (options.maxPartsPerFinal ?? 100)) throw TusErrors.tooManyParts();
+  // One partial listed again and again would deliver its bytes as many times.
+  if (!options.allowDuplicateParts && new Set(finalParts).size !== finalParts.length) {
+    throw TusErrors.duplicatePart();
+  }
   const length =
     finalParts.length > 0
       ? await finalLength(finalParts, request, context)
@@ -146,6 +151,8 @@ async function finalLength(
 ): Promise<number | null> {
   const records = await Promise.all(parts.map((id) => context.store.getRecord(id)));
   let sum: number | null = 0;
+  // What the final holds at least: the lengths known, and the bytes of the deferred ones so far.
+  let least = 0;
   for (const part of records) {
     if (!part || !owns(part, request, context)) throw TusErrors.notFound();
     if (!part.isPartial) throw TusErrors.invalidConcat();
@@ -153,7 +160,10 @@ async function finalLength(
       throw TusErrors.unfinishedPartials();
     }
     sum = part.length === null || sum === null ? null : sum + part.length;
+    least += part.length ?? part.offset;
   }
+  const { maxSize } = context.options;
+  if (maxSize !== undefined && least > maxSize) throw TusErrors.maxSizeExceeded();
   return sum;
 }
 

@@ -1,0 +1,166 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { randomBytes } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
+import {
+  CompletedUploadQueue,
+  TimeoutError,
+  TusHandler,
+  type CompletedUpload,
+} from '../../src/index.js';
+import {
+  createTestApp,
+  createUpload,
+  headUpload,
+  idOf,
+  patchUpload,
+  type TestApp,
+} from '../support/app.js';
+
+/**
+ * Concatenation as an attacker uses it, over real HTTP against the module's default stack:
+ * one upload turned into many deliveries, finals raced on one partial, partials deleted under
+ * a final, finals left waiting. Each is refused or delivered correctly, never a 5xx, and
+ * nothing is left behind.
+ */
+describe('concatenation under abuse', () => {
+  let s: TestApp;
+  let queue: CompletedUploadQueue;
+
+  beforeAll(async () => {
+    s = await createTestApp({ maxSize: 1024 * 1024, lockWaitMs: 500 });
+    queue = s.app.get(CompletedUploadQueue);
+  });
+  afterAll(() => s.close());
+
+  async function partial(data: Buffer): Promise<string> {
+    const { res, id } = await createUpload(s, data.length, {
+      headers: { 'Upload-Concat': 'partial' },
+    });
+    expect(res.status).toBe(201);
+    if (data.length > 0) expect((await patchUpload(s, id, 0, data)).status).toBe(204);
+    return id;
+  }
+
+  function final(...parts: string[]) {
+    return s.request({
+      method: 'POST',
+      path: '/files',
+      headers: {
+        'Tus-Resumable': '1.0.0',
+        'Upload-Concat': `final;${parts.map((p) => `/files/${p}`).join(' ')}`,
+      },
+    });
+  }
+
+  /** Every upload the queue holds now, each released (its files deleted). */
+  async function drain(): Promise<Map<string, number>> {
+    const delivered = new Map<string, number>();
+    for (;;) {
+      let upload: CompletedUpload;
+      try {
+        upload = await queue.waitForFile({ timeout: 300 });
+      } catch (e) {
+        if (e instanceof TimeoutError) return delivered;
+        throw e;
+      }
+      delivered.set(upload.name, upload.record.length ?? -1);
+      await upload.release();
+    }
+  }
+
+  it('a final of zero bytes is delivered at once', async () => {
+    await drain();
+    const empty = await partial(Buffer.alloc(0));
+    const res = await final(empty);
+    expect(res.status).toBe(201);
+    await s.app.get(TusHandler).settled();
+    const delivered = await drain();
+    expect([...delivered]).toEqual([[idOf(String(res.headers.location)), 0]]);
+  });
+
+  it('20 finals raced on one partial: two delivered, the rest 409, no 5xx', async () => {
+    await drain();
+    const part = await partial(randomBytes(64 * 1024));
+    const answers = await Promise.all(Array.from({ length: 20 }, () => final(part)));
+    const statuses = answers.map((r) => r.status).sort();
+    expect(statuses.filter((st) => st >= 500)).toEqual([]);
+    const created = answers.filter((r) => r.status === 201);
+    // Assembled finals remove their partial: later ones find it gone (404) or in use (409).
+    expect(created.length).toBeGreaterThanOrEqual(1);
+    expect(created.length).toBeLessThanOrEqual(2);
+    for (const r of answers.filter((a) => a.status !== 201)) expect([404, 409]).toContain(r.status);
+    await s.app.get(TusHandler).settled();
+    const delivered = await drain();
+    expect(delivered.size).toBe(created.length);
+    // Nothing left in staging: the partial was removed with the last final assembled.
+    expect(await readdir(s.uploadDir)).toEqual([]);
+  });
+
+  it('a final naming one partial twice is 400; 100 times each in two finals delivers nothing', async () => {
+    await drain();
+    const part = await partial(randomBytes(1024));
+    const twice = await final(part, part);
+    expect(twice.status).toBe(400);
+    const hundred = await final(...Array.from({ length: 100 }, () => part));
+    expect(hundred.status).toBe(400);
+    expect((await drain()).size).toBe(0);
+    const removed = await s.request({
+      method: 'DELETE',
+      path: `/files/${part}`,
+      headers: { 'Tus-Resumable': '1.0.0' },
+    });
+    expect(removed.status).toBe(204);
+  });
+
+  it('a DELETE of the partial during assembly: the final is delivered whole or refused (410), never a 500', async () => {
+    await drain();
+    const part = await partial(randomBytes(1024 * 1024));
+    const [created, deleted] = await Promise.all([
+      final(part),
+      s.request({
+        method: 'DELETE',
+        path: `/files/${part}`,
+        headers: { 'Tus-Resumable': '1.0.0' },
+      }),
+    ]);
+    expect([201, 404, 410]).toContain(created.status);
+    expect([204, 404, 423]).toContain(deleted.status);
+    await s.app.get(TusHandler).settled();
+    const delivered = await drain();
+    if (created.status === 201) {
+      expect([...delivered.values()]).toEqual([1024 * 1024]);
+    } else {
+      expect(delivered.size).toBe(0);
+    }
+    expect(await readdir(s.uploadDir)).toEqual([]);
+    expect(s.logged.errors).toEqual([]);
+  });
+
+  it('a final waiting for a partial being written starts no timer; a DELETE of the partial fails it', async () => {
+    await drain();
+    const { id: part } = await createUpload(s, 10, { headers: { 'Upload-Concat': 'partial' } });
+    // A PATCH that sends 3 bytes and stalls: it holds the partial's lock.
+    const stalled = patchUpload(s, part, 0, Buffer.from('abcdefghij'), {
+      stallAfterBytes: 3,
+      timeoutMs: 3000,
+    }).catch(() => null);
+    await new Promise((r) => setTimeout(r, 200));
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    const waiting = await final(part);
+    expect(waiting.status).toBe(201);
+    const finalId = idOf(String(waiting.headers.location));
+    expect(timers()).toBeLessThanOrEqual(before);
+    await stalled;
+    // The stalled body is cut by the client; its 3 bytes are kept, and the final recorded.
+    const del = await s.request({
+      method: 'DELETE',
+      path: `/files/${part}`,
+      headers: { 'Tus-Resumable': '1.0.0' },
+    });
+    expect(del.status).toBe(204);
+    await s.app.get(TusHandler).settled();
+    expect((await headUpload(s, finalId)).res.status).toBe(404);
+    expect(await readdir(s.uploadDir)).toEqual([]);
+  });
+});
