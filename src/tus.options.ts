@@ -80,6 +80,13 @@ export interface TusModuleOptions {
   maxFinalsPerPartial?: number;
   /** Let a final upload name the same partial upload twice (400 otherwise). @default false */
   allowDuplicateParts?: boolean;
+  /**
+   * A PATCH body slower than this on average (after 10 s), or silent for 2 s, gives way to a
+   * newer PATCH of the same upload in this process: its bytes are kept, it answers 423, and the
+   * newer request takes the lock (a client resuming after a dead connection, or one trickling
+   * to hold the lock, never keeps the rightful client out). @default 1024
+   */
+  minBytesPerSecond?: number;
   /** The completed-upload queue. @default FilesystemCompletedQueue in `completedDir` */
   completedQueue?: CompletedUploadQueue;
   /** How often waiting consumers rescan `completedDir` if the directory watch misses. @default 2000 */

@@ -7,7 +7,7 @@ import {
 } from './checksum.js';
 import { completeUpload, takePendingFinals } from './concatenation.js';
 import { headerValue } from './headers.js';
-import { TERMINATION, type TusContext } from './tus-context.js';
+import { ActiveWrite, PREEMPTION, TERMINATION, type TusContext } from './tus-context.js';
 import { TusErrors, isNoSpaceError } from './tus-error.js';
 import { UploadProgressEvent } from './tus-events.js';
 import type { TusRequest } from './tus-request.js';
@@ -67,7 +67,7 @@ export async function receiveBody(
     ? new StreamingChecksum([checksum.expected.algorithm])
     : undefined;
   let received = 0;
-  const stop = new AbortController();
+  const stop = new ActiveWrite();
   context.activeWrites.set(id, stop);
   let result;
   try {
@@ -80,6 +80,7 @@ export async function receiveBody(
       onChunk: (chunk) => {
         hasher?.update(chunk);
         received += chunk.length;
+        stop.received(chunk.length);
         if (context.progress.take(id)) {
           context.emit(new UploadProgressEvent(id, offset + received, record.length, record.owner));
         }
@@ -138,6 +139,10 @@ export async function receiveBody(
   // request completed went to the queue first, and answers as finished.)
   if (stop.signal.reason === TERMINATION && !record.isComplete) {
     throw TusErrors.uploadTerminated();
+  }
+  // Stopped by a newer PATCH: 423, which clients retry (after a HEAD, at the offset stored).
+  if (stop.signal.reason === PREEMPTION && !record.isComplete) {
+    throw TusErrors.uploadInterrupted();
   }
 }
 

@@ -9,6 +9,13 @@ import type { TusRequest, TusResponse } from './tus-request.js';
 export const TERMINATION: unique symbol = Symbol('nestjs-tussi.termination');
 
 /**
+ * The abort reason of a body write stopped by a newer PATCH of its upload (a client resuming
+ * after a connection it gave up on, or a trickling request holding the lock): the bytes it
+ * brought are kept, and the newer request takes the lock.
+ */
+export const PREEMPTION: unique symbol = Symbol('nestjs-tussi.preemption');
+
+/**
  * tussi's `on_create`: called on every creation before anything is stored, with the request
  * headers (lower-case names), the decoded client metadata and the principal; what it returns is stored as the
  * upload's server metadata. An error with an HTTP status (`getStatus()`, as Nest's
@@ -66,10 +73,41 @@ export interface TusProtocolOptions {
   /** Let a final upload name the same partial upload more than once. @default false */
   allowDuplicateParts?: boolean;
   /**
+   * A body slower than this on average (after 10 s), or silent for 2 s, gives way to a newer
+   * PATCH of its upload: its bytes are kept and it answers 423. @default 1024
+   */
+  minBytesPerSecond?: number;
+  /**
    * Bind each upload to the request's `principal` at creation; no other principal can reach it
    * (HEAD, PATCH, DELETE, naming it in a final: 404). @default false
    */
   ownership?: boolean;
+}
+
+/**
+ * A body write under way: abort it to stop it (its durable bytes are kept). It knows how fast
+ * its body arrives, so that a newer PATCH can take over a trickling or stalled one.
+ */
+export class ActiveWrite extends AbortController {
+  private readonly startedAt = Date.now();
+  private lastByteAt = this.startedAt;
+  private bytes = 0;
+
+  /** Counts bytes as they arrive. */
+  received(count: number): void {
+    this.bytes += count;
+    this.lastByteAt = Date.now();
+  }
+
+  /**
+   * No byte for 2 s, or, after 10 s, fewer than `minBytesPerSecond` on average: a connection
+   * its client gave up on, a phone gone out of coverage, or a client holding the lock on purpose.
+   */
+  isTrickling(minBytesPerSecond: number, now = Date.now()): boolean {
+    if (now - this.lastByteAt >= 2000) return true;
+    const seconds = (now - this.startedAt) / 1000;
+    return seconds >= 10 && this.bytes / seconds < minBytesPerSecond;
+  }
 }
 
 /** What every method handler gets. */
@@ -87,9 +125,9 @@ export interface TusContext {
   readonly extensions: ReadonlySet<TusExtension>;
   /**
    * Body writes under way in this process, by upload id: termination stops them first, with
-   * {@link TERMINATION} as the abort reason.
+   * {@link TERMINATION} as the abort reason, and a newer PATCH with {@link PREEMPTION}.
    */
-  readonly activeWrites: Map<string, AbortController>;
+  readonly activeWrites: Map<string, ActiveWrite>;
   /** Work a request started and left running (final assembly): see `TusHandler.settled()`. */
   readonly background: Set<Promise<void>>;
   /**

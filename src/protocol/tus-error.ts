@@ -59,6 +59,11 @@ export const TusErrors = {
   uploadLengthExceeded: define('ERR_UPLOAD_LENGTH_EXCEEDED', 413, 'body exceeds the upload length'),
   chunkTooLarge: define('ERR_CHUNK_TOO_LARGE', 413, 'request body exceeds the maximum chunk size'),
   uploadLocked: define('ERR_UPLOAD_LOCKED', 423, 'upload is locked by another request'),
+  uploadInterrupted: define(
+    'ERR_UPLOAD_INTERRUPTED',
+    423,
+    'a newer request for this upload took over; the bytes received are kept',
+  ),
   uploadExpired: define('ERR_UPLOAD_EXPIRED', 410, 'upload has expired'),
   uploadTerminated: define(
     'ERR_UPLOAD_TERMINATED',

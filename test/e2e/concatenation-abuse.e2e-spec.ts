@@ -164,3 +164,45 @@ describe('concatenation under abuse', () => {
     expect(await readdir(s.uploadDir)).toEqual([]);
   });
 });
+
+describe('a trickling PATCH never keeps the rightful client out', () => {
+  let s: TestApp;
+  beforeAll(async () => {
+    s = await createTestApp({ lockWaitMs: 1000 });
+  });
+  afterAll(() => s.close());
+
+  it('a newer PATCH takes the lock over a body silent for 2 s; the silent one keeps its bytes', async () => {
+    const data = randomBytes(1000);
+    const { id } = await createUpload(s, data.length);
+    const trickler = patchUpload(s, id, 0, data, { stallAfterBytes: 100, timeoutMs: 8000 });
+    await new Promise((r) => setTimeout(r, 2300));
+    // The rightful client resumes: the trickler gives way, its 100 bytes are kept.
+    const first = await patchUpload(s, id, 0, data);
+    expect(first.status).toBe(409);
+    expect(first.headers['upload-offset']).toBe('100');
+    const rest = await patchUpload(s, id, 100, data.subarray(100));
+    expect(rest.status).toBe(204);
+    expect(rest.headers['upload-offset']).toBe('1000');
+    const answered = await trickler.catch(() => null);
+    if (answered) expect(answered.status).toBe(423);
+  });
+
+  it('a body that streams keeps the lock: the newer PATCH waits, then 409', async () => {
+    const data = randomBytes(256 * 1024);
+    const { id } = await createUpload(s, data.length);
+    async function* steady(): AsyncGenerator<Buffer> {
+      for (let at = 0; at < data.length; at += 16 * 1024) {
+        yield data.subarray(at, at + 16 * 1024);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+    const streaming = patchUpload(s, id, 0, steady(), {
+      headers: { 'Content-Length': String(data.length) },
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    const contender = await patchUpload(s, id, 0, data);
+    expect([409, 423]).toContain(contender.status);
+    expect((await streaming).status).toBe(204);
+  });
+});

@@ -13,7 +13,7 @@ import {
 } from '../headers.js';
 import { assertOwnsUpload } from '../ownership.js';
 import { bodyChecksum, receiveBody } from '../receive-body.js';
-import type { MethodHandler, TusContext } from '../tus-context.js';
+import { PREEMPTION, type MethodHandler, type TusContext } from '../tus-context.js';
 import { TusErrors, isNoSpaceError, isTooLargeError } from '../tus-error.js';
 import type { TusResponse } from '../tus-request.js';
 import type { UploadRecord } from '../upload-record.js';
@@ -37,6 +37,11 @@ export const handlePatch: MethodHandler = async (request, context) => {
   }
   const checksum = bodyChecksum(request, context);
   await assertOwnsUpload(id, request, context);
+  // A body trickling into this upload gives way (its bytes are kept): the client that resumes
+  // matters, not a connection it gave up on or one holding the lock on purpose. A body that
+  // streams keeps the lock; this request waits for it, then answers 409 or 423 as ever.
+  const current = context.activeWrites.get(id);
+  if (current?.isTrickling(options.minBytesPerSecond ?? 1024)) current.abort(PREEMPTION);
 
   try {
     return await store.withLock(id, options.lockWaitMs, async (lock) => {
