@@ -12,6 +12,14 @@ export type {
 } from './tus.options.js';
 export { principalFromUser, type TusPrincipalResolver } from './nest/tus-principal.js';
 export { TusRequestMiddleware } from './nest/tus-request.middleware.js';
+export { TusRateLimitGuard, type TusRateLimits } from './nest/tus-rate-limit.guard.js';
+export {
+  MemoryRateLimitStorage,
+  TUS_RATE_LIMIT_STORAGE,
+  type RateLimitRecord,
+  type RateLimitStorage,
+} from './nest/tus-rate-limit.storage.js';
+export { RedisRateLimitStorage } from './redis/redis-rate-limit.storage.js';
 export { resolveTusOptions, type ResolvedTusOptions } from './tus.options-validation.js';
 export { TusController, createTusController } from './nest/tus.controller.js';
 export { TusExceptionFilter } from './nest/tus-exception.filter.js';

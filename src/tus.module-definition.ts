@@ -1,5 +1,6 @@
 import { ConfigurableModuleBuilder } from '@nestjs/common';
 import { createTusController } from './nest/tus.controller.js';
+import { TusRateLimitGuard } from './nest/tus-rate-limit.guard.js';
 import type { TusModuleExtras, TusModuleOptions } from './tus.options.js';
 
 export const {
@@ -14,7 +15,8 @@ export const {
     (definition, extras) => ({
       ...definition,
       global: extras.isGlobal,
-      controllers: [createTusController(extras.path, extras.guards)],
+      // The rate limits run after the application's guards: they count principals.
+      controllers: [createTusController(extras.path, [...extras.guards, TusRateLimitGuard])],
     }),
   )
   .build();

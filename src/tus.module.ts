@@ -12,6 +12,9 @@ import { Janitor } from './janitor/janitor.js';
 import { TusForwardedInterceptor } from './nest/tus-forwarded.interceptor.js';
 import { TusLifecycle } from './nest/tus-lifecycle.js';
 import { TusRequestMiddleware } from './nest/tus-request.middleware.js';
+import { MemoryRateLimitStorage, TUS_RATE_LIMIT_STORAGE } from './nest/tus-rate-limit.storage.js';
+import { TusRateLimitGuard } from './nest/tus-rate-limit.guard.js';
+import { RedisRateLimitStorage } from './redis/redis-rate-limit.storage.js';
 import { installMalformedPathCatch, mountPaths, resolveTusRoutes } from './nest/tus-routes.js';
 import { TUS_OPTIONS } from './nest/tus.constants.js';
 import type { TusLogger } from './protocol/tus-context.js';
@@ -179,6 +182,17 @@ function nestLogger(): TusLogger {
         coordination: RedisCoordination | null,
       ) => new Janitor(handler.context, options.janitor || {}, coordination?.janitorLock),
     },
+    {
+      // Limits that hold across replicas when they coordinate through Redis.
+      provide: TUS_RATE_LIMIT_STORAGE,
+      inject: [TUS_OPTIONS, TUS_COORDINATION],
+      useFactory: (options: ResolvedTusOptions, coordination: RedisCoordination | null) =>
+        options.rateLimitStorage ??
+        (coordination
+          ? new RedisRateLimitStorage(coordination.connection, coordination.keys)
+          : new MemoryRateLimitStorage()),
+    },
+    TusRateLimitGuard,
     TusForwardedInterceptor,
     TusLifecycle,
     TusRequestMiddleware,

@@ -51,6 +51,8 @@ class TusOptionsSchema {
   @Allow() logger?: unknown;
   @Allow() coordination?: unknown;
   @Allow() ownership?: unknown;
+  @Allow() rateLimits?: unknown;
+  @Allow() rateLimitStorage?: unknown;
 }
 
 /** Options of the module definition itself, which `forRootAsync` takes beside `useFactory`. */
@@ -99,6 +101,14 @@ export function resolveTusOptions(options: TusModuleOptions): ResolvedTusOptions
       )
       .join('; ');
     throw new Error(`Invalid TusModule options: ${detail}`);
+  }
+  for (const [name, value] of Object.entries(options.rateLimits ?? {})) {
+    if (!['creationsPerMinute', 'requestsPerMinute', 'windowMs'].includes(name)) {
+      throw new Error(`Invalid TusModule options: rateLimits: unknown limit \`${name}\``);
+    }
+    if (value !== undefined && !(Number.isInteger(value) && (value as number) >= 1)) {
+      throw new Error(`Invalid TusModule options: rateLimits.${name} must be an integer >= 1`);
+    }
   }
   if (
     options.ownership !== undefined &&

@@ -3,6 +3,8 @@ import type { JanitorOptions } from './janitor/janitor.js';
 import type { TusExtension } from './protocol/extensions.js';
 import type { TusCorsOptions } from './nest/tus-cors.js';
 import type { TusPrincipalResolver } from './nest/tus-principal.js';
+import type { RateLimitStorage } from './nest/tus-rate-limit.storage.js';
+import type { TusRateLimits } from './nest/tus-rate-limit.guard.js';
 import type { OnCreateHook, TusLogger } from './protocol/tus-context.js';
 import type { TusEventSink } from './protocol/tus-events.js';
 import type { CompletedUploadQueue } from './queue/completed-upload.queue.js';
@@ -130,6 +132,18 @@ export interface TusModuleOptions {
    * reach only uploads created without one. @default false
    */
   ownership?: boolean | TusPrincipalResolver;
+  /**
+   * Rate limits per client (its principal when authenticated, else its address, through
+   * `trustedProxies`): `{ creationsPerMinute, requestsPerMinute }`. Over a limit: 429 with
+   * `Retry-After`. Counted in Redis with `coordination`, in memory otherwise. Limits per
+   * address hurt clients behind one NAT: prefer principals. @default none
+   */
+  rateLimits?: TusRateLimits;
+  /**
+   * Where rate limits count (the contract of `@nestjs/throttler`'s storages, which plug in).
+   * @default in Redis with `coordination`, in memory otherwise
+   */
+  rateLimitStorage?: RateLimitStorage;
   /** Where server-side failures are logged. @default Nest's `Logger` with context `TusModule` */
   logger?: TusLogger;
   /**

@@ -29,6 +29,10 @@ export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
     trustedProxies: list(config.get<string>('TUS_TRUSTED_PROXIES')),
     cors: origins.length > 0 ? { origins: origins.includes('*') ? '*' : origins } : undefined,
     coordination: redisUrl(config.get<string>('TUS_REDIS_URL')),
+    rateLimits: {
+      creationsPerMinute: number(config.get<string>('TUS_MAX_CREATIONS_PER_MINUTE')),
+      requestsPerMinute: number(config.get<string>('TUS_MAX_REQUESTS_PER_MINUTE')),
+    },
     // With tokens, each token's principal owns its uploads: no other token reaches them.
     ownership: credentialsFrom(config).length > 0,
     // Records who uploaded, as the guard established it: the server metadata of each upload.

@@ -20,6 +20,9 @@ export interface ServerConfig {
   tokens: string[];
   /** A file of tokens, one a line (kept out of `ps`). */
   tokenFile?: string;
+  /** Rate limits per client and minute (none when undefined). */
+  maxCreationsPerMinute?: number;
+  maxRequestsPerMinute?: number;
   trustedProxies: string[];
   corsOrigins: string[];
   fsync: boolean;
@@ -138,6 +141,22 @@ export function serverProgram(): Command {
         '--token-file <file>',
         'tokens one a line (name:token or token; # comments), kept out of the process list',
       ).env('TUS_TOKEN_FILE'),
+    )
+    .addOption(
+      new Option(
+        '--max-creations-per-minute <n>',
+        'uploads one client (its token, else its address) may create per minute; 429 beyond',
+      )
+        .env('TUS_MAX_CREATIONS_PER_MINUTE')
+        .argParser(integerIn(1, 1_000_000)),
+    )
+    .addOption(
+      new Option(
+        '--max-requests-per-minute <n>',
+        'requests one client may make per minute (HEAD and OPTIONS not counted); 429 beyond',
+      )
+        .env('TUS_MAX_REQUESTS_PER_MINUTE')
+        .argParser(integerIn(1, 10_000_000)),
     )
     .addOption(
       new Option(
@@ -260,6 +279,8 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     maxSize: options.maxSize || undefined,
     maxChunkSize: options.maxChunkSize,
     tokens: options.token ?? [],
+    maxCreationsPerMinute: options.maxCreationsPerMinute,
+    maxRequestsPerMinute: options.maxRequestsPerMinute,
     tokenFile: options.tokenFile ? resolve(expandHome(options.tokenFile)) : undefined,
     trustedProxies: options.trustedProxy ?? [],
     corsOrigins: options.corsOrigin ?? [],
@@ -286,6 +307,8 @@ function exportToEnvironment(config: ServerConfig): void {
   set('TUS_MAX_SIZE', config.maxSize);
   set('TUS_MAX_CHUNK_SIZE', config.maxChunkSize);
   set('TUS_TOKEN', config.tokens.join(','));
+  set('TUS_MAX_CREATIONS_PER_MINUTE', config.maxCreationsPerMinute);
+  set('TUS_MAX_REQUESTS_PER_MINUTE', config.maxRequestsPerMinute);
   set('TUS_TOKEN_FILE', config.tokenFile);
   set('TUS_TRUSTED_PROXIES', config.trustedProxies.join(','));
   set('TUS_CORS_ORIGINS', config.corsOrigins.join(','));
@@ -305,6 +328,8 @@ function describe(config: ServerConfig): string {
     config.maxSize !== undefined ? `max size ${formatBytes(config.maxSize)}` : '',
     config.maxChunkSize !== undefined ? `max chunk ${formatBytes(config.maxChunkSize)}` : '',
     config.fsync ? '' : 'fsync off',
+    config.maxCreationsPerMinute ? `${config.maxCreationsPerMinute} creations/min per client` : '',
+    config.maxRequestsPerMinute ? `${config.maxRequestsPerMinute} requests/min per client` : '',
     config.tokens.length > 0 || config.tokenFile
       ? 'bearer token required, each token owns its uploads'
       : 'no authentication',

@@ -33,6 +33,7 @@ const ALLOWED_HEADERS = [
 /** The response headers a TUS client must be able to read. */
 const EXPOSED_HEADERS = [
   'Location',
+  'Retry-After',
   'Tus-Checksum-Algorithm',
   'Tus-Extension',
   'Tus-Max-Size',

@@ -12,6 +12,7 @@
  * | `{p}queue:owners` | hash | claimed upload → claim token |
  * | `{p}queue:wake` | channel | published on enqueue, wakes waiting consumers |
  * | `{p}janitor:lock`, `{p}janitor:done` | string with TTL | the janitor's lock; a recent scheduled run |
+ * | `{p}rate:{key}`, `{p}rate:{key}:blocked` | string with TTL | a client's requests in the window; blocked until |
  */
 export class RedisKeys {
   constructor(readonly prefix: string) {}
@@ -24,6 +25,9 @@ export class RedisKeys {
   }
   get queueGrace(): string {
     return `${this.prefix}grace:queue`;
+  }
+  rate(key: string): string {
+    return `${this.prefix}rate:${key}`;
   }
   lock(id: string): string {
     return `${this.prefix}lock:${id}`;

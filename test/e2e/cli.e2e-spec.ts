@@ -141,6 +141,8 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       '--max-chunk-size',
       '--token',
       '--token-file',
+      '--max-creations-per-minute',
+      '--max-requests-per-minute',
       '--trusted-proxy',
       '--cors-origin',
       '--no-fsync',
@@ -161,6 +163,8 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       'TUS_MAX_CHUNK_SIZE',
       'TUS_TOKEN',
       'TUS_TOKEN_FILE',
+      'TUS_MAX_CREATIONS_PER_MINUTE',
+      'TUS_MAX_REQUESTS_PER_MINUTE',
       'TUS_TRUSTED_PROXIES',
       'TUS_CORS_ORIGINS',
       'TUS_FSYNC',
@@ -291,6 +295,23 @@ describe('tussi-server and tussi-upload (real processes)', () => {
     expect(await maxSizeOf([])).toBe(String(10 * 1024 ** 3));
     expect(await maxSizeOf(['--max-size', '0'])).toBeUndefined();
     expect(await maxSizeOf(['--max-size', '1M'])).toBe(String(1024 ** 2));
+  }, 60_000);
+
+  it('--max-creations-per-minute: a burst of creations gets 429 with Retry-After', async () => {
+    const { srv } = await server(['--max-creations-per-minute', '2']);
+    expect(srv.output.text).toContain('2 creations/min per client');
+    const base = new URL(srv.url);
+    const post = () =>
+      tusRequest(base.origin, {
+        method: 'POST',
+        path: base.pathname,
+        headers: { 'Tus-Resumable': '1.0.0', 'Upload-Length': '1' },
+      });
+    expect((await post()).status).toBe(201);
+    expect((await post()).status).toBe(201);
+    const refused = await post();
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
   }, 60_000);
 
   it('--token-file that holds no token stops the start', async () => {

@@ -1,0 +1,63 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { connect, freshKeys } from '../../test/support/redis-fixtures.js';
+import { startRedisServer, type RedisServer } from '../../test/support/redis-server.js';
+import { MemoryRateLimitStorage, type RateLimitStorage } from '../nest/tus-rate-limit.storage.js';
+import type { RedisConnection } from './redis-connection.js';
+import { RedisRateLimitStorage } from './redis-rate-limit.storage.js';
+
+let redis: RedisServer;
+let connection: RedisConnection;
+
+beforeAll(async () => {
+  redis = await startRedisServer();
+  connection = connect(redis.url);
+});
+
+afterAll(async () => {
+  await connection.close();
+  await redis.dispose();
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// The same behaviour from both storages: replicas on Redis limit as one process does.
+describe.each<[string, () => RateLimitStorage]>([
+  ['memory', () => new MemoryRateLimitStorage()],
+  ['Redis', () => new RedisRateLimitStorage(connection, freshKeys())],
+])('%s rate-limit storage', (_name, make) => {
+  it('counts hits in a window, blocks past the limit for the block duration, then starts over', async () => {
+    const storage = make();
+    const hit = () => storage.increment('client', 400, 2, 400, 'requests');
+    expect(await hit()).toMatchObject({ totalHits: 1, isBlocked: false });
+    expect(await hit()).toMatchObject({ totalHits: 2, isBlocked: false });
+    const third = await hit();
+    expect(third).toMatchObject({ totalHits: 3, isBlocked: true });
+    expect(third.timeToBlockExpire).toBe(1);
+    // Retries while blocked are not counted (nor do they extend the block).
+    for (let i = 0; i < 5; i++) expect((await hit()).isBlocked).toBe(true);
+    await sleep(450);
+    expect(await hit()).toMatchObject({ totalHits: 1, isBlocked: false });
+  });
+
+  it('keeps clients and limits apart', async () => {
+    const storage = make();
+    await storage.increment('a', 60_000, 1, 60_000, 'requests');
+    expect((await storage.increment('a', 60_000, 1, 60_000, 'requests')).isBlocked).toBe(true);
+    expect((await storage.increment('b', 60_000, 1, 60_000, 'requests')).isBlocked).toBe(false);
+    expect((await storage.increment('a', 60_000, 1, 60_000, 'creations')).isBlocked).toBe(false);
+  });
+});
+
+it('two Redis storages (two replicas) share one count', async () => {
+  const keys = freshKeys();
+  const one = new RedisRateLimitStorage(connection, keys);
+  const other = connect(redis.url);
+  try {
+    const two = new RedisRateLimitStorage(other, keys);
+    expect((await one.increment('c', 60_000, 2, 60_000, 'requests')).isBlocked).toBe(false);
+    expect((await two.increment('c', 60_000, 2, 60_000, 'requests')).isBlocked).toBe(false);
+    expect((await one.increment('c', 60_000, 2, 60_000, 'requests')).isBlocked).toBe(true);
+  } finally {
+    await other.close();
+  }
+});
