@@ -63,6 +63,7 @@ export {
   type WaitForFileOptions,
 } from './queue/completed-upload.queue.js';
 export { CompletedUpload } from './queue/completed-upload.js';
+export { safeFilename, type SafeFilenameOptions } from './queue/safe-filename.js';
 export {
   FilesystemCompletedQueue,
   type FilesystemCompletedQueueOptions,

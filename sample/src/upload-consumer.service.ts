@@ -7,18 +7,22 @@ import {
 import { ConfigService } from '@nestjs/config';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { AbortError, CompletedUploadQueue, TimeoutError, type CompletedUpload } from 'nestjs-tussi';
+import {
+  AbortError,
+  CompletedUploadQueue,
+  safeFilename,
+  TimeoutError,
+  type CompletedUpload,
+} from 'nestjs-tussi';
 
 /**
- * `{uuid}-{filename}` with the client's filename made safe for any filesystem: only letters,
- * digits, `.`, `_` and `-`, no leading dot, at most 200 characters; `{uuid}` when there is none.
- * The uuid prefix means two uploads of `photo.jpg` never collide.
+ * `{uuid}-{filename}`, the client's filename made safe by {@link safeFilename} (one path
+ * component, no controls, NFC, at most 200 UTF-8 bytes, letters of every script kept), or
+ * `{uuid}` when nothing of it is left. The uuid prefix means two uploads of `photo.jpg` never
+ * collide, and the name (37 + 200 bytes, `.meta` beside it) stays within NAME_MAX (255).
  */
 export function destinationName(upload: CompletedUpload): string {
-  const safe = (upload.record.metadata.filename ?? '')
-    .replace(/[^A-Za-z0-9._-]+/g, '_')
-    .replace(/^[._]+/, '')
-    .slice(0, 200);
+  const safe = safeFilename(upload.record.metadata.filename);
   return safe ? `${upload.name}-${safe}` : upload.name;
 }
 

@@ -8,6 +8,18 @@ import {
   type UploadProgressEvent,
 } from 'nestjs-tussi';
 
+// Characters that would break or disguise a log line: C0 (a newline forges a line), DEL, C1,
+// line and paragraph separators, bidi controls, lone surrogates.
+const UNPRINTABLE = /[\p{Cc}\p{Zl}\p{Zp}\p{Bidi_Control}\p{Cs}]/gu;
+
+/**
+ * A client's text for a log line: as sent, any script kept, with the characters that would
+ * break or disguise the line shown as `\u{...}` escapes.
+ */
+export function printable(text: string): string {
+  return text.replace(UNPRINTABLE, (c) => `\\u{${c.codePointAt(0)!.toString(16).toUpperCase()}}`);
+}
+
 /** Logs the lifecycle of every upload, as read from the event bus. */
 @Injectable()
 export class UploadEventsListener {
@@ -15,7 +27,9 @@ export class UploadEventsListener {
 
   @OnEvent(TusEvents.Created)
   created(event: UploadCreatedEvent): void {
-    const name = event.record.metadata.filename ?? '(no name)';
+    const { filename } = event.record.metadata;
+    // Logged as sent (not as delivered), escaped: any filename is accepted now.
+    const name = filename === undefined ? '(no name)' : printable(filename);
     this.logger.log(`created ${event.uploadId} ${name}, ${event.record.length ?? '?'} bytes`);
   }
 

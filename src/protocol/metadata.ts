@@ -5,7 +5,6 @@ export type UploadMetadata = Record<string, string>;
 
 const KEY = /^[a-zA-Z0-9_-]+$/;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$/;
-const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 
 export interface MetadataLimits {
   /** Largest accepted header, in bytes. */
@@ -15,7 +14,9 @@ export interface MetadataLimits {
 /**
  * Parses `Upload-Metadata` with tussi's rules: a header over `maxSize` bytes is refused (400);
  * pairs whose key is not `[a-zA-Z0-9_-]+` or whose value is not Base64 are ignored; a repeated
- * key is refused ("All keys MUST be unique"); a `filename` must be printable ASCII (400).
+ * key is refused ("All keys MUST be unique"). A value may hold any text, in any script, or any
+ * bytes: a `filename` is kept exactly as sent, and made safe only where it is used as a path
+ * (see `safeFilename`), so a client is never refused for what its user named a file.
  */
 export function parseMetadata(header: string | undefined, limits: MetadataLimits): UploadMetadata {
   return parseMetadataHeader(header, limits).metadata;
@@ -51,9 +52,6 @@ export function parseMetadataHeader(
     const value = Buffer.from(sent, 'base64').toString('utf8');
     define(metadata, key, value);
     if (Buffer.from(value, 'utf8').toString('base64') !== sent) define(encoded, key, sent);
-  }
-  if (metadata.filename !== undefined && !PRINTABLE_ASCII.test(metadata.filename)) {
-    throw TusErrors.invalidFilename();
   }
   return { metadata, encoded };
 }

@@ -42,7 +42,6 @@ export const TusErrors = {
   invalidOffset: define('ERR_INVALID_OFFSET', 400, 'missing or invalid Upload-Offset header'),
   invalidMetadata: define('ERR_INVALID_METADATA', 400, 'invalid Upload-Metadata header'),
   metadataTooLarge: define('ERR_METADATA_TOO_LARGE', 400, 'Upload-Metadata header too large'),
-  invalidFilename: define('ERR_INVALID_FILENAME', 400, 'filename must be printable ASCII'),
   invalidHost: define('ERR_INVALID_HOST', 400, 'missing or invalid Host header'),
   invalidContentLength: define('ERR_INVALID_CONTENT_LENGTH', 400, 'invalid Content-Length header'),
   invalidPath: define('ERR_INVALID_PATH', 400, 'malformed percent-encoding in the request path'),

@@ -248,6 +248,38 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       'delivery of the random data',
     );
     expect(await sha256File(join(dest, randomName))).toBe(sha);
+
+    // A name of other scripts (the file's own, on disk) and a hostile one given with -m: both
+    // uploaded, delivered under their safe names, logged escaped (a newline forges no line).
+    const world = await randomFile(join(base, '日本 résumé.txt'), 4096);
+    const hostile = '../../x\u202Egpj.exe\n[Nest] forged';
+    const deliveries: Array<[string, string[], string]> = [
+      ['日本 résumé.txt', [world], '日本 résumé.txt'],
+      [hostile, ['-m', `filename=${hostile}`, world], 'xgpj.exe[Nest] forged'],
+    ];
+    for (const [filename, args, deliveredAs] of deliveries) {
+      const sent = await runUpload(['-e', srv.url, '-t', 's3cret', ...args], {
+        cwd: base,
+        cacheDir: cache,
+      });
+      expect(sent.stderr).toBe('');
+      expect(sent.code).toBe(0);
+      const uploadedId = idOfUrl(uploadUrls(sent.stdout)[0]);
+      const deliveredName = `${uploadedId}-${deliveredAs}`;
+      await until(
+        async () => ((await delivered(dest)).includes(deliveredName) ? true : undefined),
+        15_000,
+        `delivery of ${JSON.stringify(filename)}`,
+      );
+      expect(await sha256File(join(dest, deliveredName))).toBe(await sha256File(world));
+      const meta = JSON.parse(await readFile(join(dest, `${deliveredName}.meta`), 'utf8')) as {
+        metadata: Record<string, string>;
+      };
+      expect(meta.metadata.filename).toBe(filename);
+    }
+    expect(srv.output.text).toContain(' 日本 résumé.txt, 4096 bytes');
+    expect(srv.output.text).toContain(' ../../x\\u{202E}gpj.exe\\u{A}[Nest] forged, 4096 bytes');
+    expect(srv.output.text).not.toMatch(/^\[Nest\] forged/m);
   }, 90_000);
 
   it('--token and --token-file: each token its own principal, no way around the guard', async () => {

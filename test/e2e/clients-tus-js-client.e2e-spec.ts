@@ -134,6 +134,51 @@ describe('tus-js-client (Node) against the sample app', () => {
     });
   });
 
+  it('filenames of the world: accepted, delivered under a safe name, given back as sent', async () => {
+    // [filename sent, name delivered after `{id}-`]
+    const names: Array<[string, string]> = [
+      ['résumé.pdf', 'résumé.pdf'],
+      ['日本.txt', '日本.txt'],
+      ['../../x\u202Egpj.exe', 'xgpj.exe'],
+    ];
+    const files = await Promise.all(names.map((_, i) => source(20 * KiB + i, `world-${i}`)));
+    const runs = await Promise.all(
+      names.map(async ([filename], i) => {
+        const run = startUpload(createReadStream(files[i].path), {
+          endpoint: server.endpoint,
+          chunkSize: 8 * KiB,
+          metadata: { filename, filetype: 'application/octet-stream' },
+        });
+        await run.done;
+        return run;
+      }),
+    );
+    for (const [i, [filename, deliveredAs]] of names.entries()) {
+      const run = runs[i];
+      expect(summary(run.exchanges)).toEqual(['POST 201', 'PATCH 204', 'PATCH 204', 'PATCH 204']);
+      const sent = run.exchanges[0].metadata!;
+      expect(sent).toContain(`filename ${Buffer.from(filename).toString('base64')}`);
+      await server.expectDelivered(run.upload.url!, {
+        sha256: files[i].sha256,
+        length: files[i].data.length,
+        filename,
+        deliveredAs,
+        metadata: sent,
+      });
+    }
+    // Each is one plain name in destDir, and nothing else was written: no name with the
+    // override, here or in the directory above.
+    const ids = runs.map((run) => idOf(run.upload.url!));
+    const delivered = (await readdir(server.destDir)).filter((name) =>
+      ids.some((id) => name.startsWith(id)),
+    );
+    expect(delivered.sort()).toEqual(
+      ids.flatMap((id, i) => [`${id}-${names[i][1]}`, `${id}-${names[i][1]}.meta`]).sort(),
+    );
+    const entries = [...(await readdir(server.destDir)), ...(await readdir(server.root))];
+    expect(entries.filter((name) => name.includes('\u202E'))).toEqual([]);
+  });
+
   it('resumes with findPreviousUploads() after abort() between two chunks', async () => {
     const file = await source(3 * MiB + 17, 'aborted-between-chunks');
     const urlStorage = new MemoryUrlStorage();

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { randomBytes } from 'node:crypto';
 import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +20,7 @@ import {
   type SampleServer,
   type SourceFile,
 } from '../support/clients-server.js';
+import { sha256 } from '../support/http.js';
 
 /** Screenshots of the dashboard (gitignored), for a person to look at. */
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url));
@@ -147,6 +149,66 @@ describe('Uppy (@uppy/dashboard + @uppy/tus) in headless Chromium, cross-origin'
       expect(pageErrors).toEqual([]);
       expect(consoleErrors).toEqual([]);
       expect(site.requested).toEqual(expect.arrayContaining(['/', '/uppy-page.js']));
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('filenames of the world: delivered under a safe name, metadata given back as sent', async () => {
+    // A file input hands Uppy the names as they are: two of other scripts, and one a crafted
+    // file list could give (a path, and a U+202E that makes `.exe` read as `.jpg`).
+    const files = new Map<string, { data: Buffer; deliveredAs: string }>([
+      ['résumé.pdf', { data: randomBytes(30 * KiB + 1), deliveredAs: 'résumé.pdf' }],
+      ['日本.txt', { data: randomBytes(30 * KiB + 2), deliveredAs: '日本.txt' }],
+      ['../../x\u202Egpj.exe', { data: randomBytes(30 * KiB + 3), deliveredAs: 'xgpj.exe' }],
+    ]);
+    const { page, pageErrors } = await openPage(site.origin, {});
+    // What Chromium sent on each creation, by the upload URL it got back.
+    const sent = new Map<string, Promise<string | null>>();
+    page.on('response', (res) => {
+      const location = res.headers().location;
+      if (res.request().method() !== 'POST' || !location) return;
+      sent.set(
+        new URL(location, server.endpoint).href,
+        res.request().headerValue('upload-metadata'),
+      );
+    });
+    try {
+      await page
+        .locator('input.uppy-Dashboard-input[type="file"]:not([webkitdirectory])')
+        .first()
+        .setInputFiles(
+          [...files].map(([name, { data }]) => ({
+            name,
+            mimeType: 'application/octet-stream',
+            buffer: data,
+          })),
+        );
+      await page.getByRole('button', { name: 'Upload 3 files' }).click();
+      await page.waitForFunction('window.tussiTest.result !== null', undefined, {
+        timeout: 60_000,
+      });
+      const report = await page.evaluate<PageReport>('window.tussiTest');
+      expect(report.errors).toEqual([]);
+      expect(report.result!.failed).toEqual([]);
+      expect(report.result!.successful.map((f) => f.name).sort()).toEqual([...files.keys()].sort());
+      for (const uploaded of report.result!.successful) {
+        const { data, deliveredAs } = files.get(uploaded.name)!;
+        const metadata = (await sent.get(uploaded.uploadURL!)) ?? undefined;
+        // Uppy sends the name twice (`name`, and `filename` for tusd), both as given.
+        const name = Buffer.from(uploaded.name).toString('base64');
+        expect(metadata?.split(',')).toEqual(
+          expect.arrayContaining([`name ${name}`, `filename ${name}`]),
+        );
+        await server.expectDelivered(uploaded.uploadURL!, {
+          sha256: sha256(data),
+          length: data.length,
+          filename: uploaded.name,
+          deliveredAs,
+          metadata,
+        });
+      }
+      expect(pageErrors).toEqual([]);
     } finally {
       await page.close();
     }

@@ -425,7 +425,7 @@ describe('hostile input over HTTP', () => {
       `huge ${'QUFB'.repeat(16 * 1024)}`,
       `big ${'QUFB'.repeat(1024)}`,
       'filename',
-      'filename AA==', // not printable
+      'filename AA==', // a NUL: kept as sent, made safe only when delivered
       'a b c',
       ',,,,',
       'key ****',

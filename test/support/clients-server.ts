@@ -30,15 +30,25 @@ export interface SampleServer {
   destDir: string;
   /**
    * Waits until the upload at `url` has been delivered by the sample's consumer as
-   * `{id}-{filename}` in `destDir` and checks it: sha256 and length as expected, nothing of it
-   * left in staging, only the receipt left in completedDir, HEAD answering offset == length.
-   * Returns the delivered path.
+   * `{id}-{deliveredAs}` in `destDir` and checks it: sha256 and length as expected, the record's
+   * `filename` as sent, nothing of it left in staging, only the receipt left in completedDir,
+   * HEAD answering offset == length (and, with `metadata`, giving back that `Upload-Metadata`
+   * exactly). Returns the delivered path.
    */
-  expectDelivered(
-    url: string,
-    expected: { sha256: string; length: number; filename: string },
-  ): Promise<string>;
+  expectDelivered(url: string, expected: ExpectedDelivery): Promise<string>;
   close(): Promise<void>;
+}
+
+/** What {@link SampleServer.expectDelivered} checks. */
+export interface ExpectedDelivery {
+  sha256: string;
+  length: number;
+  /** The `filename` the client sent. */
+  filename: string;
+  /** The delivered name after `{id}-`, when the sample changes the filename. @default filename */
+  deliveredAs?: string;
+  /** The `Upload-Metadata` header the client sent, which HEAD must give back as it is. */
+  metadata?: string;
 }
 
 /**
@@ -74,7 +84,7 @@ export async function startSampleServer(
   const expectDelivered: SampleServer['expectDelivered'] = async (url, expected) => {
     const id = idOf(url);
     if (!/^[0-9a-f-]{36}$/.test(id)) throw new Error(`not an upload URL: ${url}`);
-    const delivered = join(destDir, `${id}-${expected.filename}`);
+    const delivered = join(destDir, `${id}-${expected.deliveredAs ?? expected.filename}`);
     const { receipt } = completedPaths(app, id);
     await pollUntil(
       async () => existsSync(`${delivered}.meta`) && existsSync(receipt),
@@ -104,6 +114,11 @@ export async function startSampleServer(
     });
     if (head.status !== 200 || head.headers['upload-offset'] !== String(expected.length)) {
       problems.push(`HEAD ${head.status} offset ${String(head.headers['upload-offset'])}`);
+    }
+    if (expected.metadata !== undefined && head.headers['upload-metadata'] !== expected.metadata) {
+      problems.push(
+        `HEAD metadata ${String(head.headers['upload-metadata'])} != ${expected.metadata}`,
+      );
     }
     if (problems.length > 0) {
       throw new Error(`upload ${id} (${expected.filename}): ${problems.join('; ')}`);

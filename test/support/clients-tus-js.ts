@@ -40,6 +40,8 @@ export interface Exchange {
   offset: number | undefined;
   /** `Upload-Offset` the response carried. */
   responseOffset: number | undefined;
+  /** `Upload-Metadata` the request sent (the creation). */
+  metadata: string | undefined;
 }
 
 /** A retry tus-js-client decided on: the status that caused it (0: no response at all). */
@@ -86,6 +88,7 @@ export function startUpload(
           status: res.getStatus(),
           offset: offsetOf(req.getHeader('Upload-Offset')),
           responseOffset: offsetOf(res.getHeader('Upload-Offset')),
+          metadata: req.getHeader('Upload-Metadata'),
         });
         await options.onAfterResponse?.(req, res);
       },
