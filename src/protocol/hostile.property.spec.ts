@@ -574,7 +574,9 @@ function bodyStream(
  * rest would be the next request), and a body that stops short of it ends with the connection.
  */
 function delivered(headers: Record<string, string | string[]>, body: Buffer) {
-  const declared = headers['content-length'];
+  const raw = headers['content-length'];
+  // A repeated Content-Length of one value is that value to Node's parser (others it refuses).
+  const declared = Array.isArray(raw) && new Set(raw).size === 1 ? raw[0] : raw;
   if (typeof declared !== 'string' || !/^\d{1,15}$/.test(declared)) return { body, short: false };
   const length = Number(declared);
   return { body: body.subarray(0, length), short: length > body.length };
