@@ -27,6 +27,8 @@ class TusOptionsSchema {
   @IsOptional() @IsInt() @Min(0) lockWaitMs?: number;
   @IsOptional() @IsInt() @Min(0) bodyIdleTimeoutMs?: number;
   @IsOptional() @IsInt() @Min(1) headersTimeoutMs?: number;
+  @IsOptional() @IsInt() @Min(1) maxConnections?: number;
+  @IsOptional() @IsInt() @Min(1) maxConnectionsPerClient?: number;
   @IsOptional() @IsBoolean() configureHttpServer?: boolean;
   @IsOptional() @IsInt() @Min(10) queuePollIntervalMs?: number;
   @IsOptional() @IsInt() @Min(0) progressIntervalMs?: number;

@@ -45,6 +45,17 @@ export interface TusModuleOptions {
   /** The HTTP server's `headersTimeout`: request headers must arrive within it. @default 60000 */
   headersTimeoutMs?: number;
   /**
+   * Open connections in all (Node's `maxConnections`; with `configureHttpServer`): beyond, new
+   * ones are closed at once. Keep it below the process's descriptor limit. @default 10000
+   */
+  maxConnections?: number;
+  /**
+   * Open connections from one client address (IPv6 by /64), beyond which new ones are closed
+   * at once, so that slow connections from one client never take every descriptor. Trusted
+   * proxies are exempt. @default 256
+   */
+  maxConnectionsPerClient?: number;
+  /**
    * Set the HTTP server's timeouts for long uploads when the application starts: `requestTimeout`
    * 0 (Node's 300 s total-request limit would cut a multi-gigabyte PATCH) and `headersTimeout`
    * above, and answer `Expect: 100-continue` when a body is first read rather than at once (a

@@ -14,6 +14,7 @@ import { recoverFinalizes } from '../protocol/recovery.js';
 import { TusHandler } from '../protocol/tus-handler.js';
 import { CompletedUploadQueue } from '../queue/completed-upload.queue.js';
 import type { ResolvedTusOptions } from '../tus.options-validation.js';
+import { limitConnections } from './connection-limits.js';
 import { TUS_OPTIONS } from './tus.constants.js';
 
 /** Name of the janitor's interval in `SchedulerRegistry`. */
@@ -56,7 +57,8 @@ export class TusLifecycle implements OnApplicationBootstrap, OnApplicationShutdo
 
   /**
    * No total-request limit (Node's default 300 s `requestTimeout` cuts any longer PATCH) and
-   * headers within `headersTimeoutMs`; a stalled body is cut by the PATCH's own idle timeout.
+   * headers within `headersTimeoutMs`; a stalled body is cut by the PATCH's own idle timeout;
+   * open connections capped in all and per client.
    */
   private configureHttpServer(): void {
     if (!this.options.configureHttpServer) return;
@@ -68,6 +70,11 @@ export class TusLifecycle implements OnApplicationBootstrap, OnApplicationShutdo
     // otherwise be enforced late. Read when the server starts listening, which comes after this.
     (server as Server & { connectionsCheckingInterval: number }).connectionsCheckingInterval =
       Math.min(30_000, Math.max(100, Math.floor(this.options.headersTimeoutMs / 4)));
+    limitConnections(server, {
+      maxConnections: this.options.maxConnections ?? 10_000,
+      maxConnectionsPerClient: this.options.maxConnectionsPerClient ?? 256,
+      trustedProxies: this.options.trustedProxies ?? [],
+    });
     if (server.listenerCount('checkContinue') === 0) {
       server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) =>
         continueOnRead(server, req, res),

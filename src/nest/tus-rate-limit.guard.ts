@@ -7,9 +7,9 @@ import {
   type ExecutionContext,
 } from '@nestjs/common';
 import { createHash } from 'node:crypto';
-import { isIPv6 } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ResolvedTusOptions } from '../tus.options-validation.js';
+import { clientOf } from './connection-limits.js';
 import { TUS_OPTIONS } from './tus.constants.js';
 import { principalFromUser } from './tus-principal.js';
 import { TUS_RATE_LIMIT_STORAGE, type RateLimitStorage } from './tus-rate-limit.storage.js';
@@ -90,7 +90,7 @@ export class TusRateLimitGuard implements CanActivate {
       typeof this.options.ownership === 'function' ? this.options.ownership : principalFromUser;
     const principal = resolve(req);
     if (principal) return `principal:${principal}`;
-    return `address:${subnet(this.clientAddress(req))}`;
+    return `address:${clientOf(this.clientAddress(req))}`;
   }
 
   /** The nearest address a trusted proxy forwarded, else the peer's. */
@@ -107,20 +107,4 @@ export class TusRateLimitGuard implements CanActivate {
 /** A POST that reached the creation URL (overrides are applied before the guards). */
 function isCreation(req: Request): boolean {
   return req.method === 'POST' && !req.params?.id && !req.params?.rest;
-}
-
-/** An IPv6 client owns a /64: counted as one. */
-function subnet(address: string): string {
-  const plain = address.replace(/^::ffff:(?=\d+\.)/, '');
-  if (!isIPv6(plain)) return plain;
-  const groups = expand(plain);
-  return `${groups.slice(0, 4).join(':')}::/64`;
-}
-
-function expand(address: string): string[] {
-  const [head, tail = ''] = address.split('::');
-  const left = head ? head.split(':') : [];
-  const right = tail ? tail.split(':') : [];
-  const missing = address.includes('::') ? 8 - left.length - right.length : 0;
-  return [...left, ...Array<string>(missing).fill('0'), ...right];
 }

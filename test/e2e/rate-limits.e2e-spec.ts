@@ -6,7 +6,8 @@ import {
   type ExecutionContext,
 } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { TUS, createTestApp, createUpload, headUpload, type TestApp } from '../support/app.js';
 import { startUpload } from '../support/clients-tus-js.js';
 
@@ -104,5 +105,62 @@ describe('rate limits', () => {
       const head = await headUpload(s, run.upload.url!.split('/').pop()!);
       expect(head.offset).toBe(data.length);
     }, 60_000);
+  });
+});
+
+describe('connection caps', () => {
+  let s: TestApp;
+  beforeAll(async () => {
+    s = await createTestApp({ maxConnectionsPerClient: 5, maxConnections: 50 });
+  });
+  afterAll(() => s.close());
+
+  /** A connection that sends nothing; resolves once it is open, tells when it is closed. */
+  function idle(localAddress = '127.0.0.1') {
+    const socket = connect({ host: '127.0.0.1', port: s.port, localAddress });
+    const closed = new Promise<boolean>((resolve) => socket.once('close', () => resolve(true)));
+    socket.on('error', () => {});
+    return new Promise<{ socket: Socket; closed: Promise<boolean> }>((resolve) =>
+      socket.once('connect', () => resolve({ socket, closed })),
+    );
+  }
+
+  function post(localAddress: string) {
+    return new Promise<number>((resolve) => {
+      const req = httpRequest(
+        {
+          host: '127.0.0.1',
+          port: s.port,
+          localAddress,
+          method: 'POST',
+          path: '/files',
+          headers: { ...TUS, 'Upload-Length': '1' },
+          agent: false,
+        },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on('error', () => resolve(0));
+      req.end();
+    });
+  }
+
+  it('one client holds at most maxConnectionsPerClient; the others are served meanwhile', async () => {
+    const held = await Promise.all(Array.from({ length: 8 }, () => idle()));
+    const outcome = await Promise.all(
+      held.map(({ closed }) =>
+        Promise.race([closed, new Promise<boolean>((r) => setTimeout(() => r(false), 500))]),
+      ),
+    );
+    // Five stay open, the three past the cap were closed at once.
+    expect(outcome.filter((c) => c)).toHaveLength(3);
+    expect(await post('127.0.0.1')).toBe(0);
+    // Another client (another loopback address) is served.
+    expect(await post('127.0.0.2')).toBe(201);
+    for (const { socket } of held) socket.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await post('127.0.0.1')).toBe(201);
   });
 });
