@@ -20,32 +20,71 @@ export function printable(text: string): string {
   return text.replace(UNPRINTABLE, (c) => `\\u{${c.codePointAt(0)!.toString(16).toUpperCase()}}`);
 }
 
-/** Logs the lifecycle of every upload, as read from the event bus. */
+/**
+ * At most `perSecond` lines a second: past it, lines are counted, not written, and one line
+ * says how many were left out. Clients cannot grow the log faster than this, whatever they do.
+ */
+export class LogBudget {
+  private second = 0;
+  private used = 0;
+  private dropped = 0;
+
+  constructor(
+    private readonly logger: Pick<Logger, 'log' | 'warn'>,
+    private readonly perSecond = 50,
+  ) {}
+
+  write(level: 'log' | 'warn', line: string): void {
+    const now = Math.floor(Date.now() / 1000);
+    if (now !== this.second) {
+      if (this.dropped > 0)
+        this.logger.warn(`${this.dropped} log lines left out (over ${this.perSecond}/s)`);
+      this.second = now;
+      this.used = 0;
+      this.dropped = 0;
+    }
+    if (this.used < this.perSecond) {
+      this.used++;
+      this.logger[level](line);
+    } else {
+      this.dropped++;
+    }
+  }
+}
+
+/** Logs the lifecycle of every upload, as read from the event bus, within a line budget. */
 @Injectable()
 export class UploadEventsListener {
   private readonly logger = new Logger('Uploads');
+  private readonly budget = new LogBudget(this.logger);
 
   @OnEvent(TusEvents.Created)
   created(event: UploadCreatedEvent): void {
     const { filename } = event.record.metadata;
     // Logged as sent (not as delivered), escaped: any filename is accepted now.
-    const name = filename === undefined ? '(no name)' : printable(filename);
-    this.logger.log(`created ${event.uploadId} ${name}, ${event.record.length ?? '?'} bytes`);
+    const name = filename === undefined ? '(no name)' : printable(filename.slice(0, 200));
+    this.budget.write(
+      'log',
+      `created ${event.uploadId} ${name}, ${event.record.length ?? '?'} bytes`,
+    );
   }
 
   @OnEvent(TusEvents.Progress)
   progress(event: UploadProgressEvent): void {
     const percent = event.length ? ` (${((100 * event.offset) / event.length).toFixed(1)}%)` : '';
-    this.logger.log(`progress ${event.uploadId} ${event.offset} bytes${percent}`);
+    this.budget.write('log', `progress ${event.uploadId} ${event.offset} bytes${percent}`);
   }
 
   @OnEvent(TusEvents.Completed)
   completed(event: UploadCompletedEvent): void {
-    this.logger.log(`completed ${event.uploadId} in ${event.record.duration?.toFixed(2)} s`);
+    this.budget.write(
+      'log',
+      `completed ${event.uploadId} in ${event.record.duration?.toFixed(2)} s`,
+    );
   }
 
   @OnEvent(TusEvents.Failed)
   failed(event: UploadFailedEvent): void {
-    this.logger.warn(`failed ${event.uploadId ?? '(new upload)'}: ${event.status}`);
+    this.budget.write('warn', `failed ${event.uploadId ?? '(new upload)'}: ${event.status}`);
   }
 }
