@@ -1,4 +1,8 @@
-import { LockTargetMissingError, LockTimeoutError } from '../storage/storage.interfaces.js';
+import {
+  LockTargetMissingError,
+  LockTimeoutError,
+  UnsafeFileError,
+} from '../storage/storage.interfaces.js';
 import { finalizeUpload } from './finalize.js';
 import { isUploadId } from './headers.js';
 import { runInBackground, type TusContext } from './tus-context.js';
@@ -83,6 +87,9 @@ export async function assembleFinal(finalId: string, context: TusContext): Promi
       for (const [index, partId] of final.parts.entries()) {
         const partLength = complete[index].length ?? 0;
         const source = store.storage.read(partId, 0, partLength);
+        // The body pump takes a failing source for a cut body: its error is kept to be told.
+        let readError: Error | undefined;
+        source.once('error', (e: Error) => (readError = e));
         const result = await store.storage.write(finalId, position, source, {
           limit: partLength,
           idleTimeoutMs: 0,
@@ -90,6 +97,7 @@ export async function assembleFinal(finalId: string, context: TusContext): Promi
         });
         if (lock.signal?.aborted) throw TusErrors.lockLost();
         if (result.error) throw result.error;
+        if (readError !== undefined) throw readError;
         if (result.bytes !== partLength) {
           throw new Error(`partial ${partId} gave ${result.bytes} of ${partLength} bytes`);
         }
@@ -107,6 +115,9 @@ export async function assembleFinal(finalId: string, context: TusContext): Promi
     return assembled;
   } catch (e) {
     if (e instanceof LockTimeoutError || e instanceof LockTargetMissingError) return false;
+    // A partial (or the final) whose data was planted: refused, moved aside and logged where
+    // it was found; the final stays unassembled.
+    if (e instanceof UnsafeFileError) return false;
     throw e;
   }
 }
