@@ -47,6 +47,7 @@ export {
   type WaitForFileOptions,
 } from './queue/completed-upload.queue.js';
 export { CompletedUpload } from './queue/completed-upload.js';
+export type { SaveOptions } from './queue/move-file.js';
 export {
   FilesystemCompletedQueue,
   type FilesystemCompletedQueueOptions,
