@@ -6,6 +6,11 @@
 //
 // Errors are rejected as Node's fs errors are: an Error with `errno` (negative), `code`
 // (ENOENT, EEXIST, ENOSPC, ...), `syscall` and `path`, so callers handle both paths alike.
+//
+// Every existing file is opened as a file: O_NOFOLLOW (a symlink planted in its place is ELOOP,
+// never followed), O_NONBLOCK (a FIFO planted in its place would otherwise block the open, and
+// with it a threadpool thread, until a writer came), O_NOCTTY, then fstat'ed: anything but a
+// regular file with one link is refused (EISDIR, EFTYPE, EMLINK) before a byte is read or written.
 #include "durable-file.h"
 
 #include <errno.h>
@@ -51,6 +56,46 @@ void CloseQuietly(int fd) {
   errno = saved;
 }
 
+// A refusal with no errno of its own. UV_EFTYPE ("inappropriate file type or format") names a
+// FIFO, socket or device where a regular file was expected, as libuv does on BSD.
+bool Refuse(Failure* failure, int err, const std::string& path) {
+  errno = err;
+  return failure->Set("open", path);
+}
+
+// Opens an existing file as a regular file of its own (see the top of this file): the
+// descriptor, or -1 with `failure` set. `access` is O_RDONLY or O_RDWR.
+int OpenRegular(const std::string& path, int access, Failure* failure) {
+  int fd = OpenRetrying(path.c_str(), access | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0);
+  if (fd < 0) {
+    failure->Set("open", path);
+    return -1;
+  }
+  struct stat info;
+  bool ok;
+  if (::fstat(fd, &info) != 0) {
+    ok = failure->Set("fstat", path);
+  } else if (S_ISDIR(info.st_mode)) {
+    ok = Refuse(failure, EISDIR, path);
+  } else if (!S_ISREG(info.st_mode)) {
+    ok = Refuse(failure, -UV_EFTYPE, path);
+  } else if (info.st_nlink > 1) {
+    // A hard link to a file elsewhere: writing it would change that file. (0 links is a file
+    // removed or replaced by a rename since it was opened: still the one that was named.)
+    ok = Refuse(failure, EMLINK, path);
+  } else {
+    // O_NONBLOCK was for the open only; regular I/O goes on as usual.
+    int flags = ::fcntl(fd, F_GETFL);
+    ok = (flags >= 0 && ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0) ||
+         failure->Set("fcntl", path);
+  }
+  if (!ok) {
+    CloseQuietly(fd);
+    return -1;
+  }
+  return fd;
+}
+
 bool SyncDirectoryAt(const std::string& dir, Failure* failure) {
   int fd = OpenRetrying(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
   if (fd < 0) return failure->Set("open", dir);
@@ -65,7 +110,8 @@ bool SyncDirectoryAt(const std::string& dir, Failure* failure) {
 
 Napi::Value ErrorFor(Napi::Env env, const Failure& failure) {
   const char* code = uv_err_name(-failure.err);
-  std::string message = std::string(code) + ": " + strerror(failure.err) + ", " +
+  // libuv's messages, as Node's fs errors have them (and EFTYPE has no strerror).
+  std::string message = std::string(code) + ": " + uv_strerror(-failure.err) + ", " +
                         failure.syscall + " '" + failure.path + "'";
   Napi::Error error = Napi::Error::New(env, message);
   error.Set("errno", Napi::Number::New(env, -failure.err));
@@ -95,15 +141,16 @@ class PromiseWorker : public Napi::AsyncWorker {
   Failure failure_;
 };
 
-// temp is created exclusively (O_EXCL) beside target, written whole, optionally fsync'ed,
-// renamed over target, and then the directory optionally fsync'ed. On any failure before the
-// rename the temp file is removed.
+// temp is created exclusively (O_EXCL, O_NOFOLLOW: whatever is planted under its name is
+// refused, never opened) with `mode` beside target, written whole, optionally fsync'ed, renamed
+// over target (a rename replaces a symlink there, it never follows it), and then the directory
+// optionally fsync'ed. On any failure before the rename the temp file is removed.
 class WriteAtomicWorker : public PromiseWorker {
  public:
   WriteAtomicWorker(Napi::Env env, std::string temp, std::string target, std::string dir,
-                    std::string data, bool durable)
+                    std::string data, bool durable, mode_t mode)
       : PromiseWorker(env), temp_(std::move(temp)), target_(std::move(target)),
-        dir_(std::move(dir)), data_(std::move(data)), durable_(durable) {}
+        dir_(std::move(dir)), data_(std::move(data)), durable_(durable), mode_(mode) {}
 
   void Execute() override {
     if (!WriteTemp()) {
@@ -120,7 +167,8 @@ class WriteAtomicWorker : public PromiseWorker {
 
  private:
   bool WriteTemp() {
-    int fd = OpenRetrying(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fd = OpenRetrying(temp_.c_str(),
+                          O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, mode_);
     if (fd < 0) return failure_.Set("open", temp_);
     size_t done = 0;
     while (done < data_.size()) {
@@ -148,19 +196,18 @@ class WriteAtomicWorker : public PromiseWorker {
   std::string dir_;
   std::string data_;
   bool durable_;
+  mode_t mode_;
 };
 
-// The whole file as UTF-8 text (records are a few hundred bytes; no size limit is imposed).
+// The whole file as UTF-8 text (records are a few hundred bytes; no size limit is imposed). Only
+// a regular file of its own is read (OpenRegular).
 class ReadSmallWorker : public PromiseWorker {
  public:
   ReadSmallWorker(Napi::Env env, std::string path) : PromiseWorker(env), path_(std::move(path)) {}
 
   void Execute() override {
-    int fd = OpenRetrying(path_.c_str(), O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0) {
-      failure_.Set("open", path_);
-      return;
-    }
+    int fd = OpenRegular(path_, O_RDONLY, &failure_);
+    if (fd < 0) return;
     char buffer[16 * 1024];
     for (;;) {
       ssize_t n = ::pread(fd, buffer, sizeof buffer, static_cast<off_t>(content_.size()));
@@ -197,18 +244,16 @@ class SyncDirectoryWorker : public PromiseWorker {
 
 // An exclusive non-blocking flock on `path`, held through a read-write descriptor that is
 // returned (>= 0). -1: another holder has it. -2: `path` no longer names the inode that was
-// locked (renamed or unlinked between open and flock by the previous holder). Rejects ENOENT
-// when there is no such file.
+// locked (renamed or unlinked between open and flock by the previous holder, or replaced by
+// anything else: the name is lstat'ed, never followed). Rejects ENOENT when there is no such
+// file, and what OpenRegular refuses (ELOOP, EISDIR, EFTYPE, EMLINK) before locking it.
 class LockWorker : public PromiseWorker {
  public:
   LockWorker(Napi::Env env, std::string path) : PromiseWorker(env), path_(std::move(path)) {}
 
   void Execute() override {
-    int fd = OpenRetrying(path_.c_str(), O_RDWR | O_CLOEXEC, 0);
-    if (fd < 0) {
-      failure_.Set("open", path_);
-      return;
-    }
+    int fd = OpenRegular(path_, O_RDWR, &failure_);
+    if (fd < 0) return;
     int rc;
     do {
       rc = ::flock(fd, LOCK_EX | LOCK_NB);
@@ -228,9 +273,9 @@ class LockWorker : public PromiseWorker {
       CloseQuietly(fd);
       return;
     }
-    if (::stat(path_.c_str(), &named) != 0) {
+    if (::lstat(path_.c_str(), &named) != 0) {
       if (errno != ENOENT) {
-        failure_.Set("stat", path_);
+        failure_.Set("lstat", path_);
         CloseQuietly(fd);
         return;
       }
@@ -253,17 +298,20 @@ class LockWorker : public PromiseWorker {
   int result_ = 0;
 };
 
-// Creates `path` exclusively, reserves `length` bytes (fallocate; where the filesystem cannot,
-// EOPNOTSUPP or ENOSYS, a sparse ftruncate), optionally fsyncs the file and its directory.
+// Creates `path` exclusively (O_EXCL, O_NOFOLLOW) with `mode`, reserves `length` bytes
+// (fallocate; where the filesystem cannot, EOPNOTSUPP or ENOSYS, a sparse ftruncate),
+// optionally fsyncs the file and its directory.
 // Resolves "fallocate", "ftruncate" or "none" (length 0). On failure the file is removed.
 class CreateWorker : public PromiseWorker {
  public:
-  CreateWorker(Napi::Env env, std::string path, std::string dir, off_t length, bool durable)
+  CreateWorker(Napi::Env env, std::string path, std::string dir, off_t length, bool durable,
+               mode_t mode)
       : PromiseWorker(env), path_(std::move(path)), dir_(std::move(dir)), length_(length),
-        durable_(durable) {}
+        durable_(durable), mode_(mode) {}
 
   void Execute() override {
-    int fd = OpenRetrying(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fd = OpenRetrying(path_.c_str(),
+                          O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, mode_);
     if (fd < 0) {
       failure_.Set("open", path_);
       return;
@@ -310,7 +358,26 @@ class CreateWorker : public PromiseWorker {
   std::string dir_;
   off_t length_;
   bool durable_;
+  mode_t mode_;
   const char* how_ = "none";
+};
+
+// OpenRegular as one job: the descriptor of `path` opened as a regular file of its own,
+// read-only or read-write, for the caller to use and close.
+class OpenWorker : public PromiseWorker {
+ public:
+  OpenWorker(Napi::Env env, std::string path, bool writable)
+      : PromiseWorker(env), path_(std::move(path)), writable_(writable) {}
+
+  void Execute() override { fd_ = OpenRegular(path_, writable_ ? O_RDWR : O_RDONLY, &failure_); }
+
+ protected:
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, fd_); }
+
+ private:
+  std::string path_;
+  bool writable_;
+  int fd_ = -1;
 };
 
 bool Usage(const Napi::CallbackInfo& info, bool ok, const char* usage) {
@@ -328,16 +395,18 @@ Napi::Value Start(Napi::Env env, Args&&... args) {
 
 Napi::Value WriteFileAtomic(const Napi::CallbackInfo& info) {
   if (!Usage(info,
-             info.Length() == 5 && info[0].IsString() && info[1].IsString() &&
-                 info[2].IsString() && info[3].IsString() && info[4].IsBoolean(),
-             "writeFileAtomic(temp, target, dir, data, durable)")) {
+             info.Length() == 6 && info[0].IsString() && info[1].IsString() &&
+                 info[2].IsString() && info[3].IsString() && info[4].IsBoolean() &&
+                 info[5].IsNumber(),
+             "writeFileAtomic(temp, target, dir, data, durable, mode)")) {
     return info.Env().Undefined();
   }
   return Start<WriteAtomicWorker>(info.Env(), info[0].As<Napi::String>().Utf8Value(),
                                   info[1].As<Napi::String>().Utf8Value(),
                                   info[2].As<Napi::String>().Utf8Value(),
                                   info[3].As<Napi::String>().Utf8Value(),
-                                  info[4].As<Napi::Boolean>().Value());
+                                  info[4].As<Napi::Boolean>().Value(),
+                                  static_cast<mode_t>(info[5].As<Napi::Number>().Uint32Value()));
 }
 
 Napi::Value ReadSmallFile(const Napi::CallbackInfo& info) {
@@ -363,15 +432,25 @@ Napi::Value LockFile(const Napi::CallbackInfo& info) {
 
 Napi::Value CreateFile(const Napi::CallbackInfo& info) {
   if (!Usage(info,
-             info.Length() == 4 && info[0].IsString() && info[1].IsString() &&
-                 info[2].IsNumber() && info[3].IsBoolean(),
-             "createFile(path, dir, length, durable)")) {
+             info.Length() == 5 && info[0].IsString() && info[1].IsString() &&
+                 info[2].IsNumber() && info[3].IsBoolean() && info[4].IsNumber(),
+             "createFile(path, dir, length, durable, mode)")) {
     return info.Env().Undefined();
   }
   return Start<CreateWorker>(info.Env(), info[0].As<Napi::String>().Utf8Value(),
                              info[1].As<Napi::String>().Utf8Value(),
                              static_cast<off_t>(info[2].As<Napi::Number>().Int64Value()),
-                             info[3].As<Napi::Boolean>().Value());
+                             info[3].As<Napi::Boolean>().Value(),
+                             static_cast<mode_t>(info[4].As<Napi::Number>().Uint32Value()));
+}
+
+Napi::Value OpenFile(const Napi::CallbackInfo& info) {
+  if (!Usage(info, info.Length() == 2 && info[0].IsString() && info[1].IsBoolean(),
+             "openFile(path, writable)")) {
+    return info.Env().Undefined();
+  }
+  return Start<OpenWorker>(info.Env(), info[0].As<Napi::String>().Utf8Value(),
+                           info[1].As<Napi::Boolean>().Value());
 }
 
 }  // namespace
@@ -382,6 +461,7 @@ void InitDurableFile(Napi::Env env, Napi::Object exports) {
   exports.Set("syncDirectory", Napi::Function::New(env, SyncDirectory));
   exports.Set("lockFile", Napi::Function::New(env, LockFile));
   exports.Set("createFile", Napi::Function::New(env, CreateFile));
+  exports.Set("openFile", Napi::Function::New(env, OpenFile));
 }
 
 }  // namespace tussi

@@ -4,7 +4,8 @@
 #include <napi.h>
 
 namespace tussi {
-// Adds writeFileAtomic, readSmallFile, syncDirectory, lockFile and createFile to the exports.
+// Adds writeFileAtomic, readSmallFile, syncDirectory, lockFile, createFile and openFile to the
+// exports.
 void InitDurableFile(Napi::Env env, Napi::Object exports);
 }  // namespace tussi
 

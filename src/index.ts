@@ -64,6 +64,7 @@ export {
 } from './queue/completed-upload.queue.js';
 export { CompletedUpload } from './queue/completed-upload.js';
 export { safeFilename, type SafeFilenameOptions } from './queue/safe-filename.js';
+export type { SaveOptions } from './queue/move-file.js';
 export {
   FilesystemCompletedQueue,
   type FilesystemCompletedQueueOptions,

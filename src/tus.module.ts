@@ -79,6 +79,7 @@ function nestLogger(): TusLogger {
           completedDir: options.completedDir,
           fsync: options.fsync,
           directoryMode: options.directoryMode,
+          fileMode: options.fileMode,
           queuePollIntervalMs: options.queuePollIntervalMs,
           janitorIntervalMs: options.janitor ? options.janitor.intervalMs : undefined,
           dataPath:
@@ -102,19 +103,23 @@ function nestLogger(): TusLogger {
             directory: options.uploadDir,
             fsync: options.fsync,
             directoryMode: options.directoryMode,
+            fileMode: options.fileMode,
             log: (m) => logger.warn(m),
           });
         const records =
           options.recordStore ??
           coordination?.recordStore ??
-          new FilesystemRecordStore(options.uploadDir, options.fsync);
+          new FilesystemRecordStore(options.uploadDir, options.fsync, {
+            fileMode: options.fileMode,
+            log: (m) => logger.warn(m),
+          });
         // The file locker locks the data file; another storage brings its own locker (or gets
         // locks that hold within this process only).
         const locker =
           options.locker ??
           coordination?.locker ??
           (files instanceof FilesystemStorage
-            ? new FileUploadLocker((id) => files.pathOf(id))
+            ? new FileUploadLocker((id) => files.pathOf(id), { log: (m) => logger.warn(m) })
             : new MemoryUploadLocker());
         return new UploadStorageService(files, records, locker);
       },
@@ -130,6 +135,7 @@ function nestLogger(): TusLogger {
           stagingDirectory: options.uploadDir,
           fsync: options.fsync,
           directoryMode: options.directoryMode,
+          fileMode: options.fileMode,
           pollIntervalMs: options.queuePollIntervalMs,
           log: (m) => (options.logger ?? nestLogger()).warn(m),
         }),

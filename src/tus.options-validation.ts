@@ -24,6 +24,7 @@ class TusOptionsSchema {
   @IsOptional() @IsInt() @Min(1) maxMetadataSize?: number;
   @IsOptional() @IsBoolean() fsync?: boolean;
   @IsOptional() @IsInt() @Min(0) @Max(0o7777) directoryMode?: number;
+  @IsOptional() @IsInt() @Min(0) @Max(0o7777) fileMode?: number;
   @IsOptional() @IsInt() @Min(0) lockWaitMs?: number;
   @IsOptional() @IsInt() @Min(0) bodyIdleTimeoutMs?: number;
   @IsOptional() @IsInt() @Min(1) headersTimeoutMs?: number;
@@ -68,6 +69,7 @@ export type ResolvedTusOptions = TusModuleOptions &
       | 'maxMetadataSize'
       | 'fsync'
       | 'directoryMode'
+      | 'fileMode'
       | 'lockWaitMs'
       | 'bodyIdleTimeoutMs'
       | 'headersTimeoutMs'
@@ -141,7 +143,8 @@ export function resolveTusOptions(options: TusModuleOptions): ResolvedTusOptions
     ...options,
     maxMetadataSize: options.maxMetadataSize ?? 4096,
     fsync: options.fsync ?? true,
-    directoryMode: options.directoryMode ?? 0o755,
+    directoryMode: options.directoryMode ?? 0o700,
+    fileMode: options.fileMode ?? 0o600,
     lockWaitMs: options.lockWaitMs ?? 3000,
     bodyIdleTimeoutMs: options.bodyIdleTimeoutMs ?? 60_000,
     headersTimeoutMs: options.headersTimeoutMs ?? 60_000,

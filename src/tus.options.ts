@@ -33,8 +33,19 @@ export interface TusModuleOptions {
   maxMetadataSize?: number;
   /** fsync data, then the record, before acknowledging bytes. @default true */
   fsync?: boolean;
-  /** Mode of the directories the module creates. @default 0o755 */
+  /**
+   * Mode of the directories the module creates (the umask applies). Only the server's user
+   * should be able to enter them: whoever can write in them can plant symlinks and FIFOs
+   * (which the server refuses, moves aside and logs). @default 0o700
+   */
   directoryMode?: number;
+  /**
+   * Mode of the files the module creates (the umask applies): data files (which keep it in
+   * `completedDir` and when a consumer saves them, unless `save(dest, { mode })` sets another),
+   * records and receipts. Widen it (e.g. `0o640`) for a consumer running as another user of
+   * the group. @default 0o600
+   */
+  fileMode?: number;
   /**
    * How long a request waits for an upload another request is writing before answering 423
    * (clients such as tus-js-client retry 423). @default 3000

@@ -1,6 +1,7 @@
 import {
   LockTargetMissingError,
   LockTimeoutError,
+  UnsafeFileError,
   type UploadLock,
 } from '../storage/storage.interfaces.js';
 import { finalizeUpload } from './finalize.js';
@@ -114,6 +115,9 @@ export async function assembleFinal(finalId: string, context: TusContext): Promi
     return assembled;
   } catch (e) {
     if (e instanceof LockTimeoutError || e instanceof LockTargetMissingError) return false;
+    // A partial (or the final) whose data was planted: refused, moved aside and logged where
+    // it was found; the final stays unassembled.
+    if (e instanceof UnsafeFileError) return false;
     throw e;
   }
 }
@@ -131,18 +135,18 @@ async function copyPart(
   try {
     await store.withLock(partId, options.lockWaitMs, async () => {
       if (!(await store.getRecord(partId))) throw TusErrors.partialGone();
-      const result = await store.storage.write(
-        finalId,
-        position,
-        store.storage.read(partId, 0, length),
-        {
-          limit: length,
-          idleTimeoutMs: 0,
-          signal: lock.signal,
-        },
-      );
+      const source = store.storage.read(partId, 0, length);
+      // The body pump takes a failing source for a cut body: its error is kept to be told.
+      let readError: Error | undefined;
+      source.once('error', (e: Error) => (readError = e));
+      const result = await store.storage.write(finalId, position, source, {
+        limit: length,
+        idleTimeoutMs: 0,
+        signal: lock.signal,
+      });
       if (lock.signal?.aborted) throw TusErrors.lockLost();
       if (result.error) throw result.error;
+      if (readError !== undefined) throw readError;
       if (result.bytes !== length) {
         throw new Error(`partial ${partId} gave ${result.bytes} of ${length} bytes`);
       }

@@ -14,6 +14,7 @@ import {
 } from './tus-events.js';
 import { TusError, TusErrors } from './tus-error.js';
 import type { TusRequest, TusResponse } from './tus-request.js';
+import { UnsafeFileError } from '../storage/storage.interfaces.js';
 
 /** What a `TusHandler` is built from. */
 export type TusHandlerConfig = Omit<
@@ -123,6 +124,10 @@ export class TusHandler {
     let tusError: TusError;
     if (error instanceof TusError) {
       tusError = error;
+    } else if (error instanceof UnsafeFileError) {
+      // A file of the upload is not a regular file of its own (planted): it was refused, moved
+      // aside and logged where it was found. The upload cannot be opened: it is not found.
+      tusError = TusErrors.notFound();
     } else {
       this.context.logger.error(`${method} failed`, error);
       tusError = TusErrors.internal();

@@ -1,5 +1,5 @@
 import type { UploadRecord } from '../protocol/upload-record.js';
-import { moveFile } from './move-file.js';
+import { moveFile, type SaveOptions } from './move-file.js';
 
 /** What a queue does when a claim ends; given by the queue that made the claim. */
 export interface ClaimRelease {
@@ -32,21 +32,27 @@ export class CompletedUpload implements AsyncDisposable {
     private readonly durable = true,
   ) {}
 
-  /** Moves the data file to `dest` (rename; across filesystems copy, fsync, unlink). Once only. */
-  async save(dest: string): Promise<void> {
+  /**
+   * Moves the data file to `dest` (rename; across filesystems copy, fsync, unlink). Once only.
+   * The file keeps the mode it had in the queue (0o600 unless the module's `fileMode` widened
+   * it) unless `options.mode` sets another. Only a regular file with one link is moved: if
+   * something else was planted under its name, `UnsafeFileError` is thrown and nothing is
+   * followed or copied.
+   */
+  async save(dest: string, options?: SaveOptions): Promise<void> {
     this.assertHeld();
     if (this.saved) throw new Error(`${this.name}: save() was already called`);
     this.saved = true;
-    await moveFile(this.path, dest, this.durable);
+    await moveFile(this.path, dest, this.durable, options);
     this.dataMoved = true;
   }
 
-  /** Moves the record (`.meta` JSON) to `dest`. Once only. */
-  async saveRecord(dest: string): Promise<void> {
+  /** Moves the record (`.meta` JSON) to `dest`, as `save` moves the data. Once only. */
+  async saveRecord(dest: string, options?: SaveOptions): Promise<void> {
     this.assertHeld();
     if (this.recordSaved) throw new Error(`${this.name}: saveRecord() was already called`);
     this.recordSaved = true;
-    await moveFile(this.recordPath, dest, this.durable);
+    await moveFile(this.recordPath, dest, this.durable, options);
     this.recordMoved = true;
   }
 

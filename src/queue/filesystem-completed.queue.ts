@@ -1,5 +1,5 @@
-import { mkdirSync, statSync, watch, type FSWatcher } from 'node:fs';
-import { readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
+import { lstatSync, mkdirSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { lstat, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isUploadId } from '../protocol/headers.js';
 import { UploadRecord } from '../protocol/upload-record.js';
@@ -9,8 +9,16 @@ import {
   syncDirectory,
   writeFileAtomic,
 } from '../storage/durable-file.js';
+import { fdCall } from '../storage/fd.js';
 import { tryLockFile, type FileLock } from '../storage/file-lock.js';
-import { LockTargetMissingError } from '../storage/storage.interfaces.js';
+import {
+  isRefusedFile,
+  openRegularFile,
+  quarantineFile,
+  refusedFileError,
+  warnToConsole,
+} from '../storage/safe-file.js';
+import { LockTargetMissingError, UnsafeFileError } from '../storage/storage.interfaces.js';
 import { CompletedUpload } from './completed-upload.js';
 import { WakeSignal } from './wake-signal.js';
 import { CompletedUploadQueue, type WaitForFileOptions } from './completed-upload.queue.js';
@@ -22,11 +30,20 @@ export interface FilesystemCompletedQueueOptions {
   stagingDirectory: string;
   /** fsync the record and the directories of each move. @default true */
   fsync?: boolean;
-  /** Mode of the directory when created. @default 0o755 */
+  /** Mode of the directories when created (the umask applies). @default 0o700 */
   directoryMode?: number;
+  /**
+   * Mode of the records and receipts written (the umask applies); data files keep the mode
+   * they were created with in staging. @default 0o600
+   */
+  fileMode?: number;
   /** Rescan at least this often when the directory watch says nothing. @default 2000 */
   pollIntervalMs?: number;
-  /** Where quarantined records are reported. @default console.warn */
+  /**
+   * Where quarantined records are reported, and files refused as unsafe (a symlink, FIFO,
+   * directory or hard link planted under the name of a data file, record or receipt, moved
+   * aside), one line each. @default console.warn
+   */
   log?: (message: string) => void;
 }
 
@@ -44,11 +61,17 @@ const ignoreMissing = (e: NodeJS.ErrnoException) => {
  * non-blocking `flock` on the data file, held until release: a consumer that dies loses its
  * lock with its process, and the upload goes back to the queue. Waiters wake on a directory
  * watch, with a slow rescan as fallback, never in a busy loop.
+ *
+ * Data files, records and receipts are opened only as regular files with one link (never
+ * following a symlink, never waiting on a FIFO); anything else planted under their names is
+ * moved aside with one log line, and the upload is not handed out.
  */
 export class FilesystemCompletedQueue extends CompletedUploadQueue {
   readonly directory: string;
   private readonly stagingDirectory: string;
   private readonly fsync: boolean;
+  private readonly directoryMode: number;
+  private readonly fileMode: number;
   private readonly pollIntervalMs: number;
   private readonly log: (message: string) => void;
   private readonly closing = new AbortController();
@@ -66,10 +89,11 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
     this.stagingDirectory = options.stagingDirectory;
     this.fsync = options.fsync ?? true;
     this.pollIntervalMs = options.pollIntervalMs ?? 2000;
-    this.log = options.log ?? ((m) => console.warn(`[nestjs-tussi] ${m}`));
-    const mode = options.directoryMode ?? 0o755;
-    mkdirSync(this.directory, { recursive: true, mode });
-    mkdirSync(this.stagingDirectory, { recursive: true, mode });
+    this.log = options.log ?? warnToConsole;
+    this.directoryMode = options.directoryMode ?? 0o700;
+    this.fileMode = options.fileMode ?? 0o600;
+    mkdirSync(this.directory, { recursive: true, mode: this.directoryMode });
+    mkdirSync(this.stagingDirectory, { recursive: true, mode: this.directoryMode });
     if (statSync(this.directory).dev !== statSync(this.stagingDirectory).dev) {
       throw new Error(
         `completedDir (${this.directory}) and uploadDir (${this.stagingDirectory}) must be on the same ` +
@@ -94,13 +118,37 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
    * Record first, then the data: a consumer only looks at data files, so it never finds one
    * without its whole record. A crash in between leaves the staging record, which recovery uses
    * to finish the move.
+   *
+   * The data file moved is the regular file checked (opened first, its inode compared after
+   * the rename); anything else planted in staging is moved aside, the record taken back, and
+   * `UnsafeFileError` thrown. Its timestamps are set through that descriptor, never by name.
    */
   async enqueue(id: string, record: UploadRecord): Promise<void> {
-    await writeFileAtomic(this.recordPath(id), JSON.stringify(record), this.fsync);
-    await rename(join(this.stagingDirectory, id), this.dataPath(id));
-    // Age in the queue counts from now (expiry, oldest-first order), not from the last write.
-    const now = new Date();
-    await utimes(this.dataPath(id), now, now);
+    await this.writeRecordFile(this.recordPath(id), JSON.stringify(record), this.fsync);
+    const staged = join(this.stagingDirectory, id);
+    let fd: number;
+    try {
+      fd = await openRegularFile(staged, false);
+    } catch (e) {
+      await unlink(this.recordPath(id)).catch(() => {});
+      throw await refusedFileError(e, staged, this.log);
+    }
+    try {
+      const checked = await fdCall.fstat(fd);
+      await this.renameInto(staged, this.dataPath(id));
+      const arrived = await lstat(this.dataPath(id));
+      if (arrived.ino !== checked.ino || arrived.dev !== checked.dev) {
+        // Swapped in staging between the check and the rename: never handed to a consumer.
+        await quarantineFile(this.dataPath(id), 'replaced after its check', this.log);
+        await unlink(this.recordPath(id)).catch(() => {});
+        throw new UnsafeFileError(staged);
+      }
+      // Age in the queue counts from now (expiry, oldest-first order), not from the last write.
+      const now = new Date();
+      await fdCall.futimes(fd, now, now);
+    } finally {
+      await fdCall.close(fd);
+    }
     if (this.fsync) {
       await syncDirectory(this.directory);
       await syncDirectory(this.stagingDirectory);
@@ -114,17 +162,40 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
       try {
         return UploadRecord.fromJSON(JSON.parse(await readSmallFile(path)));
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && !(e instanceof SyntaxError)) throw e;
+        if (isRefusedFile(e)) await quarantineFile(path, e, this.log);
+        else if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && !(e instanceof SyntaxError)) {
+          throw e;
+        }
       }
     }
     return null;
+  }
+
+  /** A record or receipt, replacing (never following) what is under its name. */
+  private writeRecordFile(path: string, data: string, durable: boolean): Promise<void> {
+    return writeFileAtomic(path, data, durable, { mode: this.fileMode, log: this.log });
+  }
+
+  /**
+   * rename(2) replaces a symlink, FIFO or file at `to` and never follows it; only a directory
+   * planted there makes it fail: that one is moved aside (one log line) and the rename retried.
+   */
+  private async renameInto(from: string, to: string): Promise<void> {
+    try {
+      await rename(from, to);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? '';
+      if (!['EISDIR', 'ENOTEMPTY', 'EEXIST'].includes(code)) throw e;
+      await quarantineFile(to, e, this.log);
+      await rename(from, to);
+    }
   }
 
   async remove(id: string): Promise<'removed' | 'held' | 'missing'> {
     if (!isUploadId(id)) return 'missing';
     let lock: FileLock | null = null;
     try {
-      lock = await tryLockFile(this.dataPath(id));
+      lock = await tryLockFile(this.dataPath(id), undefined, this.log);
       if (!lock) return 'held';
     } catch (e) {
       if (!(e instanceof LockTargetMissingError)) throw e;
@@ -146,7 +217,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   async expire(ageMs: number): Promise<number> {
     // Data only under its lock, so a consumer's claim is never pulled away.
     return this.sweepExpired(ageMs, async (path) => {
-      const lock = await tryLockFile(path).catch(() => null);
+      const lock = await tryLockFile(path, undefined, this.log).catch(() => null);
       return lock && (() => lock.release());
     });
   }
@@ -166,7 +237,8 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
     let expired = 0;
     for (const name of names) {
       const path = join(this.directory, name);
-      const info = await stat(path).catch(() => null);
+      // lstat: what is under the name, never a file a symlink points to.
+      const info = await lstat(path).catch(() => null);
       if (!info?.isFile() || now - info.mtimeMs < ageMs) continue;
       const isData: boolean = isUploadId(name);
       if (isData) {
@@ -222,7 +294,8 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
     for (const [index, id] of candidates.entries()) {
       let lock: FileLock | null;
       try {
-        lock = await tryLockFile(this.dataPath(id));
+        // A data file that is not a regular file of its own is moved aside here, never claimed.
+        lock = await tryLockFile(this.dataPath(id), undefined, this.log);
       } catch (e) {
         if (e instanceof LockTargetMissingError) continue;
         throw e;
@@ -282,7 +355,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
     const unseen = ids.filter((id) => !this.arrivals.has(id));
     await Promise.all(
       unseen.map(async (id) => {
-        const info = await stat(this.dataPath(id)).catch(() => null);
+        const info = await lstat(this.dataPath(id)).catch(() => null);
         if (info) this.arrivals.set(id, info.mtimeMs);
       }),
     );
@@ -310,9 +383,25 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
     }
   }
 
-  private async quarantine(id: string, reason: unknown): Promise<void> {
+  /**
+   * Moves an upload whose record cannot be used (unparsable, or not a regular file of its own)
+   * to `{directory}/.quarantine/`, with one log line. Renames move the entries themselves,
+   * never what a symlink points to. (The Redis queue uses it too.)
+   */
+  async quarantine(id: string, reason: unknown): Promise<void> {
     const dir = join(this.directory, QUARANTINE_DIR);
-    mkdirSync(dir, { recursive: true });
+    try {
+      mkdirSync(dir, { recursive: true, mode: this.directoryMode });
+    } catch {
+      // Checked below.
+    }
+    if (!lstatSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
+      // Something planted as the quarantine directory (a symlink) would take the files
+      // elsewhere: each is set aside in place instead.
+      await quarantineFile(this.recordPath(id), reason, this.log);
+      await quarantineFile(this.dataPath(id), reason, this.log);
+      return;
+    }
     await rename(this.recordPath(id), join(dir, `${id}.meta`)).catch(ignoreMissing);
     await rename(this.dataPath(id), join(dir, id)).catch(ignoreMissing);
     this.log(`quarantined completed upload ${id} (unreadable record: ${String(reason)}) in ${dir}`);
@@ -321,9 +410,10 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   /**
    * The small record HEAD answers from once the consumer moved the files away; written when the
    * claim is made, so there is no moment (save, then release) when a client would get 404.
+   * (The Redis queue uses it too.)
    */
-  private async writeReceipt(id: string, record: UploadRecord): Promise<void> {
-    await writeFileAtomic(this.receiptPath(id), JSON.stringify(record.toReceipt()), false);
+  async writeReceipt(id: string, record: UploadRecord): Promise<void> {
+    await this.writeRecordFile(this.receiptPath(id), JSON.stringify(record.toReceipt()), false);
   }
 
   /** Deletes what the consumer left, then lets go of the lock. */

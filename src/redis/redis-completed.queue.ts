@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
-import { readFile, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { isUploadId } from '../protocol/headers.js';
@@ -10,11 +9,12 @@ import { CompletedUpload } from '../queue/completed-upload.js';
 import { CompletedUploadQueue, type WaitForFileOptions } from '../queue/completed-upload.queue.js';
 import {
   FilesystemCompletedQueue,
-  QUARANTINE_DIR,
   RECEIPT_SUFFIX,
   type FilesystemCompletedQueueOptions,
 } from '../queue/filesystem-completed.queue.js';
-import { writeFileAtomic } from '../storage/durable-file.js';
+import { readSmallFile } from '../storage/durable-file.js';
+import { fdCall } from '../storage/fd.js';
+import { isRefusedFile, openRegularFile, quarantineFile } from '../storage/safe-file.js';
 import { LuaScript, isRedisUnavailable, type RedisConnection } from './redis-connection.js';
 import { EPOCH_LUA, graceArgs, type GraceDurations, type RedisKeys } from './redis-keys.js';
 import { WakeSignal } from '../queue/wake-signal.js';
@@ -214,6 +214,7 @@ class Claim {
 export class RedisCompletedQueue extends CompletedUploadQueue {
   readonly directory: string;
   private readonly files: FilesystemCompletedQueue;
+  private readonly log: (message: string) => void;
   private readonly claimTimeoutMs: number;
   private readonly pollIntervalMs: number;
   private readonly rebuildIntervalMs: number;
@@ -232,7 +233,9 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
     private readonly options: RedisCompletedQueueOptions,
   ) {
     super();
-    this.files = new FilesystemCompletedQueue(options);
+    // The files' notices (quarantines, refused files) go where this queue's problems go.
+    this.log = options.log ?? ((m) => options.logger.warn(m));
+    this.files = new FilesystemCompletedQueue({ ...options, log: this.log });
     this.directory = this.files.directory;
     this.claimTimeoutMs = options.claimTimeoutMs ?? 30_000;
     this.pollIntervalMs = options.pollIntervalMs ?? 2000;
@@ -420,21 +423,32 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
     return null;
   }
 
-  /** The claimed upload, or null (and the entry dropped) when its files are gone or unreadable. */
+  /**
+   * The claimed upload, or null (and the entry dropped) when its files are gone or unreadable.
+   * Its data must be a regular file of its own (the consumer is handed its path): anything else
+   * planted under the name is moved aside, never handed out.
+   */
   private async open(claim: Claim): Promise<RedisCompletedUpload | null> {
     const { id } = claim;
     const dataPath = this.files.dataPath(id);
     const recordPath = this.files.recordPath(id);
-    if (!(await stat(dataPath).catch(() => null))) return null;
-    let record: UploadRecord;
     try {
-      record = UploadRecord.fromJSON(JSON.parse(await readFile(recordPath, 'utf8')));
+      await fdCall.close(await openRegularFile(dataPath, false));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      await this.quarantine(id, e);
+      if (!isRefusedFile(e)) throw e;
+      await quarantineFile(dataPath, e, this.log);
       return null;
     }
-    await this.writeReceipt(id, record);
+    let record: UploadRecord;
+    try {
+      record = UploadRecord.fromJSON(JSON.parse(await readSmallFile(recordPath)));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      await this.files.quarantine(id, e);
+      return null;
+    }
+    await this.files.writeReceipt(id, record);
     return new RedisCompletedUpload(
       id,
       dataPath,
@@ -494,25 +508,6 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
       this.claimTimeoutMs,
     ]);
     return answer as 'taken' | 'held' | 'grace';
-  }
-
-  private async quarantine(id: string, reason: unknown): Promise<void> {
-    const dir = join(this.directory, QUARANTINE_DIR);
-    mkdirSync(dir, { recursive: true });
-    await rename(this.files.recordPath(id), join(dir, `${id}.meta`)).catch(ignoreMissing);
-    await rename(this.files.dataPath(id), join(dir, id)).catch(ignoreMissing);
-    this.options.logger.warn(
-      `quarantined completed upload ${id} (unreadable record: ${String(reason)}) in ${dir}`,
-    );
-  }
-
-  /** The small record HEAD answers from once the consumer moved the files (as the filesystem queue). */
-  private async writeReceipt(id: string, record: UploadRecord): Promise<void> {
-    await writeFileAtomic(
-      join(this.directory, `${id}${RECEIPT_SUFFIX}`),
-      JSON.stringify(record.toReceipt()),
-      false,
-    );
   }
 
   private subscribe(): void {

@@ -45,7 +45,10 @@ export interface RedisCoordinationTarget {
   uploadDir: string;
   completedDir: string;
   fsync?: boolean;
+  /** Mode of the directories created (the umask applies). @default 0o700 */
   directoryMode?: number;
+  /** Mode of the records and receipts created (the umask applies). @default 0o600 */
+  fileMode?: number;
   /** Consumers retry a claim at least this often. @default 2000 */
   queuePollIntervalMs?: number;
   /** The janitor's interval: scheduled runs happen about once per interval in the deployment. */
@@ -104,7 +107,10 @@ export class RedisCoordination {
           : (target.dataPath ?? ((id: string) => join(target.uploadDir, id))),
     });
     this.recordStore = new RedisRecordStore(
-      new FilesystemRecordStore(target.uploadDir, target.fsync ?? true),
+      new FilesystemRecordStore(target.uploadDir, target.fsync ?? true, {
+        fileMode: target.fileMode,
+        log: (m) => logger.warn(m),
+      }),
       this.connection,
       this.keys,
       this.locker,
@@ -115,6 +121,7 @@ export class RedisCoordination {
       stagingDirectory: target.uploadDir,
       fsync: target.fsync,
       directoryMode: target.directoryMode,
+      fileMode: target.fileMode,
       pollIntervalMs: target.queuePollIntervalMs,
       log: (m) => logger.warn(m),
       claimTimeoutMs: grace.queueMs,

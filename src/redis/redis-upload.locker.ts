@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { stat } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TusErrors } from '../protocol/tus-error.js';
@@ -226,7 +226,9 @@ export class RedisUploadLocker implements UploadLocker {
     lock.start();
     if (this.options.pathOf) {
       try {
-        await stat(this.options.pathOf(id));
+        // lstat: whether something is there, never what a symlink points to (the storage
+        // refuses anything but a regular file when it opens it).
+        await lstat(this.options.pathOf(id));
       } catch (e) {
         await lock.release().catch(() => {});
         if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new LockTargetMissingError(id);

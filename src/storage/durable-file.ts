@@ -1,8 +1,22 @@
 import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { fdCall } from './fd.js';
 import { nativeAddon } from './native.js';
+import { CREATE_EXCLUSIVE, OPEN_EXISTING, checkRegularFile, quarantineFile } from './safe-file.js';
+
+/** How {@link writeFileAtomic} creates its file, and what it does with a target it cannot replace. */
+export interface AtomicWriteOptions {
+  /** Mode the file is created with (the process umask applies). @default 0o600 */
+  mode?: number;
+  /**
+   * Where a target that a rename cannot replace (a directory planted under its name) is
+   * reported: with it, that entry is moved aside (see `quarantineFile`) and the write done
+   * again; without it, the rename's error (EISDIR, ENOTEMPTY, EEXIST) is thrown.
+   */
+  log?: (message: string) => void;
+}
 
 /**
  * The pure-Node versions of the functions below, used where the native addon is not built. The
@@ -10,14 +24,16 @@ import { nativeAddon } from './native.js';
  */
 export const portable = {
   readSmallFile: readSmallFilePortable,
-  writeFileAtomic: (path: string, data: string, durable: boolean) =>
-    writeFileAtomicPortable(tempPathFor(path), path, data, durable),
+  writeFileAtomic: (path: string, data: string, durable: boolean, options?: AtomicWriteOptions) =>
+    writeAtomicWith(writeFileAtomicPortable, path, data, durable, options),
   syncDirectory: syncDirectoryPortable,
 };
 
 /**
- * Reads a small file (a record) as UTF-8: open, read, close, and no `fstat` for the size as
- * `readFile` does, which counts when it happens on every request.
+ * Reads a small file (a record) as UTF-8: open, read, close, with no `fstat` for the size as
+ * `readFile` does, which counts when it happens on every request. Only a regular file with one
+ * link is read: a symlink (ELOOP), FIFO (EFTYPE, and no wait for a writer), directory (EISDIR)
+ * or hard link (EMLINK) planted under the name is refused (see `safe-file.ts`).
  */
 export function readSmallFile(path: string): Promise<string> {
   return nativeAddon ? nativeAddon.readSmallFile(path) : readSmallFilePortable(path);
@@ -29,15 +45,67 @@ export function syncDirectory(path: string): Promise<void> {
 }
 
 /**
- * Replaces `path` with `data` atomically: a temp file in the same directory, fsync'ed, renamed
+ * Replaces `path` with `data` atomically: a temp file in the same directory (created with
+ * O_EXCL and O_NOFOLLOW, mode 0600 unless `options.mode` says otherwise), fsync'ed, renamed
  * over the target, then the directory fsync'ed. A reader sees the old or the new content, never
- * a mix, and after a crash the new content is there only if it is whole.
+ * a mix, and after a crash the new content is there only if it is whole. The rename replaces a
+ * symlink or FIFO planted at `path`; it never follows or opens it.
  */
-export function writeFileAtomic(path: string, data: string, durable: boolean): Promise<void> {
-  const temp = tempPathFor(path);
-  return nativeAddon
-    ? nativeAddon.writeFileAtomic(temp, path, dirname(path), data, durable)
-    : writeFileAtomicPortable(temp, path, data, durable);
+export function writeFileAtomic(
+  path: string,
+  data: string,
+  durable: boolean,
+  options?: AtomicWriteOptions,
+): Promise<void> {
+  return writeAtomicWith(
+    nativeAddon ? writeFileAtomicNative : writeFileAtomicPortable,
+    path,
+    data,
+    durable,
+    options,
+  );
+}
+
+type AtomicWrite = (
+  temp: string,
+  path: string,
+  data: string,
+  durable: boolean,
+  mode: number,
+) => Promise<void>;
+
+const writeFileAtomicNative: AtomicWrite = (temp, path, data, durable, mode) =>
+  nativeAddon!.writeFileAtomic(temp, path, dirname(path), data, durable, mode);
+
+/** Renames that fail because the target is a directory (empty or not). */
+const CANNOT_REPLACE = new Set(['EISDIR', 'ENOTEMPTY', 'EEXIST']);
+
+async function writeAtomicWith(
+  write: AtomicWrite,
+  path: string,
+  data: string,
+  durable: boolean,
+  { mode = 0o600, log }: AtomicWriteOptions = {},
+): Promise<void> {
+  let temp = tempPathFor(path);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await write(temp, path, data, durable, mode);
+    } catch (e) {
+      const { code = '', syscall } = e as NodeJS.ErrnoException;
+      if (attempt >= 2) throw e;
+      if (syscall === 'open' && code === 'EEXIST') {
+        // Something sits under the temp name: the counter is easy to guess from the names
+        // seen in the directory. The exclusive create refused it; a name nobody can guess now.
+        temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+      } else if (syscall === 'rename' && CANNOT_REPLACE.has(code) && log) {
+        await quarantineFile(path, e, log);
+        temp = tempPathFor(path);
+      } else {
+        throw e;
+      }
+    }
+  }
 }
 
 /**
@@ -55,10 +123,14 @@ function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.${suffix}.tmp`);
 }
 
-/** Through one plain descriptor (a FileHandle costs more than the tiny read it wraps). */
+/**
+ * Through one plain descriptor (a FileHandle costs more than the tiny read it wraps). The fstat
+ * the addon makes in the same job is one more here: a FIFO or symlink must never be read.
+ */
 async function readSmallFilePortable(path: string): Promise<string> {
-  const fd = await fdCall.open(path, 'r');
+  const fd = await fdCall.open(path, constants.O_RDONLY | OPEN_EXISTING);
   try {
+    checkRegularFile(await fdCall.fstat(fd), path);
     let buffer = Buffer.allocUnsafe(16 * 1024);
     let size = 0;
     for (;;) {
@@ -85,7 +157,8 @@ async function readSmallFilePortable(path: string): Promise<string> {
 export const TEMP_FILE = /^\..+\.[0-9a-f]{12}\.tmp$/;
 
 async function syncDirectoryPortable(path: string): Promise<void> {
-  const handle = await open(path, 'r');
+  // O_DIRECTORY: anything else under the name is refused (ENOTDIR), a FIFO never waited on.
+  const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY);
   try {
     await handle.sync();
   } finally {
@@ -98,8 +171,9 @@ async function writeFileAtomicPortable(
   path: string,
   data: string,
   durable: boolean,
+  mode: number,
 ): Promise<void> {
-  const fd = await fdCall.open(temp, 'wx', 0o644);
+  const fd = await fdCall.open(temp, CREATE_EXCLUSIVE, mode);
   try {
     const bytes = Buffer.from(data);
     for (let done = 0; done < bytes.length;) {

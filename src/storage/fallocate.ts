@@ -1,6 +1,8 @@
-import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { open, unlink } from 'node:fs/promises';
 import { syncDirectory } from './durable-file.js';
+import { fdCall } from './fd.js';
 import { nativeAddon as addon } from './native.js';
+import { CREATE_EXCLUSIVE } from './safe-file.js';
 
 let warned = false;
 
@@ -8,20 +10,20 @@ let warned = false;
 export const preallocation = addon ? 'fallocate' : 'ftruncate (native addon not built)';
 
 /**
- * Reserves `length` bytes of disk for `handle` so a full disk is refused at creation, not in the
- * middle of an upload. Falls back to a sparse `ftruncate` (with one log line) where the addon is
- * missing or the filesystem cannot reserve blocks (EOPNOTSUPP: tmpfs on old kernels, some NFS).
- * ENOSPC and other errors are thrown.
+ * Reserves `length` bytes of disk for the file open as `fd` so a full disk is refused at
+ * creation, not in the middle of an upload. Falls back to a sparse `ftruncate` (with one log
+ * line) where the addon is missing or the filesystem cannot reserve blocks (EOPNOTSUPP: tmpfs on
+ * old kernels, some NFS). ENOSPC and other errors are thrown.
  */
 export async function preallocate(
-  handle: FileHandle,
+  fd: number,
   length: number,
   log: (message: string) => void,
 ): Promise<void> {
   if (length === 0) return;
   if (addon) {
     try {
-      await addon.fallocate(handle.fd, 0, length);
+      await addon.fallocate(fd, 0, length);
       return;
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
@@ -32,20 +34,22 @@ export async function preallocate(
     log('native fallocate addon is not built; pre-allocating with ftruncate');
   }
   warned = true;
-  await handle.truncate(length);
+  await fdCall.ftruncate(fd, length);
 }
 
 /**
- * Creates the file `path` in `dir` exclusively and reserves `length` bytes for it (none when
- * `null`), fsync'ing the file and the directory when `durable`. A refused creation (ENOSPC,
- * EFBIG, ...) leaves nothing behind. With the addon, one threadpool job.
+ * Creates the file `path` in `dir` exclusively (O_EXCL and O_NOFOLLOW: whatever is already under
+ * the name, a planted symlink included, is refused with EEXIST) with `mode` (the umask applies;
+ * 0600 by default) and reserves `length` bytes for it (none when `null`), fsync'ing the file and
+ * the directory when `durable`. A refused creation (ENOSPC, EFBIG, ...) leaves nothing behind.
+ * With the addon, one threadpool job.
  */
 export async function createReserved(
   ...args: Parameters<typeof createReservedPortable>
 ): Promise<void> {
   if (!addon) return createReservedPortable(...args);
-  const [path, dir, length, durable, log] = args;
-  const how = await addon.createFile(path, dir, length ?? 0, durable);
+  const [path, dir, length, durable, log, mode = 0o600] = args;
+  const how = await addon.createFile(path, dir, length ?? 0, durable, mode);
   if (how === 'ftruncate' && !warned) {
     log('fallocate is not supported on this filesystem; pre-allocating with ftruncate');
     warned = true;
@@ -59,10 +63,11 @@ export async function createReservedPortable(
   length: number | null,
   durable: boolean,
   log: (message: string) => void,
+  mode = 0o600,
 ): Promise<void> {
-  const handle = await open(path, 'wx', 0o644);
+  const handle = await open(path, CREATE_EXCLUSIVE, mode);
   try {
-    if (length !== null) await preallocate(handle, length, log);
+    if (length !== null) await preallocate(handle.fd, length, log);
     if (durable) await handle.sync();
     await handle.close();
     if (durable) await syncDirectory(dir);

@@ -1,4 +1,17 @@
-import { close, fdatasync, fstat, fsync, open, read, stat, write, writev } from 'node:fs';
+import {
+  close,
+  fchmod,
+  fdatasync,
+  fstat,
+  fsync,
+  ftruncate,
+  futimes,
+  open,
+  read,
+  stat,
+  write,
+  writev,
+} from 'node:fs';
 import { promisify } from 'node:util';
 
 /**
@@ -15,5 +28,8 @@ export const fdCall = {
   fsync: promisify(fsync),
   fdatasync: promisify(fdatasync),
   fstat: promisify(fstat),
+  ftruncate: promisify(ftruncate),
+  futimes: promisify(futimes),
+  fchmod: promisify(fchmod),
   stat: promisify(stat),
 };

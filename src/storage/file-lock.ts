@@ -1,7 +1,14 @@
 import fsExt from 'fs-ext';
+import { lstat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fdCall } from './fd.js';
 import { nativeAddon } from './native.js';
+import {
+  isRefusedFile,
+  openRegularFilePortable,
+  quarantineFile,
+  warnToConsole,
+} from './safe-file.js';
 import { LockTargetMissingError, LockTimeoutError } from './storage.interfaces.js';
 
 /** An exclusive `flock` on a file, held through an open read-write descriptor. */
@@ -14,7 +21,8 @@ export interface FileLock {
 /**
  * One non-blocking attempt at the lock: the descriptor holding it, `'busy'` when another holder
  * has it, `'moved'` when `path` no longer names the inode locked. A missing file rejects with
- * ENOENT.
+ * ENOENT; anything but a regular file with one link (a symlink, FIFO, directory, hard link)
+ * with ELOOP, EFTYPE, EISDIR or EMLINK, before it is locked (see `safe-file.ts`).
  */
 export type LockAttempt = (path: string) => Promise<number | 'busy' | 'moved'>;
 
@@ -22,7 +30,7 @@ const isBusy = (e: unknown) =>
   ['EWOULDBLOCK', 'EAGAIN'].includes((e as NodeJS.ErrnoException).code ?? '');
 const isMissing = (e: unknown) => (e as NodeJS.ErrnoException).code === 'ENOENT';
 
-/** open, flock, fstat and stat as one threadpool job of the native addon. */
+/** open, fstat, flock and lstat as one threadpool job of the native addon. */
 const nativeAttempt: LockAttempt | null = nativeAddon
   ? async (path) => {
       const fd = await nativeAddon!.lockFile(path);
@@ -30,9 +38,9 @@ const nativeAttempt: LockAttempt | null = nativeAddon
     }
   : null;
 
-/** The same with fs calls (three threadpool jobs); `flock` itself is synchronous. */
+/** The same with fs calls (four threadpool jobs); `flock` itself is synchronous. */
 export const portableLockAttempt: LockAttempt = async (path) => {
-  const fd = await fdCall.open(path, 'r+');
+  const fd = await openRegularFilePortable(path, true);
   try {
     fsExt.flockSync(fd, 'exnb');
   } catch (e) {
@@ -41,7 +49,8 @@ export const portableLockAttempt: LockAttempt = async (path) => {
     throw e;
   }
   try {
-    const [held, named] = await Promise.all([fdCall.fstat(fd), fdCall.stat(path)]);
+    // lstat: whatever now sits under the name is compared, never followed.
+    const [held, named] = await Promise.all([fdCall.fstat(fd), lstat(path)]);
     if (held.ino === named.ino && held.dev === named.dev) return fd;
   } catch (e) {
     if (!isMissing(e)) {
@@ -60,16 +69,23 @@ export const portableLockAttempt: LockAttempt = async (path) => {
  *
  * The lock is only returned if `path` still names the locked inode: a file renamed or unlinked
  * by the previous holder (finalize, delete) is reported as missing, never locked by mistake.
+ * Neither is anything but a regular file with one link: a symlink, FIFO, directory or hard link
+ * planted under the name is moved aside (one line to `log`) and reported as missing too.
  */
 export async function tryLockFile(
   path: string,
   attempt: LockAttempt = nativeAttempt ?? portableLockAttempt,
+  log: (message: string) => void = warnToConsole,
 ): Promise<FileLock | null> {
   let result: Awaited<ReturnType<LockAttempt>>;
   try {
     result = await attempt(path);
   } catch (e) {
     if (isMissing(e)) throw new LockTargetMissingError(path);
+    if (isRefusedFile(e)) {
+      await quarantineFile(path, e, log);
+      throw new LockTargetMissingError(path);
+    }
     throw e;
   }
   if (result === 'busy') return null;
@@ -95,11 +111,12 @@ export async function lockFile(
   waitMs: number,
   signal?: AbortSignal,
   attempt?: LockAttempt,
+  log?: (message: string) => void,
 ): Promise<FileLock> {
   const deadline = Date.now() + waitMs;
   for (let delay = 2; ; delay = Math.min(delay * 2, 100)) {
     signal?.throwIfAborted();
-    const lock = await tryLockFile(path, attempt);
+    const lock = await tryLockFile(path, attempt, log);
     if (lock) return lock;
     const left = deadline - Date.now();
     if (left <= 0) throw new LockTimeoutError(`lock on ${path} not free within ${waitMs} ms`);

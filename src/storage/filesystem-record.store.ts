@@ -1,16 +1,38 @@
-import { readdir, stat, unlink } from 'node:fs/promises';
+import { lstat, readdir, unlink } from 'node:fs/promises';
 import { isUploadId } from '../protocol/headers.js';
 import { join } from 'node:path';
 import { UploadRecord } from '../protocol/upload-record.js';
 import { TEMP_FILE, readSmallFile, writeFileAtomic } from './durable-file.js';
+import { isRefusedFile, quarantineFile, warnToConsole } from './safe-file.js';
 import type { UploadRecordStore } from './storage.interfaces.js';
 
-/** Records as `{directory}/{id}.meta` JSON files, replaced atomically on every update. */
+export interface FilesystemRecordStoreOptions {
+  /** Mode of the record files created (the umask applies). @default 0o600 */
+  fileMode?: number;
+  /**
+   * Where each record refused as unsafe (a symlink, FIFO, directory or hard link planted under
+   * its name, moved aside) is reported, one line each. @default console.warn
+   */
+  log?: (message: string) => void;
+}
+
+/**
+ * Records as `{directory}/{id}.meta` JSON files, replaced atomically on every update. A record
+ * is only read from a regular file with one link: anything else under its name is moved aside
+ * (one log line) and the upload has no record.
+ */
 export class FilesystemRecordStore implements UploadRecordStore {
+  private readonly fileMode: number;
+  private readonly log: (message: string) => void;
+
   constructor(
     readonly directory: string,
     private readonly fsync = true,
-  ) {}
+    options: FilesystemRecordStoreOptions = {},
+  ) {
+    this.fileMode = options.fileMode ?? 0o600;
+    this.log = options.log ?? warnToConsole;
+  }
 
   pathOf(id: string): string {
     return join(this.directory, `${id}.meta`);
@@ -18,17 +40,23 @@ export class FilesystemRecordStore implements UploadRecordStore {
 
   async get(id: string): Promise<UploadRecord | null> {
     let text: string;
+    const path = this.pathOf(id);
     try {
-      text = await readSmallFile(this.pathOf(id));
+      text = await readSmallFile(path);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw e;
+      if (!isRefusedFile(e)) throw e;
+      await quarantineFile(path, e, this.log);
+      return null;
     }
     return UploadRecord.fromJSON(JSON.parse(text));
   }
 
   async put(id: string, record: UploadRecord): Promise<void> {
-    await writeFileAtomic(this.pathOf(id), JSON.stringify(record), this.fsync);
+    await writeFileAtomic(this.pathOf(id), JSON.stringify(record), this.fsync, {
+      mode: this.fileMode,
+      log: this.log,
+    });
   }
 
   async remove(id: string): Promise<void> {
@@ -50,7 +78,7 @@ export class FilesystemRecordStore implements UploadRecordStore {
     for (const name of await readdir(this.directory)) {
       if (!TEMP_FILE.test(name)) continue;
       const path = join(this.directory, name);
-      const info = await stat(path).catch(() => null);
+      const info = await lstat(path).catch(() => null);
       // A young temp file may be a record being written right now: never touch it.
       if (!info || now - info.mtimeMs < ageMs) continue;
       await unlink(path).catch(() => {});

@@ -1,11 +1,12 @@
-import { createReadStream, mkdirSync } from 'node:fs';
-import { open, readdir, stat, unlink } from 'node:fs/promises';
+import { close, createReadStream, mkdirSync, read } from 'node:fs';
+import { lstat, readdir, unlink } from 'node:fs/promises';
 import { isUploadId } from '../protocol/headers.js';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { PartialBatchError, pumpBody } from './body-pump.js';
 import { createReserved, preallocate } from './fallocate.js';
 import { fdCall } from './fd.js';
+import { openRegularFile, refusedFileError, warnToConsole } from './safe-file.js';
 import type { BodyWriteOptions, BodyWriteResult, UploadStorage } from './storage.interfaces.js';
 
 export interface FilesystemStorageOptions {
@@ -13,26 +14,40 @@ export interface FilesystemStorageOptions {
   directory: string;
   /** fsync data before the offset that claims it is stored. @default true */
   fsync?: boolean;
-  /** Mode of directories created. @default 0o755 */
+  /** Mode of directories created (the umask applies). @default 0o700 */
   directoryMode?: number;
-  /** Where one-off notices go (the missing-fallocate fallback). @default console.warn */
+  /**
+   * Mode of the data files created (the umask applies); they keep it in the completed
+   * directory. @default 0o600
+   */
+  fileMode?: number;
+  /**
+   * Where notices go: the missing-fallocate fallback, and each data file refused as unsafe (a
+   * symlink, FIFO, directory or hard link planted in its place, moved aside). @default console.warn
+   */
   log?: (message: string) => void;
 }
 
 /**
  * Upload bytes as files, tussi's layout: `{directory}/{id}`, pre-allocated to the upload length
  * with `fallocate` and written in place at each offset.
+ *
+ * A data file is only ever opened as a regular file with one link (O_NOFOLLOW, O_NONBLOCK, then
+ * fstat): anything else planted under its name is moved aside with one log line, and the
+ * operation fails with `UnsafeFileError` (the request answers 404).
  */
 export class FilesystemStorage implements UploadStorage {
   readonly directory: string;
   readonly fsync: boolean;
+  private readonly fileMode: number;
   private readonly log: (message: string) => void;
 
   constructor(options: FilesystemStorageOptions) {
     this.directory = options.directory;
     this.fsync = options.fsync ?? true;
-    this.log = options.log ?? ((m) => console.warn(`[nestjs-tussi] ${m}`));
-    mkdirSync(this.directory, { recursive: true, mode: options.directoryMode ?? 0o755 });
+    this.fileMode = options.fileMode ?? 0o600;
+    this.log = options.log ?? warnToConsole;
+    mkdirSync(this.directory, { recursive: true, mode: options.directoryMode ?? 0o700 });
   }
 
   /** Path of the data file of `id`. */
@@ -42,7 +57,23 @@ export class FilesystemStorage implements UploadStorage {
 
   async create(id: string, length: number | null): Promise<void> {
     // A refused creation (ENOSPC, EFBIG) leaves nothing behind.
-    await createReserved(this.pathOf(id), this.directory, length, this.fsync, this.log);
+    await createReserved(
+      this.pathOf(id),
+      this.directory,
+      length,
+      this.fsync,
+      this.log,
+      this.fileMode,
+    );
+  }
+
+  /** The data file of `id` opened as a regular file; anything else is moved aside and refused. */
+  private async open(path: string, writable: boolean): Promise<number> {
+    try {
+      return await openRegularFile(path, writable);
+    } catch (e) {
+      throw await refusedFileError(e, path, this.log);
+    }
   }
 
   async write(
@@ -55,7 +86,7 @@ export class FilesystemStorage implements UploadStorage {
     // Under a file lock on this very file, its descriptor is ours to write through (one open
     // and close less per PATCH); it stays open for the lock.
     const locked = options.lockedFile?.path === path ? options.lockedFile.fd : undefined;
-    const fd = locked ?? (await fdCall.open(path, 'r+'));
+    const fd = locked ?? (await this.open(path, true));
     let position = offset;
     try {
       const result = await pumpBody(
@@ -95,16 +126,27 @@ export class FilesystemStorage implements UploadStorage {
       start,
       end: start + length - 1,
       highWaterMark: 1 << 20,
+      // The stream's own open would follow a symlink (concatenation would copy whatever file it
+      // points to into the final upload) and wait on a FIFO: it opens through the same check.
+      fs: {
+        open: (path: string, _flags: unknown, _mode: unknown, done: OpenCallback) =>
+          this.open(path, false).then(
+            (fd) => done(null, fd),
+            (e: Error) => done(e),
+          ),
+        read,
+        close,
+      },
     });
   }
 
   async allocate(id: string, length: number): Promise<void> {
-    const handle = await open(this.pathOf(id), 'r+');
+    const fd = await this.open(this.pathOf(id), true);
     try {
-      await preallocate(handle, length, this.log);
-      if (this.fsync) await handle.sync();
+      await preallocate(fd, length, this.log);
+      if (this.fsync) await fdCall.fsync(fd);
     } finally {
-      await handle.close();
+      await fdCall.close(fd);
     }
   }
 
@@ -113,7 +155,8 @@ export class FilesystemStorage implements UploadStorage {
     const ids = (await readdir(this.directory)).filter((name) => isUploadId(name));
     const found = await Promise.all(
       ids.map(async (id) => {
-        const info = await stat(this.pathOf(id)).catch(() => null);
+        // lstat: the age of what is under the name, never of a file a symlink points to.
+        const info = await lstat(this.pathOf(id)).catch(() => null);
         return info && { id, ageMs: now - info.mtimeMs };
       }),
     );
@@ -121,12 +164,12 @@ export class FilesystemStorage implements UploadStorage {
   }
 
   async truncate(id: string, length: number): Promise<void> {
-    const handle = await open(this.pathOf(id), 'r+');
+    const fd = await this.open(this.pathOf(id), true);
     try {
-      await handle.truncate(length);
-      if (this.fsync) await handle.sync();
+      await fdCall.ftruncate(fd, length);
+      if (this.fsync) await fdCall.fsync(fd);
     } finally {
-      await handle.close();
+      await fdCall.close(fd);
     }
   }
 
@@ -136,6 +179,8 @@ export class FilesystemStorage implements UploadStorage {
     });
   }
 }
+
+type OpenCallback = (error: Error | null, fd?: number) => void;
 
 /** The chunks past the first `skip` bytes (after a short write). */
 function remaining(chunks: Buffer[], skip: number): Buffer[] {

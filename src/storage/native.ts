@@ -3,19 +3,25 @@ import { createRequire } from 'node:module';
 /**
  * The optional native addon (`native/*.cc`, built by `node-gyp` at install). Each function runs
  * on the libuv threadpool as one job and rejects as Node's fs functions do (`code`, `errno`,
- * `syscall`, `path`).
+ * `syscall`, `path`). Existing files are opened with O_NOFOLLOW and O_NONBLOCK and refused
+ * unless they are regular files with one link (ELOOP, EISDIR, EFTYPE, EMLINK), as
+ * `safe-file.ts` does on the pure-Node path; created files are O_EXCL and O_NOFOLLOW.
  */
 export interface NativeAddon {
   fallocate(fd: number, offset: number, length: number): Promise<number>;
-  /** Creates `temp` (O_EXCL), writes `data`, [fsync], renames it over `target`, [fsyncs `dir`]. */
+  /**
+   * Creates `temp` (O_EXCL, `mode`), writes `data`, [fsync], renames it over `target`, [fsyncs
+   * `dir`].
+   */
   writeFileAtomic(
     temp: string,
     target: string,
     dir: string,
     data: string,
     durable: boolean,
+    mode: number,
   ): Promise<void>;
-  /** The whole file as UTF-8: open, read, close in one job. */
+  /** The whole file as UTF-8: open, check, read, close in one job. */
   readSmallFile(path: string): Promise<string>;
   /** Opens, fsyncs and closes a directory in one job. */
   syncDirectory(path: string): Promise<void>;
@@ -25,7 +31,7 @@ export interface NativeAddon {
    */
   lockFile(path: string): Promise<number>;
   /**
-   * Creates `path` (O_EXCL), reserves `length` bytes (fallocate, or ftruncate where the
+   * Creates `path` (O_EXCL, `mode`), reserves `length` bytes (fallocate, or ftruncate where the
    * filesystem cannot), [fsyncs it and `dir`]; removes it on failure.
    */
   createFile(
@@ -33,7 +39,10 @@ export interface NativeAddon {
     dir: string,
     length: number,
     durable: boolean,
+    mode: number,
   ): Promise<'fallocate' | 'ftruncate' | 'none'>;
+  /** Opens an existing regular file of one link (read-only or read-write): its descriptor. */
+  openFile(path: string, writable: boolean): Promise<number>;
 }
 
 function loadAddon(): NativeAddon | null {
@@ -45,8 +54,9 @@ function loadAddon(): NativeAddon | null {
   ]) {
     try {
       const addon = require(candidate) as Partial<NativeAddon>;
-      // An addon built from an older checkout lacks the newer functions: not used at all.
-      if (typeof addon.createFile === 'function') return addon as NativeAddon;
+      // An addon built from an older checkout lacks the newer functions (and takes older
+      // arguments, and follows symlinks): not used at all.
+      if (typeof addon.openFile === 'function') return addon as NativeAddon;
     } catch {
       // try the next location
     }

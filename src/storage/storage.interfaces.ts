@@ -95,6 +95,23 @@ export class LockTargetMissingError extends Error {
   override readonly name = 'LockTargetMissingError';
 }
 
+/**
+ * A file of an upload is not a regular file of its own: a symlink, FIFO, socket, device,
+ * directory or hard link was planted under its name. It was refused (never followed, never
+ * waited on) and moved aside with one log line; the upload answers as missing (404).
+ */
+export class UnsafeFileError extends Error {
+  override readonly name = 'UnsafeFileError';
+
+  constructor(
+    /** The name that held the refused entry. */
+    readonly path: string,
+    options?: ErrorOptions,
+  ) {
+    super(`${path} is not a regular file of its own; refused`, options);
+  }
+}
+
 /** Exclusive per-upload locks; the filesystem locker holds across processes of one host. */
 export interface UploadLocker {
   /** Waits up to `waitMs` for the lock of `id`. */
