@@ -21,3 +21,12 @@ export const principalFromUser: TusPrincipalResolver = (request) => {
   }
   return undefined;
 };
+
+/** The principal of a request as the module's options say: their `ownership` function, or `request.user`. */
+export function principalOf(
+  options: { ownership?: boolean | TusPrincipalResolver },
+  request: IncomingMessage & { user?: unknown },
+): string | undefined {
+  const resolve = typeof options.ownership === 'function' ? options.ownership : principalFromUser;
+  return resolve(request) ?? undefined;
+}

@@ -11,7 +11,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ResolvedTusOptions } from '../tus.options-validation.js';
 import { clientOf } from './connection-limits.js';
 import { TUS_OPTIONS } from './tus.constants.js';
-import { principalFromUser } from './tus-principal.js';
+import { principalOf } from './tus-principal.js';
 import { TUS_RATE_LIMIT_STORAGE, type RateLimitStorage } from './tus-rate-limit.storage.js';
 import { TrustedProxies } from './trusted-proxies.js';
 
@@ -86,9 +86,7 @@ export class TusRateLimitGuard implements CanActivate {
 
   /** Who is counted: the principal, else the client's address. */
   private tracker(req: Request): string {
-    const resolve =
-      typeof this.options.ownership === 'function' ? this.options.ownership : principalFromUser;
-    const principal = resolve(req);
+    const principal = principalOf(this.options, req);
     if (principal) return `principal:${principal}`;
     return `address:${clientOf(this.clientAddress(req))}`;
   }

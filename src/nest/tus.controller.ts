@@ -20,7 +20,7 @@ import { TUS_HOST, TUS_MALFORMED_PATH, TUS_OPTIONS, TUS_SCHEME } from './tus.con
 import { applyCors } from './tus-cors.js';
 import { TusExceptionFilter } from './tus-exception.filter.js';
 import { TusForwardedInterceptor } from './tus-forwarded.interceptor.js';
-import { principalFromUser } from './tus-principal.js';
+import { principalOf } from './tus-principal.js';
 import { sendTusResponse } from './tus-response.js';
 
 type TusExpressRequest = Request & {
@@ -98,9 +98,7 @@ export class TusController {
    * from elsewhere.
    */
   protected principalOf(req: Request): string | undefined {
-    const resolve =
-      typeof this.options.ownership === 'function' ? this.options.ownership : principalFromUser;
-    return resolve(req) ?? undefined;
+    return principalOf(this.options, req);
   }
 
   protected async serve(

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { closeSync, constants, fstatSync, openSync, readSync, unlinkSync } from 'node:fs';
 import {
   chmod,
@@ -25,6 +25,11 @@ import { TimeoutError } from '../queue/completed-upload.queue.js';
 import { FilesystemCompletedQueue } from '../queue/filesystem-completed.queue.js';
 import { moveFile } from '../queue/move-file.js';
 import { mountTmpfs, probeMount, unmountQuietly } from '../../test/support/robust-http.js';
+import {
+  fingerprint,
+  plantOutsideSecrets,
+  type OutsideSecrets,
+} from '../../test/support/planted.js';
 import {
   TEMP_FILE,
   portable,
@@ -55,42 +60,21 @@ import { LockTargetMissingError, UnsafeFileError } from './storage.interfaces.js
  */
 
 let root: string;
-/** Outside every directory the server works in: a secret the server must never read or write. */
-let outside: string;
+/** Outside every directory the server works in: secrets the server must never read or write. */
+let planted: OutsideSecrets;
 let secret: string;
-const SECRET = 'TOP SECRET: root-owned, 0600\n';
-/** A record-shaped secret: followed, it would answer as a real upload. */
 let secretRecord: string;
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'tussi-planted-'));
-  outside = await mkdtemp(join(tmpdir(), 'tussi-outside-'));
-  secret = join(outside, 'secret');
-  secretRecord = join(outside, 'secret.meta');
-  await writeFile(secret, SECRET, { mode: 0o600 });
-  await writeFile(secretRecord, JSON.stringify(new UploadRecord(100, 42)), { mode: 0o600 });
+  planted = await plantOutsideSecrets('tussi-outside-');
+  ({ secret, secretRecord } = planted);
 });
 afterAll(async () => {
   await releaseFifos(root);
   await rm(root, { recursive: true, force: true });
-  await rm(outside, { recursive: true, force: true });
+  await planted.dispose();
 });
-
-/**
- * What a server that never writes a file leaves as it was: content, mode, size, mtime. (Not the
- * ctime or link count: planting a hard link changes those, and so does moving it aside.)
- */
-async function fingerprint(path: string) {
-  const info = await stat(path);
-  return {
-    sha256: createHash('sha256')
-      .update(await readFile(path))
-      .digest('hex'),
-    mode: info.mode,
-    size: info.size,
-    mtimeMs: info.mtimeMs,
-  };
-}
 
 const servers: Server[] = [];
 afterEach(async () => {

@@ -1,11 +1,9 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { closeSync, constants, openSync } from 'node:fs';
 import {
   link,
   lstat,
-  mkdtemp,
   readFile,
   readdir,
   rm,
@@ -14,9 +12,8 @@ import {
   unlink,
   writeFile,
 } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CompletedUploadQueue, TusHandler, UploadRecord } from '../../src/index.js';
+import { CompletedUploadQueue, TusHandler } from '../../src/index.js';
 import {
   OCTETS,
   TUS,
@@ -26,6 +23,12 @@ import {
   type TestApp,
 } from '../support/app.js';
 import type { RawRequestOptions, RawResponse } from '../support/http.js';
+import {
+  SECRET,
+  fingerprint,
+  plantOutsideSecrets,
+  type OutsideSecrets,
+} from '../support/planted.js';
 
 /**
  * A local user with write access to the upload and completed directories plants symlinks,
@@ -38,36 +41,22 @@ import type { RawRequestOptions, RawResponse } from '../support/http.js';
 /** Every request of this suite gives up after this long: a FIFO waited on fails the test. */
 const ANSWER_WITHIN_MS = 5000;
 
+let planted: OutsideSecrets;
 let outside: string;
 let secret: string;
 let secretRecord: string;
-const SECRET = 'TOP SECRET: root-owned, 0600\n';
 
 beforeAll(async () => {
-  outside = await mkdtemp(join(tmpdir(), 'tussi-outside-e2e-'));
-  secret = join(outside, 'secret');
-  // Shaped as a record: followed, it would answer as an upload of 100 bytes at offset 42.
-  secretRecord = join(outside, 'secret.meta');
-  await writeFile(secret, SECRET, { mode: 0o600 });
-  await writeFile(secretRecord, JSON.stringify(new UploadRecord(100, 42)), { mode: 0o600 });
+  planted = await plantOutsideSecrets('tussi-outside-e2e-');
+  ({ outside, secret, secretRecord } = planted);
 });
-afterAll(async () => {
-  await rm(outside, { recursive: true, force: true });
-});
+afterAll(() => planted.dispose());
 
-/** Content, mode, size and mtime of every file outside: what a server that never wrote leaves. */
+/** Every file outside, as a server that never wrote leaves it. */
 async function outsideState(): Promise<Record<string, unknown>> {
   const state: Record<string, unknown> = {};
   for (const name of (await readdir(outside)).sort()) {
-    const info = await stat(join(outside, name));
-    state[name] = {
-      sha256: createHash('sha256')
-        .update(await readFile(join(outside, name)))
-        .digest('hex'),
-      mode: (info.mode & 0o7777).toString(8),
-      size: info.size,
-      mtimeMs: info.mtimeMs,
-    };
+    state[name] = await fingerprint(join(outside, name));
   }
   return state;
 }
