@@ -52,6 +52,16 @@ export * from './storage/storage.interfaces.js';
 export { UploadStorageService } from './storage/upload-storage.service.js';
 export { FilesystemStorage, type FilesystemStorageOptions } from './storage/filesystem.storage.js';
 export { FilesystemRecordStore } from './storage/filesystem-record.store.js';
+export {
+  FileSpaceLedger,
+  InsufficientSpaceError,
+  LargerThanVolumeError,
+  MemorySpaceLedger,
+  SpaceAccounting,
+  type SpaceAccountingOptions,
+  type SpaceLedger,
+  type SpaceUsage,
+} from './storage/space-accounting.js';
 export { FileUploadLocker } from './storage/file-upload.locker.js';
 export { MemoryStorage, MemoryRecordStore, MemoryUploadLocker } from './storage/memory.storage.js';
 export { pumpBody, type BatchSink } from './storage/body-pump.js';
@@ -83,6 +93,7 @@ export {
 } from './redis/redis-coordination.js';
 export { RedisUploadLocker, RedisUploadLock } from './redis/redis-upload.locker.js';
 export { RedisRecordStore } from './redis/redis-record.store.js';
+export { RedisSpaceLedger } from './redis/redis-space.ledger.js';
 export { RedisCompletedQueue, RedisCompletedUpload } from './redis/redis-completed.queue.js';
 export { RedisJanitorLock } from './redis/redis-janitor-lock.js';
 export { RedisConnection, type RedisConnectionOptions } from './redis/redis-connection.js';

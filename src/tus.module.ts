@@ -30,6 +30,7 @@ import {
 import { FileUploadLocker } from './storage/file-upload.locker.js';
 import { FilesystemRecordStore } from './storage/filesystem-record.store.js';
 import { FilesystemStorage } from './storage/filesystem.storage.js';
+import { FileSpaceLedger, SpaceAccounting } from './storage/space-accounting.js';
 import { MemoryUploadLocker } from './storage/memory.storage.js';
 import { UploadStorageService } from './storage/upload-storage.service.js';
 import {
@@ -121,7 +122,16 @@ function nestLogger(): TusLogger {
           (files instanceof FilesystemStorage
             ? new FileUploadLocker((id) => files.pathOf(id), { log: (m) => logger.warn(m) })
             : new MemoryUploadLocker());
-        return new UploadStorageService(files, records, locker);
+        // Promises of open uploads against the volume's free space, where the bytes are files.
+        const space =
+          files instanceof FilesystemStorage
+            ? new SpaceAccounting(
+                coordination?.spaceLedger ?? new FileSpaceLedger(files.directory),
+                files.directory,
+                { marginBytes: options.spaceMargin },
+              )
+            : undefined;
+        return new UploadStorageService(files, records, locker, space);
       },
     },
     {

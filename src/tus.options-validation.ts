@@ -31,6 +31,7 @@ class TusOptionsSchema {
   @IsOptional() @IsInt() @Min(1) maxConnections?: number;
   @IsOptional() @IsInt() @Min(1) maxConnectionsPerClient?: number;
   @IsOptional() @IsBoolean() configureHttpServer?: boolean;
+  @IsOptional() @IsInt() @Min(0) spaceMargin?: number;
   @IsOptional() @IsInt() @Min(10) queuePollIntervalMs?: number;
   @IsOptional() @IsInt() @Min(0) progressIntervalMs?: number;
   @IsOptional() @IsArray() @IsString({ each: true }) trustedProxies?: string[];

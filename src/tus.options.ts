@@ -74,6 +74,14 @@ export interface TusModuleOptions {
    * the server yourself. @default true
    */
   configureHttpServer?: boolean;
+  /**
+   * Free space kept beyond what open uploads were promised (filesystem storage): a creation
+   * whose length does not fit beside every open upload's remaining bytes and this margin is
+   * refused with 507, and nothing is reserved on disk for it up front. The promises are shared
+   * by the processes of the host (a ledger file in `uploadDir`) and, with `coordination`, by
+   * the replicas. @default the smaller of 64 MiB and 5 % of the volume
+   */
+  spaceMargin?: number;
   /** Where upload bytes live. @default FilesystemStorage in `uploadDir` */
   storage?: UploadStorage;
   /** Where upload records live. @default FilesystemRecordStore in `uploadDir` */

@@ -151,8 +151,9 @@ export class Janitor {
     const { store } = this.context;
     try {
       return await store.withLock(id, 0, async () => {
-        if (!stillDue(await store.getRecord(id))) return 0;
-        await store.remove(id);
+        const current = await store.getRecord(id);
+        if (!stillDue(current)) return 0;
+        await store.remove(id, current);
         return 1;
       });
     } catch (e) {
@@ -168,7 +169,7 @@ export class Janitor {
     // A young record may belong to a creation in progress (data is created first, but the
     // listing of data may have been taken just before it).
     if (record && Date.now() / 1000 - record.createdAt < 60) return 0;
-    await store.records.remove(id);
+    await store.remove(id, record);
     return 1;
   }
 }

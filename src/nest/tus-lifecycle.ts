@@ -40,6 +40,8 @@ export class TusLifecycle implements OnApplicationBootstrap, OnApplicationShutdo
 
   async onApplicationBootstrap(): Promise<void> {
     this.configureHttpServer();
+    // Before any request: the first process (or replica) rebuilds the promises from the records.
+    await this.handler.context.store.start();
     const finished = await recoverFinalizes(this.handler.context);
     if (finished > 0) this.logger.log(`finished ${finished} finalize(s) interrupted by a restart`);
     this.scheduleJanitor();
@@ -53,6 +55,7 @@ export class TusLifecycle implements OnApplicationBootstrap, OnApplicationShutdo
       }
     }
     await this.queue.close();
+    await this.handler.context.store.close();
   }
 
   /**

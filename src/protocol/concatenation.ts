@@ -94,8 +94,12 @@ export async function assembleFinal(finalId: string, context: TusContext): Promi
         throw TusErrors.maxSizeExceeded();
       }
       if (final.length === null) {
+        // Promised only now (a partial's length was deferred): 507 if it does not fit.
+        await store.promise(length);
         final.length = length;
-        await store.storage.allocate(finalId, length);
+        // Stored before any byte is copied: a failure from here removes the final with its
+        // promise, and a crash leaves a record the ledger is rebuilt from.
+        await store.records.put(finalId, final);
       }
       let position = 0;
       for (const [index, partId] of final.parts.entries()) {
@@ -103,9 +107,11 @@ export async function assembleFinal(finalId: string, context: TusContext): Promi
         await copyPart(partId, partLength, finalId, position, lock, context);
         position += partLength;
       }
+      const promised = final.remaining;
       final.offset = final.length;
       final.lastWrite = Date.now() / 1000;
       await store.records.put(finalId, final);
+      await store.settle(promised);
       await finalizeUpload(finalId, final, context);
       partsToRemove = final.parts;
       return true;
@@ -186,7 +192,7 @@ async function removePartials(
           await store.records.put(partId, part);
           return;
         }
-        await store.remove(partId);
+        await store.remove(partId, part);
       });
     } catch (e) {
       if (!(e instanceof LockTimeoutError || e instanceof LockTargetMissingError)) throw e;

@@ -176,6 +176,8 @@ async function commitOffset(
     try {
       await store.records.put(id, record);
       record.offset = base;
+      // Written and counted: no longer promised (while the length is deferred, nothing was).
+      if (record.length !== null) await store.settle(claim);
       return claim;
     } catch (e) {
       record.offset = base;

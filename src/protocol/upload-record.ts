@@ -70,6 +70,11 @@ export class UploadRecord {
     return this.concat !== null && this.concat.startsWith('final');
   }
 
+  /** The bytes still to come, promised to this upload (0 while its length is deferred). */
+  get remaining(): number {
+    return this.length === null ? 0 : Math.max(0, this.length - this.offset);
+  }
+
   /** True once every declared byte is durable. */
   get isComplete(): boolean {
     return this.length !== null && this.offset === this.length;

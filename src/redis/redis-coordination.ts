@@ -7,6 +7,7 @@ import { RedisConnection } from './redis-connection.js';
 import { RedisJanitorLock } from './redis-janitor-lock.js';
 import { RedisKeys, type GraceDurations } from './redis-keys.js';
 import { RedisRecordStore } from './redis-record.store.js';
+import { RedisSpaceLedger } from './redis-space.ledger.js';
 import { RedisUploadLocker } from './redis-upload.locker.js';
 
 /** `coordination: { redis: { ... } }`: several replicas on several hosts, one Redis. */
@@ -76,6 +77,8 @@ export class RedisCoordination {
   readonly recordStore: RedisRecordStore;
   readonly completedQueue: RedisCompletedQueue;
   readonly janitorLock: RedisJanitorLock;
+  /** The promises of open uploads, shared by the replicas (space accounting). */
+  readonly spaceLedger: RedisSpaceLedger;
   private closing: Promise<void> | undefined;
 
   constructor(options: RedisCoordinationOptions, target: RedisCoordinationTarget) {
@@ -129,6 +132,7 @@ export class RedisCoordination {
       rebuildIntervalMs: options.queueRebuildIntervalMs,
       logger,
     });
+    this.spaceLedger = new RedisSpaceLedger(this.connection, this.keys);
     this.janitorLock = new RedisJanitorLock(this.connection, this.keys, {
       cooldownMs: (target.janitorIntervalMs ?? 3_600_000) * 0.9,
     });

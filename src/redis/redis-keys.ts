@@ -13,6 +13,8 @@
  * | `{p}queue:wake` | channel | published on enqueue, wakes waiting consumers |
  * | `{p}janitor:lock`, `{p}janitor:done` | string with TTL | the janitor's lock; a recent scheduled run |
  * | `{p}rate:{key}`, `{p}rate:{key}:blocked` | string with TTL | a client's requests in the window; blocked until |
+ * | `{p}space:promised` | string | bytes promised to open uploads (the space ledger) |
+ * | `{p}space:instances` | sorted set | live replicas, by the end of their lease |
  */
 export class RedisKeys {
   constructor(readonly prefix: string) {}
@@ -52,6 +54,12 @@ export class RedisKeys {
   }
   get janitorDone(): string {
     return `${this.prefix}janitor:done`;
+  }
+  get spacePromised(): string {
+    return `${this.prefix}space:promised`;
+  }
+  get spaceInstances(): string {
+    return `${this.prefix}space:instances`;
   }
 
   /** The keys every script that checks the epoch starts with (KEYS[1..3]). */

@@ -114,7 +114,12 @@ export function pumpBody(
             written += Math.min(Math.max(0, error.bytesWritten), bytes);
             error = error.cause;
           }
-          result.error = error instanceof Error ? error : new Error(String(error));
+          // An error of another realm (the native addon's, under a VM) keeps its code.
+          result.error =
+            error instanceof Error ||
+            (typeof error === 'object' && error !== null && 'message' in error)
+              ? (error as Error)
+              : new Error(String(error));
           writing = false;
           finished = true;
           body.pause();

@@ -38,6 +38,23 @@ export async function preallocate(
 }
 
 /**
+ * Reserves blocks for `[offset, offset + length)` of the file open as `fd` (the file grows to
+ * cover it). False where blocks cannot be reserved (no addon, a filesystem without fallocate):
+ * writes then simply allocate as they go. ENOSPC and other errors are thrown.
+ */
+export async function allocateRange(fd: number, offset: number, length: number): Promise<boolean> {
+  if (!addon || length <= 0) return false;
+  try {
+    await addon.fallocate(fd, offset, length);
+    return true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EOPNOTSUPP' || code === 'ENOSYS') return false;
+    throw e;
+  }
+}
+
+/**
  * Creates the file `path` in `dir` exclusively (O_EXCL and O_NOFOLLOW: whatever is already under
  * the name, a planted symlink included, is refused with EEXIST) with `mode` (the umask applies;
  * 0600 by default) and reserves `length` bytes for it (none when `null`), fsync'ing the file and

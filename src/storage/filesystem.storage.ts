@@ -4,7 +4,7 @@ import { isUploadId } from '../protocol/headers.js';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { PartialBatchError, pumpBody } from './body-pump.js';
-import { createReserved, preallocate } from './fallocate.js';
+import { allocateRange, createReserved } from './fallocate.js';
 import { fdCall } from './fd.js';
 import { openRegularFile, refusedFileError, warnToConsole } from './safe-file.js';
 import type { BodyWriteOptions, BodyWriteResult, UploadStorage } from './storage.interfaces.js';
@@ -28,9 +28,22 @@ export interface FilesystemStorageOptions {
   log?: (message: string) => void;
 }
 
+/** Blocks reserved ahead of a body's bytes while it arrives (fewer, larger extents). */
+const WINDOW_BYTES = 64 << 20;
 /**
- * Upload bytes as files, tussi's layout: `{directory}/{id}`, pre-allocated to the upload length
- * with `fallocate` and written in place at each offset.
+ * Reserved beyond the last byte written, and given back when the body ends: when the disk
+ * fills up under a write (another process took the space), this is what the upload's record
+ * is then written into, so the bytes already written are counted.
+ */
+const SLACK_BYTES = 256 << 10;
+
+/**
+ * Upload bytes as files, tussi's layout: `{directory}/{id}`, written in place at each offset.
+ *
+ * Nothing is reserved at creation (a creation costs the server no more than it costs the
+ * client; promised space is accounted for instead, see `SpaceAccounting`): while a body
+ * arrives, blocks are reserved with `fallocate` a bounded window ahead of it, and what the body
+ * did not fill is given back when it ends.
  *
  * A data file is only ever opened as a regular file with one link (O_NOFOLLOW, O_NONBLOCK, then
  * fstat): anything else planted under its name is moved aside with one log line, and the
@@ -55,12 +68,12 @@ export class FilesystemStorage implements UploadStorage {
     return join(this.directory, id);
   }
 
-  async create(id: string, length: number | null): Promise<void> {
-    // A refused creation (ENOSPC, EFBIG) leaves nothing behind.
+  async create(id: string, _length?: number | null): Promise<void> {
+    // Empty: the bytes are reserved as they arrive. A refused creation leaves nothing behind.
     await createReserved(
       this.pathOf(id),
       this.directory,
-      length,
+      null,
       this.fsync,
       this.log,
       this.fileMode,
@@ -88,10 +101,12 @@ export class FilesystemStorage implements UploadStorage {
     const locked = options.lockedFile?.path === path ? options.lockedFile.fd : undefined;
     const fd = locked ?? (await this.open(path, true));
     let position = offset;
+    const window = new AllocationWindow(fd, offset, offset + options.limit);
     try {
       const result = await pumpBody(
         body,
         async (chunks, bytes) => {
+          await window.cover(position, bytes);
           let done = 0;
           try {
             while (done < bytes) {
@@ -100,6 +115,7 @@ export class FilesystemStorage implements UploadStorage {
             }
           } catch (e) {
             // A short write then ENOSPC: the bytes before the failure are on disk and count.
+            position += done;
             throw done > 0 ? new PartialBatchError(e as Error, done) : e;
           }
           position += bytes;
@@ -114,6 +130,9 @@ export class FilesystemStorage implements UploadStorage {
           return { ...result, bytes: 0, error: e as Error };
         }
       }
+      // What the body did not fill goes back to the disk (the slack first of all, which the
+      // record about to be written may need).
+      await window.release(position).catch(() => {});
       return result;
     } finally {
       if (locked === undefined) await fdCall.close(fd);
@@ -138,16 +157,6 @@ export class FilesystemStorage implements UploadStorage {
         close,
       },
     });
-  }
-
-  async allocate(id: string, length: number): Promise<void> {
-    const fd = await this.open(this.pathOf(id), true);
-    try {
-      await preallocate(fd, length, this.log);
-      if (this.fsync) await fdCall.fsync(fd);
-    } finally {
-      await fdCall.close(fd);
-    }
   }
 
   async list(): Promise<{ id: string; ageMs: number }[]> {
@@ -177,6 +186,54 @@ export class FilesystemStorage implements UploadStorage {
     await unlink(this.pathOf(id)).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== 'ENOENT') throw e;
     });
+  }
+}
+
+/**
+ * The blocks reserved ahead of one body's bytes: a window of up to {@link WINDOW_BYTES} (never
+ * past what the body may bring) plus {@link SLACK_BYTES}, extended as the bytes arrive. When
+ * the disk cannot give a whole window, it takes what the next batch needs; when it cannot give
+ * that, the batch fails with ENOSPC and the slack is still there for the record.
+ */
+class AllocationWindow {
+  private end: number;
+  private reserving = true;
+  private reserved = false;
+
+  constructor(
+    private readonly fd: number,
+    private readonly start: number,
+    private readonly limit: number,
+  ) {
+    this.end = start;
+  }
+
+  /** Makes sure `[position, position + bytes)` and the slack after it are reserved. */
+  async cover(position: number, bytes: number): Promise<void> {
+    const needed = position + bytes + SLACK_BYTES;
+    if (!this.reserving || needed <= this.end) return;
+    const wanted = Math.max(needed, Math.min(position + WINDOW_BYTES, this.limit) + SLACK_BYTES);
+    let end = wanted;
+    try {
+      this.reserving = await allocateRange(this.fd, this.end, end - this.end);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOSPC' || wanted === needed) throw e;
+      end = needed;
+      this.reserving = await allocateRange(this.fd, this.end, end - this.end);
+    }
+    if (this.reserving) {
+      this.end = end;
+      this.reserved = true;
+    }
+  }
+
+  /**
+   * Gives back everything past `position`, where the bytes written end: what was reserved and
+   * not filled, and what an earlier write cut by a crash left past the offset it got to (never
+   * counted, and it must not trail the upload's bytes when it completes).
+   */
+  async release(position: number): Promise<void> {
+    if (this.reserved) await fdCall.ftruncate(this.fd, position);
   }
 }
 

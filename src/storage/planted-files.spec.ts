@@ -359,7 +359,6 @@ describe.each(PLANTS)('the filesystem components with %s planted', (_name, plant
             storage.read(id, 0, 5).on('error', reject).on('data', resolve).on('end', resolve),
           ),
       ],
-      ['allocate', () => storage.allocate(id, 1000)],
       ['truncate', () => storage.truncate(id, 0)],
     ];
     for (const [operation, run] of operations) {

@@ -38,7 +38,10 @@ export interface BodyWriteResult {
 
 /** Where the bytes of uploads live. The filesystem is the default; implement this for others. */
 export interface UploadStorage {
-  /** Creates the data of a new upload and reserves `length` bytes when it is known. */
+  /**
+   * Creates the (empty) data of a new upload of `length` bytes (`null`: deferred). Whether the
+   * upload fits is decided before, by the space accounting: a storage need not reserve anything.
+   */
   create(id: string, length: number | null): Promise<void>;
   /** Writes the body at `offset`, streaming, up to `options.limit` bytes. */
   write(
@@ -49,8 +52,11 @@ export interface UploadStorage {
   ): Promise<BodyWriteResult>;
   /** Reads `length` bytes of an upload's data from `start` (concatenation assembles with it). */
   read(id: string, start: number, length: number): Readable;
-  /** Reserves `length` bytes for an upload created with a deferred length, once it is known. */
-  allocate(id: string, length: number): Promise<void>;
+  /**
+   * Told the length of an upload created with a deferred length, once it is known (a storage
+   * that sizes its data ahead may do it here).
+   */
+  allocate?(id: string, length: number): Promise<void>;
   /** Removes the data of an upload; a missing upload is not an error. */
   remove(id: string): Promise<void>;
   /** Shortens an upload's data to `length` bytes (frees space a full disk needs for records). */

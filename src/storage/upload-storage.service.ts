@@ -1,4 +1,5 @@
 import type { UploadRecord } from '../protocol/upload-record.js';
+import type { SpaceAccounting } from './space-accounting.js';
 import type {
   UploadLock,
   UploadLocker,
@@ -15,20 +16,72 @@ export class UploadStorageService {
     readonly storage: UploadStorage,
     readonly records: UploadRecordStore,
     readonly locker: UploadLocker,
+    /**
+     * The promises of open uploads against the volume's free space (the filesystem default);
+     * without it, a storage that runs out answers 507 when a write fails.
+     */
+    readonly space?: SpaceAccounting,
   ) {}
+
+  /**
+   * Promises `bytes` more to an upload (a deferred length declared): throws an ENOSPC error
+   * (507) when they do not fit, EFBIG (413) when they never could.
+   */
+  async promise(bytes: number): Promise<void> {
+    await this.space?.reserve(bytes);
+  }
+
+  /**
+   * Gives back promised bytes: written (the record moved over them), or never coming (the
+   * upload removed). A ledger that cannot be reached keeps them (too many promised until it is
+   * rebuilt is safe; the request that stored the bytes is not failed for it).
+   */
+  async settle(bytes: number): Promise<void> {
+    await this.space?.release(bytes).catch(() => {});
+  }
+
+  /** The bytes all open uploads may still bring, from their records (to rebuild the ledger). */
+  async promisedByRecords(): Promise<number> {
+    let total = 0;
+    for (const id of await this.records.list()) {
+      const record = await this.records.get(id).catch(() => null);
+      if (record) total += record.remaining;
+    }
+    return total;
+  }
+
+  /** Starts the space accounting: the ledger is rebuilt from the records if this is the first. */
+  async start(): Promise<void> {
+    await this.space?.ledger.join(() => this.promisedByRecords());
+  }
+
+  /** Stops the space accounting (after the last request). */
+  async close(): Promise<void> {
+    await this.space?.ledger.close();
+  }
 
   /** The record of an upload, or `null`. */
   getRecord(id: string): Promise<UploadRecord | null> {
     return this.records.get(id);
   }
 
-  /** Creates an upload: reserves its bytes, then stores its record. On failure nothing is left. */
+  /**
+   * Creates an upload: promises its bytes (ENOSPC when they do not fit beside the other
+   * promises), creates its data, then stores its record. On failure nothing is left.
+   */
   async create(id: string, record: UploadRecord): Promise<void> {
-    await this.storage.create(id, record.length);
+    const promised = record.remaining;
+    await this.promise(promised);
     try {
-      await this.records.put(id, record);
+      await this.storage.create(id, record.length);
+      try {
+        await this.records.put(id, record);
+      } catch (e) {
+        await this.storage.remove(id).catch(() => {});
+        throw e;
+      }
     } catch (e) {
-      await this.storage.remove(id).catch(() => {});
+      await this.settle(promised);
       throw e;
     }
   }
@@ -47,9 +100,11 @@ export class UploadStorageService {
     }
   }
 
-  /** Removes an upload's record, then its bytes. */
-  async remove(id: string): Promise<void> {
+  /** Removes an upload's record, then its bytes, then what was promised to it. */
+  async remove(id: string, record?: UploadRecord | null): Promise<void> {
+    const known = record === undefined ? await this.records.get(id).catch(() => null) : record;
     await this.records.remove(id);
     await this.storage.remove(id);
+    if (known) await this.settle(known.remaining);
   }
 }

@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
 import {
   CompletedUploadQueue,
   TimeoutError,
@@ -14,6 +13,7 @@ import {
   idOf,
   patchUpload,
   type TestApp,
+  uploadEntries,
 } from '../support/app.js';
 
 /**
@@ -93,7 +93,7 @@ describe('concatenation under abuse', () => {
     const delivered = await drain();
     expect(delivered.size).toBe(created.length);
     // Nothing left in staging: the partial was removed with the last final assembled.
-    expect(await readdir(s.uploadDir)).toEqual([]);
+    expect(await uploadEntries(s.uploadDir)).toEqual([]);
   });
 
   it('a final naming one partial twice is 400; 100 times each in two finals delivers nothing', async () => {
@@ -132,7 +132,7 @@ describe('concatenation under abuse', () => {
     } else {
       expect(delivered.size).toBe(0);
     }
-    expect(await readdir(s.uploadDir)).toEqual([]);
+    expect(await uploadEntries(s.uploadDir)).toEqual([]);
     expect(s.logged.errors).toEqual([]);
   });
 
@@ -161,7 +161,7 @@ describe('concatenation under abuse', () => {
     expect(del.status).toBe(204);
     await s.app.get(TusHandler).settled();
     expect((await headUpload(s, finalId)).res.status).toBe(404);
-    expect(await readdir(s.uploadDir)).toEqual([]);
+    expect(await uploadEntries(s.uploadDir)).toEqual([]);
   });
 });
 

@@ -13,6 +13,7 @@ import {
   headUpload,
   patchUpload,
   type TestApp,
+  uploadEntries,
 } from '../support/app.js';
 import { sha256, sha256File } from '../support/http.js';
 
@@ -137,14 +138,18 @@ async function expectFinalizedThenRemove(
   });
 
   it('refuses a creation bigger than the free space with 507 and leaves nothing behind', async () => {
-    for (const length of [64 * MiB, 9 * MiB]) {
+    // Larger than the whole volume: it could never fit (413).
+    const never = await createUpload(app, 64 * MiB);
+    expect(never.res.status).toBe(413);
+    expect(never.res.headers.location).toBeUndefined();
+    for (const length of [7.9 * MiB, 7.8 * MiB].map(Math.floor)) {
       const { res } = await createUpload(app, length);
       expect(res.status).toBe(507);
       expect(res.headers['tus-resumable']).toBe('1.0.0');
       expect(res.headers.location).toBeUndefined();
       expect(res.body.toString()).toContain('ERR_INSUFFICIENT_STORAGE');
       // No data file, no record, no temp file.
-      expect(await readdir(uploadDir)).toEqual([]);
+      expect(await uploadEntries(uploadDir)).toEqual([]);
       expect(await readdir(completedDir)).toEqual([]);
     }
     // The refused reservation gave its space back.
@@ -152,7 +157,7 @@ async function expectFinalizedThenRemove(
   });
 
   it('still takes a small upload after refusing a big one', async () => {
-    expect((await createUpload(app, 64 * MiB)).res.status).toBe(507);
+    expect((await createUpload(app, Math.floor(7.9 * MiB))).res.status).toBe(507);
     const data = randomBytes(1 * MiB + 3);
     const { res, id } = await createUpload(app, data.length);
     expect(res.status).toBe(201);
@@ -165,15 +170,41 @@ async function expectFinalizedThenRemove(
     await expectFinalizedThenRemove({ uploadDir, completedDir }, id, data);
   });
 
-  it('an upload created before the disk filled up completes (its space was reserved)', async () => {
+  it('nothing is reserved at creation: another process may take the space, the upload then resumes', async () => {
     const data = randomBytes(3 * MiB);
     const { res, id } = await createUpload(app, data.length);
     expect(res.status).toBe(201);
-    // Everything else gets taken; the records still need a page or two.
-    filler = await fill(disk(), 64 * KiB);
-    expect(await freeBytes(disk())).toBeLessThanOrEqual(64 * KiB);
-    const patch = await patchUpload(app, id, 0, data);
-    expect(patch.status).toBe(204);
+    const first = await patchUpload(app, id, 0, data.subarray(0, 1 * MiB));
+    expect(first.status).toBe(204);
+    // Another process takes every byte: there is no room for the rest of the data.
+    filler = await fill(disk(), 0);
+    const refused = await patchUpload(app, id, 1 * MiB, data.subarray(1 * MiB));
+    expect(refused.status).toBe(507);
+    expect(refused.body.toString()).toContain('ERR_INSUFFICIENT_STORAGE');
+    expect((await headUpload(app, id)).offset).toBe(1 * MiB);
+    await rm(filler);
+    filler = undefined;
+    const rest = await patchUpload(app, id, 1 * MiB, data.subarray(1 * MiB));
+    expect(rest.status).toBe(204);
+    await expectFinalizedThenRemove({ uploadDir, completedDir }, id, data);
+  });
+
+  it('a disk filled under a PATCH: the bytes written are counted (the record fits), then it resumes', async () => {
+    const data = randomBytes(4 * MiB);
+    const { res, id } = await createUpload(app, data.length);
+    expect(res.status).toBe(201);
+    // Another process leaves 1.5 MiB: the body stops there, and the record still gets written.
+    filler = await fill(disk(), 1.5 * MiB);
+    const cut = await patchUpload(app, id, 0, data);
+    expect(cut.status).toBe(507);
+    const offset = (await headUpload(app, id)).offset;
+    expect(offset).toBeGreaterThan(256 * KiB);
+    expect(offset).toBeLessThan(data.length);
+    expect(cut.headers['upload-offset'] ?? String(offset)).toBe(String(offset));
+    await rm(filler);
+    filler = undefined;
+    const rest = await patchUpload(app, id, offset, data.subarray(offset));
+    expect(rest.status).toBe(204);
     await expectFinalizedThenRemove({ uploadDir, completedDir }, id, data);
   });
 
@@ -199,7 +230,7 @@ async function expectFinalizedThenRemove(
     const { res } = await createUpload(app, 0);
     expect(res.status).toBe(507);
     expect(res.headers['tus-resumable']).toBe('1.0.0');
-    expect(await readdir(uploadDir)).toEqual([]);
+    expect(await uploadEntries(uploadDir)).toEqual([]);
     expect(await readdir(completedDir)).toEqual([]);
   });
 

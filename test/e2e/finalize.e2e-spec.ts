@@ -19,6 +19,7 @@ import {
   tempDirs,
   type TestApp,
   type TestAppOptions,
+  uploadEntries,
 } from '../support/app.js';
 import { chunksOf, pollUntil, sha256, sha256File } from '../support/http.js';
 
@@ -394,9 +395,9 @@ describe('finalize after a crash', () => {
 
   async function writeLastByte(id: string, data: Buffer): Promise<RecordJson> {
     const staged = join(dirs.uploadDir, id);
+    // The staged data holds the bytes written so far (nothing is reserved past them).
     const bytes = await readFile(staged);
-    bytes[data.length - 1] = data[data.length - 1];
-    await writeFile(staged, bytes);
+    await writeFile(staged, Buffer.concat([bytes.subarray(0, data.length - 1), data.subarray(-1)]));
     const recordPath = join(dirs.uploadDir, `${id}.meta`);
     const record = await readRecord(recordPath);
     expect(record.offset).toBe(data.length - 1);
@@ -459,7 +460,9 @@ describe('finalize after a crash', () => {
     });
 
     // Staging holds only the unfinished upload, untouched.
-    expect((await readdir(dirs.uploadDir)).sort()).toEqual([partialId, `${partialId}.meta`].sort());
+    expect((await uploadEntries(dirs.uploadDir)).sort()).toEqual(
+      [partialId, `${partialId}.meta`].sort(),
+    );
     expect((await readRecord(join(dirs.uploadDir, `${partialId}.meta`))).offset).toBe(1000);
     expect((await headUpload(app, partialId)).offset).toBe(1000);
 

@@ -43,6 +43,8 @@ async function snapshot(...dirs: string[]): Promise<Record<string, string>> {
     const walk = async (d: string): Promise<void> => {
       for (const entry of await readdir(d, { withFileTypes: true }).catch(() => [])) {
         const path = join(d, entry.name);
+        // The space ledger is the server's own state, not an upload.
+        if (entry.name === '.tussi-space') continue;
         if (entry.isDirectory()) await walk(path);
         else
           out[path] = createHash('sha256')

@@ -235,6 +235,11 @@ export function completedPaths(
   };
 }
 
+/** The entries of an upload directory that belong to uploads (not the space ledger). */
+export async function uploadEntries(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((name) => name !== '.tussi-space');
+}
+
 /** Every entry of `dir` that belongs to upload `id` (data, record, temp files of its record). */
 export async function entriesOf(dir: string, id: string): Promise<string[]> {
   return (await readdir(dir)).filter((name) => name.includes(id)).sort();

@@ -30,7 +30,7 @@ export const handleDelete: MethodHandler = async (request, context) => {
   try {
     removed = await store.withLock(id, options.lockWaitMs, async () => {
       const record = await store.getRecord(id);
-      if (record) await store.remove(id);
+      if (record) await store.remove(id, record);
       return record;
     });
     if (!removed) return await terminateFinished(id, context);

@@ -54,9 +54,18 @@ export const handlePatch: MethodHandler = async (request, context) => {
       if (record.offset !== offset) throw TusErrors.mismatchedOffset(record.offset);
       const lengthChanged =
         declaredLength !== undefined && (await settleLength(id, record, declaredLength, context));
-      await receiveBody(request, context, id, record, contentLength, checksum, lock, {
-        lengthChanged,
-      });
+      try {
+        await receiveBody(request, context, id, record, contentLength, checksum, lock, {
+          lengthChanged,
+        });
+      } catch (e) {
+        // A declared length is stored with the request's bytes only: a request refused before
+        // that takes its promise back.
+        if (lengthChanged && (await store.getRecord(id))?.length === null) {
+          await store.settle(declaredLength - offset);
+        }
+        throw e;
+      }
       return {
         status: 204,
         headers: { 'Upload-Offset': String(record.offset), ...expiresHeader(record, context) },
@@ -86,7 +95,7 @@ function readDeclaredLength(headers: RequestHeaders): number | undefined {
 /**
  * "Once set the length MUST NOT be changed": the same value again is accepted, another is 400.
  * A deferred length is set once, checked against `maxSize` and the bytes already received, and
- * the remaining space is reserved then. True when this request sets it.
+ * the remaining bytes are promised then (507 when they do not fit). True when this request sets it.
  */
 async function settleLength(
   id: string,
@@ -102,7 +111,8 @@ async function settleLength(
   const { maxSize } = context.options;
   if (maxSize !== undefined && length > maxSize) throw TusErrors.maxSizeExceeded();
   if (length < record.offset) throw TusErrors.invalidUploadLength();
-  await context.store.storage.allocate(id, length);
+  await context.store.storage.allocate?.(id, length);
+  await context.store.promise(length - record.offset);
   // Stored with the request's bytes (receiveBody), so a refused request leaves it unset.
   record.length = length;
   return true;

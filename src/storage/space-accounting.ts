@@ -1,0 +1,246 @@
+import fsExt from 'fs-ext';
+import { closeSync, constants, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/**
+ * The bytes promised to open uploads (each upload's length minus its offset), kept where every
+ * process (and, with Redis, every replica) that serves one upload volume sees them. Each change
+ * is one atomic step; a crash between a record's change and the ledger's can only leave the
+ * total too high (reservations come before the record, releases after), never too low, and
+ * {@link SpaceLedger.join} rebuilds it from the records when nobody else is using it.
+ */
+export interface SpaceLedger {
+  /** Adds `bytes` to the total if it then stays within `capacity`: whether it did. */
+  reserve(bytes: number, capacity: number): Promise<boolean>;
+  /** Takes `bytes` off the total (never below 0). */
+  release(bytes: number): Promise<void>;
+  /** The bytes promised now. */
+  total(): Promise<number>;
+  /**
+   * Starts using the ledger. When no other process or replica uses it (a first start, or a
+   * restart after all were killed), `rebuild` computes the total from the records and it is
+   * stored before any request is served: whatever a crash left behind is forgotten then.
+   * Returns whether it rebuilt.
+   */
+  join(rebuild: () => Promise<number>): Promise<boolean>;
+  /** Stops using it (after this process's last request). */
+  close(): Promise<void>;
+}
+
+/** `ENOSPC`: the upload does not fit in what the volume has left after the promises. */
+export class InsufficientSpaceError extends Error {
+  readonly code = 'ENOSPC';
+  override readonly name = 'InsufficientSpaceError';
+}
+
+/** `EFBIG`: the upload is larger than the whole volume; it could never fit. */
+export class LargerThanVolumeError extends Error {
+  readonly code = 'EFBIG';
+  override readonly name = 'LargerThanVolumeError';
+}
+
+export interface SpaceAccountingOptions {
+  /**
+   * Kept free beyond every promise, for records, receipts and writes in flight. @default the
+   * smaller of 64 MiB and 5 % of the volume
+   */
+  marginBytes?: number;
+}
+
+/** What the accounting sees now. */
+export interface SpaceUsage {
+  /** Bytes promised to open uploads and not written yet. */
+  promised: number;
+  /** Bytes free on the volume (for an unprivileged process). */
+  free: number;
+  /** Bytes kept free beyond the promises. */
+  margin: number;
+}
+
+/**
+ * tussi's promise, kept without paying for it up front: an upload that cannot fit is refused
+ * at its creation (507), but nothing is reserved on disk for it then. Instead the bytes each
+ * open upload may still bring are promised in a {@link SpaceLedger}, and a creation is taken
+ * only while every promise fits in the volume's free space (`statfs`) minus a margin. Bytes
+ * written leave the free space and the promise together.
+ */
+export class SpaceAccounting {
+  constructor(
+    readonly ledger: SpaceLedger,
+    /** A directory on the volume the bytes are written to. */
+    readonly directory: string,
+    private readonly options: SpaceAccountingOptions = {},
+  ) {}
+
+  /**
+   * Promises `bytes` more, or throws {@link InsufficientSpaceError} (nothing promised) when they
+   * do not fit beside the other promises, {@link LargerThanVolumeError} when they never could.
+   * `bytes` of 0 still needs the margin free.
+   */
+  async reserve(bytes: number): Promise<void> {
+    const volume = await statfs(this.directory);
+    const size = volume.blocks * volume.bsize;
+    if (bytes > size) throw new LargerThanVolumeError(`${bytes} bytes exceed the volume's ${size}`);
+    const capacity = volume.bavail * volume.bsize - this.marginOf(size);
+    if (capacity < bytes || !(await this.ledger.reserve(bytes, capacity))) {
+      throw new InsufficientSpaceError(`no room for ${bytes} more bytes on the upload volume`);
+    }
+  }
+
+  /** Gives back a promise (bytes written, or an upload gone). */
+  async release(bytes: number): Promise<void> {
+    if (bytes > 0) await this.ledger.release(bytes);
+  }
+
+  async usage(): Promise<SpaceUsage> {
+    const volume = await statfs(this.directory);
+    return {
+      promised: await this.ledger.total(),
+      free: volume.bavail * volume.bsize,
+      margin: this.marginOf(volume.blocks * volume.bsize),
+    };
+  }
+
+  private marginOf(size: number): number {
+    return this.options.marginBytes ?? Math.min(64 << 20, Math.floor(size * 0.05));
+  }
+}
+
+/** Open read-write, created if missing, never through a symlink, and only a regular file. */
+function openLedgerFile(path: string): number {
+  const fd = openSync(
+    path,
+    constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+    0o600,
+  );
+  const info = fstatSync(fd);
+  if (!info.isFile() || info.nlink !== 1) {
+    closeSync(fd);
+    throw new Error(`${path} is not a regular file of its own; refusing to use it as the ledger`);
+  }
+  return fd;
+}
+
+const isBusy = (e: unknown) =>
+  ['EWOULDBLOCK', 'EAGAIN'].includes((e as NodeJS.ErrnoException).code ?? '');
+
+/** Takes `flock(how | LOCK_NB)` on `fd`, retrying with backoff (never a blocking flock). */
+async function flockRetrying(fd: number, how: 'ex' | 'sh', waitMs: number): Promise<boolean> {
+  const deadline = Date.now() + waitMs;
+  for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
+    try {
+      fsExt.flockSync(fd, how === 'ex' ? 'exnb' : 'shnb');
+      return true;
+    } catch (e) {
+      if (!isBusy(e)) throw e;
+    }
+    if (Date.now() >= deadline) return false;
+    await sleep(delay);
+  }
+}
+
+/**
+ * The ledger of one host: an 8-byte counter in `{directory}/.tussi-space`, changed under an
+ * exclusive `flock` (open, lock, read, write, close: a few microseconds, no descriptor kept
+ * open for writing, so the volume can still be remounted read-only), so every process serving
+ * the directory shares it. Each process also holds a shared `flock` on the directory itself:
+ * the one that can take it exclusively at its start is alone, and rebuilds the counter from the
+ * records.
+ */
+export class FileSpaceLedger implements SpaceLedger {
+  private instances: number | undefined;
+  private readonly buffer = Buffer.alloc(8);
+
+  constructor(readonly directory: string) {}
+
+  async reserve(bytes: number, capacity: number): Promise<boolean> {
+    return this.update((total) => (total + bytes <= capacity ? total + bytes : undefined));
+  }
+
+  async release(bytes: number): Promise<void> {
+    await this.update((total) => Math.max(0, total - bytes));
+  }
+
+  async total(): Promise<number> {
+    let now = 0;
+    await this.update((total) => {
+      now = total;
+      return undefined;
+    });
+    return now;
+  }
+
+  async join(rebuild: () => Promise<number>): Promise<boolean> {
+    if (this.instances !== undefined) return false;
+    const fd = openSync(this.directory, constants.O_RDONLY | constants.O_DIRECTORY);
+    this.instances = fd;
+    let alone = false;
+    try {
+      fsExt.flockSync(fd, 'exnb');
+      alone = true;
+    } catch (e) {
+      if (!isBusy(e)) throw e;
+    }
+    if (alone) {
+      const total = await rebuild();
+      await this.update(() => total);
+    }
+    // Shared from now on (a process rebuilding holds it exclusively: wait for it to finish).
+    if (!(await flockRetrying(fd, 'sh', 60_000))) {
+      throw new Error('another process has been rebuilding the space ledger for 60 s');
+    }
+    return alone;
+  }
+
+  async close(): Promise<void> {
+    if (this.instances !== undefined) closeSync(this.instances);
+    this.instances = undefined;
+  }
+
+  /** Reads the counter and writes what `change` makes of it (nothing when it says undefined). */
+  private async update(change: (total: number) => number | undefined): Promise<boolean> {
+    const fd = openLedgerFile(join(this.directory, '.tussi-space'));
+    try {
+      if (!(await flockRetrying(fd, 'ex', 10_000))) {
+        throw new Error('the space ledger stayed locked for 10 s');
+      }
+      const read = readSync(fd, this.buffer, 0, 8, 0);
+      const total = read === 8 ? Number(this.buffer.readBigInt64LE(0)) : 0;
+      const next = change(total);
+      if (next === undefined) return false;
+      this.buffer.writeBigInt64LE(BigInt(next), 0);
+      writeSync(fd, this.buffer, 0, 8, 0);
+      return true;
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
+/** A ledger for one process (tests, storages of one process): no sharing, no rebuild. */
+export class MemorySpaceLedger implements SpaceLedger {
+  private promised = 0;
+
+  async reserve(bytes: number, capacity: number): Promise<boolean> {
+    if (this.promised + bytes > capacity) return false;
+    this.promised += bytes;
+    return true;
+  }
+
+  async release(bytes: number): Promise<void> {
+    this.promised = Math.max(0, this.promised - bytes);
+  }
+
+  async total(): Promise<number> {
+    return this.promised;
+  }
+
+  async join(rebuild: () => Promise<number>): Promise<boolean> {
+    this.promised = await rebuild();
+    return true;
+  }
+
+  async close(): Promise<void> {}
+}
