@@ -113,10 +113,11 @@ export interface TusModuleOptions {
   /** Let a final upload name the same partial upload twice (400 otherwise). @default false */
   allowDuplicateParts?: boolean;
   /**
-   * A PATCH body slower than this on average (after 10 s), or silent for 2 s, gives way to a
-   * newer PATCH of the same upload in this process: its bytes are kept, it answers 423, and the
-   * newer request takes the lock (a client resuming after a dead connection, or one trickling
-   * to hold the lock, never keeps the rightful client out). @default 1024
+   * A PATCH body slower than this on average after 10 s is cut (whoever waits for its upload,
+   * in any process or replica), and one silent for 2 s gives way to a newer PATCH of the same
+   * upload in this process: its bytes are kept, it answers 423, and the newer request takes the
+   * lock (a client resuming after a dead connection, or one trickling to hold the lock, never
+   * keeps the rightful client out). 0 turns the rate off. @default 1024
    */
   minBytesPerSecond?: number;
   /** The completed-upload queue. @default FilesystemCompletedQueue in `completedDir` */

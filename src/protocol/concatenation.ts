@@ -235,14 +235,22 @@ export async function registerWaitingFinal(
         // A partial whose PATCH is still streaming ("the Client MAY send the concatenation
         // request while the partial uploads are still in progress").
         if (!(e instanceof LockTimeoutError)) throw e;
+        const recorded = context.activeWrites.has(partId)
+          ? ((await store.getRecord(partId))?.waitingFinals.length ?? 0)
+          : 0;
+        // Checked again after the read: a write that ended meanwhile would never take it.
         if (!context.activeWrites.has(partId)) {
           elsewhere.push(partId);
           continue;
         }
-        const pending = context.pendingFinals.get(partId) ?? new Set<string>();
-        const recorded = (await store.getRecord(partId))?.waitingFinals.length ?? 0;
-        if (recorded + pending.size >= most) throw TusErrors.partialInUse();
-        context.pendingFinals.set(partId, pending.add(finalId));
+        // From here to the add, nothing awaits: concurrent finals count one another.
+        let pending = context.pendingFinals.get(partId);
+        if (!pending) context.pendingFinals.set(partId, (pending = new Set<string>()));
+        if (recorded + pending.size >= most) {
+          if (pending.size === 0) context.pendingFinals.delete(partId);
+          throw TusErrors.partialInUse();
+        }
+        pending.add(finalId);
       }
     }
   } catch (e) {

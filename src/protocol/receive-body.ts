@@ -7,7 +7,13 @@ import {
 } from './checksum.js';
 import { completeUpload, takePendingFinals } from './concatenation.js';
 import { headerValue } from './headers.js';
-import { ActiveWrite, PREEMPTION, TERMINATION, type TusContext } from './tus-context.js';
+import {
+  ActiveWrite,
+  PREEMPTION,
+  TERMINATION,
+  trackWrite,
+  type TusContext,
+} from './tus-context.js';
 import { TusErrors, isNoSpaceError } from './tus-error.js';
 import { UploadProgressEvent } from './tus-events.js';
 import type { TusRequest } from './tus-request.js';
@@ -68,7 +74,7 @@ export async function receiveBody(
     : undefined;
   let received = 0;
   const stop = new ActiveWrite();
-  context.activeWrites.set(id, stop);
+  const untrack = trackWrite(context, id, stop);
   let result;
   try {
     result = await store.storage.write(id, offset, request.body, {
@@ -87,7 +93,7 @@ export async function receiveBody(
       },
     });
   } finally {
-    if (context.activeWrites.get(id) === stop) context.activeWrites.delete(id);
+    untrack();
   }
 
   let accepted = result.bytes;

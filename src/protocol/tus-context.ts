@@ -104,10 +104,47 @@ export class ActiveWrite extends AbortController {
    * its client gave up on, a phone gone out of coverage, or a client holding the lock on purpose.
    */
   isTrickling(minBytesPerSecond: number, now = Date.now()): boolean {
-    if (now - this.lastByteAt >= 2000) return true;
-    const seconds = (now - this.startedAt) / 1000;
-    return seconds >= 10 && this.bytes / seconds < minBytesPerSecond;
+    return now - this.lastByteAt >= 2000 || this.isTooSlow(minBytesPerSecond, now);
   }
+
+  /**
+   * After 10 s, fewer than `minBytesPerSecond` on average: such a body is cut even when nobody
+   * is waiting for its upload here (the rightful client may be waiting on another process or
+   * replica, which cannot preempt it). Its bytes are kept; the client resumes.
+   */
+  isTooSlow(minBytesPerSecond: number, now = Date.now()): boolean {
+    const seconds = (now - this.startedAt) / 1000;
+    return minBytesPerSecond > 0 && seconds >= 10 && this.bytes / seconds < minBytesPerSecond;
+  }
+}
+
+const rateWatches = new WeakMap<TusContext, NodeJS.Timeout>();
+
+/**
+ * Registers a body write of `id`, and makes sure that, once a second while any write is under
+ * way, every write slower than `minBytesPerSecond` is stopped with {@link PREEMPTION} (one timer
+ * per handler, none when idle). Returns the function that unregisters it.
+ */
+export function trackWrite(context: TusContext, id: string, write: ActiveWrite): () => void {
+  context.activeWrites.set(id, write);
+  if (!rateWatches.has(context)) {
+    const timer = setInterval(() => {
+      const now = Date.now();
+      const min = context.options.minBytesPerSecond ?? 1024;
+      for (const active of context.activeWrites.values()) {
+        if (!active.signal.aborted && active.isTooSlow(min, now)) active.abort(PREEMPTION);
+      }
+      if (context.activeWrites.size === 0) {
+        clearInterval(timer);
+        rateWatches.delete(context);
+      }
+    }, 1000);
+    timer.unref();
+    rateWatches.set(context, timer);
+  }
+  return () => {
+    if (context.activeWrites.get(id) === write) context.activeWrites.delete(id);
+  };
 }
 
 /** What every method handler gets. */

@@ -22,6 +22,12 @@ import {
  * a final, finals left waiting. Each is refused or delivered correctly, never a 5xx, and
  * nothing is left behind.
  */
+/** Waits (bounded: 5 s) until `condition` holds. */
+async function until(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !condition(); i++) await new Promise((r) => setTimeout(r, 10));
+  expect(condition()).toBe(true);
+}
+
 describe('concatenation under abuse', () => {
   let s: TestApp;
   let queue: CompletedUploadQueue;
@@ -144,7 +150,7 @@ describe('concatenation under abuse', () => {
       stallAfterBytes: 3,
       timeoutMs: 3000,
     }).catch(() => null);
-    await new Promise((r) => setTimeout(r, 200));
+    await until(() => s.app.get(TusHandler).context.activeWrites.has(part));
     const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
     const before = timers();
     const waiting = await final(part);
@@ -163,6 +169,64 @@ describe('concatenation under abuse', () => {
     expect((await headUpload(s, finalId)).res.status).toBe(404);
     expect(await uploadEntries(s.uploadDir)).toEqual([]);
   });
+});
+
+describe('1,000 finals waiting on a locked partial', () => {
+  let s: TestApp;
+  beforeAll(async () => {
+    s = await createTestApp({ maxFinalsPerPartial: 1000, lockWaitMs: 100 });
+  });
+  afterAll(() => s.close());
+
+  it('start no timer and no background work, and all go when the partial is deleted', async () => {
+    const { id: part } = await createUpload(s, 10, { headers: { 'Upload-Concat': 'partial' } });
+    // Stalled: it holds the partial's lock until its client gives up (6 s).
+    const stalled = patchUpload(s, part, 0, Buffer.from('abcdefghij'), {
+      stallAfterBytes: 3,
+      timeoutMs: 6000,
+    }).catch(() => null);
+    const handler = s.app.get(TusHandler);
+    await until(() => handler.context.activeWrites.has(part));
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    const finals: string[] = [];
+    for (let batch = 0; batch < 10; batch++) {
+      const answers = await Promise.all(
+        Array.from({ length: 100 }, () =>
+          s.request({
+            method: 'POST',
+            path: '/files',
+            headers: { 'Tus-Resumable': '1.0.0', 'Upload-Concat': `final;/files/${part}` },
+          }),
+        ),
+      );
+      for (const res of answers) {
+        expect(res.status).toBe(201);
+        finals.push(idOf(String(res.headers.location)));
+      }
+    }
+    // Their clients are gone: nothing of theirs runs (no poller, no background task).
+    expect(timers()).toBeLessThanOrEqual(before);
+    expect(handler.context.background.size).toBe(0);
+    // Each is recorded on the partial, or held to be recorded with the stalled body's bytes.
+    const recorded = (await handler.context.store.getRecord(part))?.waitingFinals.length ?? 0;
+    expect((handler.context.pendingFinals.get(part)?.size ?? 0) + recorded).toBe(1000);
+    await stalled;
+    // The server sees the client go, stores the 3 bytes and records the finals with them.
+    await until(() => !handler.context.pendingFinals.has(part));
+    const del = await s.request({
+      method: 'DELETE',
+      path: `/files/${part}`,
+      headers: { 'Tus-Resumable': '1.0.0' },
+    });
+    expect(del.status).toBe(204);
+    await handler.settled();
+    for (const id of finals.slice(0, 20)) {
+      expect((await headUpload(s, id)).res.status).toBe(404);
+    }
+    expect(await uploadEntries(s.uploadDir)).toEqual([]);
+    expect(s.logged.errors).toEqual([]);
+  }, 30_000);
 });
 
 describe('a trickling PATCH never keeps the rightful client out', () => {
@@ -187,6 +251,53 @@ describe('a trickling PATCH never keeps the rightful client out', () => {
     const answered = await trickler.catch(() => null);
     if (answered) expect(answered.status).toBe(423);
   });
+
+  it('a body slower than minBytesPerSecond is cut after 10 s even when the rightful client is on another process', async () => {
+    // Two servers on one directory, as two worker processes: neither sees the other's writes,
+    // only the upload's lock.
+    const other = await createTestApp({
+      uploadDir: s.uploadDir,
+      completedDir: s.completedDir,
+      lockWaitMs: 1000,
+    });
+    try {
+      const data = randomBytes(100_000);
+      const { id } = await createUpload(s, data.length);
+      let sent = 0;
+      async function* dribble(): AsyncGenerator<Buffer> {
+        // Never silent for 2 s, but about 20 bytes a second; bounded at 20 s.
+        for (let i = 0; i < 40 && sent < data.length; i++) {
+          const size = i === 0 ? 100 : 10;
+          yield data.subarray(sent, sent + size);
+          sent += size;
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      }
+      const started = Date.now();
+      const trickler = patchUpload(s, id, 0, dribble(), {
+        headers: { 'Content-Length': String(data.length) },
+        timeoutMs: 25_000,
+      }).catch(() => null);
+      await new Promise((r) => setTimeout(r, 1000));
+      // The rightful client, on the other server, resumes until it gets through.
+      let done = false;
+      while (!done && Date.now() - started < 20_000) {
+        const offset = (await headUpload(other, id)).offset;
+        const res = await patchUpload(other, id, offset, data.subarray(offset));
+        if (res.status === 204) done = true;
+        else expect([409, 423]).toContain(res.status);
+      }
+      expect(done).toBe(true);
+      // Cut by its own process after 10 s of dribbling, its bytes kept.
+      expect(Date.now() - started).toBeGreaterThanOrEqual(10_000);
+      const answered = await trickler;
+      if (answered) expect(answered.status).toBe(423);
+      expect(sent).toBeLessThan(data.length);
+      expect((await headUpload(other, id)).offset).toBe(data.length);
+    } finally {
+      await other.close();
+    }
+  }, 30_000);
 
   it('a body that streams keeps the lock: the newer PATCH waits, then 409', async () => {
     const data = randomBytes(256 * 1024);
