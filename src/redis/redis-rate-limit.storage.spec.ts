@@ -1,29 +1,16 @@
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { connect, freshKeys } from '../../test/support/redis-fixtures.js';
-import { startRedisServer, type RedisServer } from '../../test/support/redis-server.js';
+import { describe, expect, it } from '@jest/globals';
+import { connect, freshKeys, redisForSuite } from '../../test/support/redis-fixtures.js';
 import { MemoryRateLimitStorage, type RateLimitStorage } from '../nest/tus-rate-limit.storage.js';
-import type { RedisConnection } from './redis-connection.js';
 import { RedisRateLimitStorage } from './redis-rate-limit.storage.js';
 
-let redis: RedisServer;
-let connection: RedisConnection;
-
-beforeAll(async () => {
-  redis = await startRedisServer();
-  connection = connect(redis.url);
-});
-
-afterAll(async () => {
-  await connection.close();
-  await redis.dispose();
-});
+const redis = redisForSuite();
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // The same behaviour from both storages: replicas on Redis limit as one process does.
 describe.each<[string, () => RateLimitStorage]>([
   ['memory', () => new MemoryRateLimitStorage()],
-  ['Redis', () => new RedisRateLimitStorage(connection, freshKeys())],
+  ['Redis', () => new RedisRateLimitStorage(redis.connection, freshKeys())],
 ])('%s rate-limit storage', (_name, make) => {
   it('counts hits in a window, blocks past the limit for the block duration, then starts over', async () => {
     const storage = make();
@@ -50,8 +37,8 @@ describe.each<[string, () => RateLimitStorage]>([
 
 it('two Redis storages (two replicas) share one count', async () => {
   const keys = freshKeys();
-  const one = new RedisRateLimitStorage(connection, keys);
-  const other = connect(redis.url);
+  const one = new RedisRateLimitStorage(redis.connection, keys);
+  const other = connect(redis.server.url);
   try {
     const two = new RedisRateLimitStorage(other, keys);
     expect((await one.increment('c', 60_000, 2, 60_000, 'requests')).isBlocked).toBe(false);

@@ -1,27 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { connect, freshKeys } from '../../test/support/redis-fixtures.js';
-import { startRedisServer, type RedisServer } from '../../test/support/redis-server.js';
-import type { RedisConnection } from './redis-connection.js';
+import { describe, expect, it } from '@jest/globals';
+import { freshKeys, redisForSuite } from '../../test/support/redis-fixtures.js';
 import { RedisSpaceLedger } from './redis-space.ledger.js';
 
-let redis: RedisServer;
-let connection: RedisConnection;
-
-beforeAll(async () => {
-  redis = await startRedisServer();
-  connection = connect(redis.url);
-});
-
-afterAll(async () => {
-  await connection.close();
-  await redis.dispose();
-});
+const redis = redisForSuite();
 
 describe('RedisSpaceLedger', () => {
   it('the first replica rebuilds; others share its total; the promises hold across them', async () => {
     const keys = freshKeys();
-    const a = new RedisSpaceLedger(connection, keys, 1000);
-    const b = new RedisSpaceLedger(connection, keys, 1000);
+    const a = new RedisSpaceLedger(redis.connection, keys, 1000);
+    const b = new RedisSpaceLedger(redis.connection, keys, 1000);
     expect(await a.join(async () => 300)).toBe(true);
     expect(await b.join(async () => 999_999)).toBe(false);
     expect(await b.total()).toBe(300);
@@ -35,12 +22,12 @@ describe('RedisSpaceLedger', () => {
 
   it('a replica whose lease ran out (killed) does not count: the next start is alone and rebuilds', async () => {
     const keys = freshKeys();
-    const killed = new RedisSpaceLedger(connection, keys, 300);
+    const killed = new RedisSpaceLedger(redis.connection, keys, 300);
     expect(await killed.join(async () => 10)).toBe(true);
     // Killed: it renews no more (its heartbeat is stopped without leaving).
     clearInterval((killed as unknown as { heartbeat: NodeJS.Timeout }).heartbeat);
     await new Promise((resolve) => setTimeout(resolve, 400));
-    const restarted = new RedisSpaceLedger(connection, keys, 300);
+    const restarted = new RedisSpaceLedger(redis.connection, keys, 300);
     expect(await restarted.join(async () => 42)).toBe(true);
     expect(await restarted.total()).toBe(42);
     await restarted.close();
@@ -48,9 +35,9 @@ describe('RedisSpaceLedger', () => {
 
   it('a total Redis lost is rebuilt from the records at the next reservation', async () => {
     const keys = freshKeys();
-    const ledger = new RedisSpaceLedger(connection, keys, 1000);
+    const ledger = new RedisSpaceLedger(redis.connection, keys, 1000);
     await ledger.join(async () => 500);
-    await connection.run((client) => client.del(keys.spacePromised));
+    await redis.connection.run((client) => client.del(keys.spacePromised));
     let rebuilt = 0;
     (ledger as unknown as { rebuild: () => Promise<number> }).rebuild = async () => {
       rebuilt++;

@@ -1,4 +1,6 @@
+import { afterAll, beforeAll } from '@jest/globals';
 import { randomUUID } from 'node:crypto';
+import { startRedisServer, type RedisServer } from './redis-server.js';
 import { RedisConnection } from '../../src/redis/redis-connection.js';
 import { RedisKeys } from '../../src/redis/redis-keys.js';
 import type { TusLogger } from '../../src/protocol/tus-context.js';
@@ -18,6 +20,34 @@ export function quietLogger(): TusLogger & { warnings: string[]; errors: string[
 /** A connection like a replica's, with short timeouts fit for tests. */
 export function connect(url: string, logger: TusLogger = quietLogger()): RedisConnection {
   return new RedisConnection({ url, commandTimeoutMs: 500, unavailableAfterMs: 300 }, logger);
+}
+
+/**
+ * A real redis-server and one connection to it for the suite that calls this (started in
+ * beforeAll, stopped in afterAll).
+ */
+export function redisForSuite(): {
+  readonly server: RedisServer;
+  readonly connection: RedisConnection;
+} {
+  let server: RedisServer;
+  let connection: RedisConnection;
+  beforeAll(async () => {
+    server = await startRedisServer();
+    connection = connect(server.url);
+  });
+  afterAll(async () => {
+    await connection?.close();
+    await server?.dispose();
+  });
+  return {
+    get server() {
+      return server;
+    },
+    get connection() {
+      return connection;
+    },
+  };
 }
 
 /** Keys no other test shares. */
