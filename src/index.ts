@@ -70,6 +70,7 @@ export {
   CompletedUploadQueue,
   TimeoutError,
   AbortError,
+  type FinishedBytes,
   type WaitForFileOptions,
 } from './queue/completed-upload.queue.js';
 export { CompletedUpload } from './queue/completed-upload.js';

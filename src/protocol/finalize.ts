@@ -16,8 +16,16 @@ export async function finalizeUpload(
   const finishedAt = new Date();
   record.finishedAt = finishedAt;
   record.duration = Math.max(0, finishedAt.getTime() / 1000 - record.createdAt);
-  await context.queue.enqueue(id, record);
+  const { storage } = context.store;
+  // A file is moved into the queue; the bytes of another storage are copied, then dropped.
+  const path = storage.localPath?.(id);
+  await context.queue.enqueue(
+    id,
+    record,
+    path !== undefined ? { path } : { read: () => storage.read(id, 0, record.length ?? 0) },
+  );
   await context.store.records.remove(id);
+  if (path === undefined) await storage.remove(id);
   context.progress.forget(id);
   context.emit(new UploadCompletedEvent(id, record));
 }

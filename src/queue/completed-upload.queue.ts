@@ -1,6 +1,14 @@
+import type { Readable } from 'node:stream';
 import type { UploadRecord } from '../protocol/upload-record.js';
 import type { CompletedUpload } from './completed-upload.js';
 import type { WakeSignal } from './wake-signal.js';
+
+/** Where the bytes of a finished upload are when it is handed to the queue. */
+export type FinishedBytes =
+  /** A local file, moved into the queue. */
+  | { path: string }
+  /** Bytes of another storage, read once and copied into the queue. */
+  | { read: () => Readable };
 
 /** `waitForFile` found nothing within its timeout. */
 export class TimeoutError extends Error {
@@ -37,8 +45,12 @@ export abstract class CompletedUploadQueue {
    */
   abstract waitForFile(options?: WaitForFileOptions): Promise<CompletedUpload>;
 
-  /** Hands a finished upload to the queue. Called by the server, under the upload's lock. */
-  abstract enqueue(id: string, record: UploadRecord): Promise<void>;
+  /**
+   * Hands a finished upload to the queue. Called by the server, under the upload's lock, with
+   * where its bytes are (default: `{stagingDirectory}/{id}`): a local file is moved, the bytes of
+   * any other storage are copied in.
+   */
+  abstract enqueue(id: string, record: UploadRecord, bytes?: FinishedBytes): Promise<void>;
 
   /**
    * The record of an upload the queue holds or handed out recently (until it expires), so a

@@ -1,6 +1,9 @@
-import { lstatSync, mkdirSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, lstatSync, mkdirSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { lstat, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { isUploadId } from '../protocol/headers.js';
 import { UploadRecord } from '../protocol/upload-record.js';
 import {
@@ -21,7 +24,11 @@ import {
 import { LockTargetMissingError, UnsafeFileError } from '../storage/storage.interfaces.js';
 import { CompletedUpload } from './completed-upload.js';
 import { WakeSignal } from './wake-signal.js';
-import { CompletedUploadQueue, type WaitForFileOptions } from './completed-upload.queue.js';
+import {
+  CompletedUploadQueue,
+  type FinishedBytes,
+  type WaitForFileOptions,
+} from './completed-upload.queue.js';
 
 export interface FilesystemCompletedQueueOptions {
   /** The completed directory: `{id}` data and `{id}.meta` record of each finished upload. */
@@ -123,9 +130,10 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
    * the rename); anything else planted in staging is moved aside, the record taken back, and
    * `UnsafeFileError` thrown. Its timestamps are set through that descriptor, never by name.
    */
-  async enqueue(id: string, record: UploadRecord): Promise<void> {
+  async enqueue(id: string, record: UploadRecord, bytes?: FinishedBytes): Promise<void> {
+    if (bytes && 'read' in bytes) return this.enqueueCopy(id, record, bytes.read);
     await this.writeRecordFile(this.recordPath(id), JSON.stringify(record), this.fsync);
-    const staged = join(this.stagingDirectory, id);
+    const staged = bytes?.path ?? join(this.stagingDirectory, id);
     let fd: number;
     try {
       fd = await openRegularFile(staged, false);
@@ -153,6 +161,26 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
       await syncDirectory(this.directory);
       await syncDirectory(this.stagingDirectory);
     }
+    this.wake();
+  }
+
+  /**
+   * The bytes of another storage: copied into a temp file of the queue (a name no consumer
+   * looks at), made durable, then the record written and the file renamed into place: the same
+   * order as a move, so a consumer never finds data without its record.
+   */
+  private async enqueueCopy(id: string, record: UploadRecord, read: () => Readable): Promise<void> {
+    const temp = join(this.directory, `.${id}.${randomBytes(6).toString('hex')}.incoming`);
+    try {
+      const out = createWriteStream(temp, { flags: 'wx', mode: this.fileMode, flush: this.fsync });
+      await pipeline(read(), out);
+      await this.writeRecordFile(this.recordPath(id), JSON.stringify(record), this.fsync);
+      await this.renameInto(temp, this.dataPath(id));
+    } catch (e) {
+      await unlink(temp).catch(() => {});
+      throw e;
+    }
+    if (this.fsync) await syncDirectory(this.directory);
     this.wake();
   }
 

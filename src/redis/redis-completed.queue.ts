@@ -6,7 +6,11 @@ import { isUploadId } from '../protocol/headers.js';
 import type { TusLogger } from '../protocol/tus-context.js';
 import { UploadRecord } from '../protocol/upload-record.js';
 import { CompletedUpload } from '../queue/completed-upload.js';
-import { CompletedUploadQueue, type WaitForFileOptions } from '../queue/completed-upload.queue.js';
+import {
+  CompletedUploadQueue,
+  type FinishedBytes,
+  type WaitForFileOptions,
+} from '../queue/completed-upload.queue.js';
 import {
   FilesystemCompletedQueue,
   RECEIPT_SUFFIX,
@@ -258,8 +262,8 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
    * The filesystem queue's move (record, then data, both durable), then the id into Redis. If
    * Redis cannot be reached the upload is still safely finished: the next rebuild adds it.
    */
-  async enqueue(id: string, record: UploadRecord): Promise<void> {
-    await this.files.enqueue(id, record);
+  async enqueue(id: string, record: UploadRecord, bytes?: FinishedBytes): Promise<void> {
+    await this.files.enqueue(id, record, bytes);
     try {
       await this.redis.eval(ADD, this.queueKeys, [...this.graceArgs, 'enqueue', Date.now(), id]);
       await this.redis.run((c) => c.publish(this.keys.wake, id), 0).catch(() => {});

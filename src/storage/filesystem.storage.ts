@@ -68,6 +68,10 @@ export class FilesystemStorage implements UploadStorage {
     return join(this.directory, id);
   }
 
+  localPath(id: string): string {
+    return this.pathOf(id);
+  }
+
   async create(id: string, _length?: number | null): Promise<void> {
     // Empty: the bytes are reserved as they arrive. A refused creation leaves nothing behind.
     await createReserved(

@@ -61,6 +61,11 @@ export interface UploadStorage {
   remove(id: string): Promise<void>;
   /** Shortens an upload's data to `length` bytes (frees space a full disk needs for records). */
   truncate?(id: string, length: number): Promise<void>;
+  /**
+   * Where the upload's bytes are as one local file, when they are (the completed queue then
+   * moves the file); without it, a finished upload's bytes are read and copied.
+   */
+  localPath?(id: string): string;
   /** The ids of every upload with data, and how old the data is (ms since its last change). */
   list(): Promise<{ id: string; ageMs: number }[]>;
 }
