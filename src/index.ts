@@ -46,7 +46,7 @@ export { TUS_VERSION } from './protocol/headers.js';
 export { TUS_EXTENSIONS, enabledExtensions, type TusExtension } from './protocol/extensions.js';
 export { CHECKSUM_ALGORITHMS, type ChecksumAlgorithm } from './protocol/checksum.js';
 export { parseMetadata, serializeMetadata, type UploadMetadata } from './protocol/metadata.js';
-export { UploadRecord, type UploadRecordJson } from './protocol/upload-record.js';
+export { UploadRecord, type UploadRecordJson } from './core/upload-record.js';
 
 export * from './storage/storage.interfaces.js';
 export { UploadStorageService } from './storage/upload-storage.service.js';

@@ -5,7 +5,7 @@ import { mkdtemp, readFile, readdir, rm, utimes, writeFile } from 'node:fs/promi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TusHandler } from '../protocol/tus-handler.js';
-import { UploadRecord } from '../protocol/upload-record.js';
+import { UploadRecord } from '../core/upload-record.js';
 import { FilesystemCompletedQueue } from '../queue/filesystem-completed.queue.js';
 import { FileUploadLocker } from '../storage/file-upload.locker.js';
 import { FilesystemRecordStore } from '../storage/filesystem-record.store.js';

@@ -1,6 +1,6 @@
 import { recoverFinalizes } from '../protocol/recovery.js';
 import type { TusContext } from '../protocol/tus-context.js';
-import type { UploadRecord } from '../protocol/upload-record.js';
+import type { UploadRecord } from '../core/upload-record.js';
 import { DEFAULT_EXPIRE_AFTER_MS } from '../protocol/expiration.js';
 import { LockTargetMissingError, LockTimeoutError } from '../storage/storage.interfaces.js';
 

@@ -9,7 +9,7 @@ import { isUploadId } from './headers.js';
 import { runInBackground, type TusContext } from './tus-context.js';
 import { TusError, TusErrors } from './tus-error.js';
 import { UploadFailedEvent } from './tus-events.js';
-import type { UploadRecord } from './upload-record.js';
+import type { UploadRecord } from '../core/upload-record.js';
 
 /**
  * The ids of the partial uploads named by `Upload-Concat: final;<url> <url> ...`. Each URL,
@@ -187,11 +187,9 @@ async function removePartials(
         if (!part) return;
         const others = part.waitingFinals.filter((f) => f !== finalId);
         const pending = await Promise.all(others.map((f) => store.getRecord(f)));
-        if (pending.some((f) => f !== null)) {
-          part.waitingFinals = others;
-          await store.records.put(partId, part);
-          return;
-        }
+        // Another final still needs it: kept, and this final stays listed, so that it still
+        // counts against maxFinalsPerPartial (the bound is on deliveries, not on finals waiting).
+        if (pending.some((f) => f !== null)) return;
         await store.remove(partId, part);
       });
     } catch (e) {

@@ -1,6 +1,6 @@
 import type { TusContext } from './tus-context.js';
 import { TusErrors } from './tus-error.js';
-import type { UploadRecord } from './upload-record.js';
+import type { UploadRecord } from '../core/upload-record.js';
 
 /** Default lifetime of an unfinished upload after its last write: tussi's `stale_upload_age`. */
 export const DEFAULT_EXPIRE_AFTER_MS = 86_400_000;

@@ -19,7 +19,7 @@ import type { RequestHeaders } from './headers.js';
 import type { TusLogger, TusProtocolOptions } from './tus-context.js';
 import { TusHandler } from './tus-handler.js';
 import type { TusRequest, TusResponse } from './tus-request.js';
-import { UploadRecord } from './upload-record.js';
+import { UploadRecord } from '../core/upload-record.js';
 
 const OCTET = 'application/offset+octet-stream';
 const TUS = { 'tus-resumable': '1.0.0' };

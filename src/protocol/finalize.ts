@@ -1,6 +1,6 @@
 import type { TusContext } from './tus-context.js';
 import { UploadCompletedEvent } from './tus-events.js';
-import type { UploadRecord } from './upload-record.js';
+import type { UploadRecord } from '../core/upload-record.js';
 
 /**
  * Finalizes an upload whose last byte is durable: stamps `finished_at` and `duration`, hands

@@ -15,7 +15,7 @@ import { parseMetadata, serializeMetadata } from './metadata.js';
 import type { TusLogger, TusProtocolOptions } from './tus-context.js';
 import { TusHandler } from './tus-handler.js';
 import type { TusRequest, TusResponse } from './tus-request.js';
-import { UploadRecord } from './upload-record.js';
+import { UploadRecord } from '../core/upload-record.js';
 
 /**
  * Hostile input at the protocol level: tens of thousands of generated requests, literal

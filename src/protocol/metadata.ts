@@ -1,7 +1,8 @@
+import type { UploadMetadata } from '../core/upload-record.js';
 import { TusErrors } from './tus-error.js';
 
 /** Decoded `Upload-Metadata`: key → UTF-8 value (`''` for a key without value). */
-export type UploadMetadata = Record<string, string>;
+export type { UploadMetadata };
 
 const KEY = /^[a-zA-Z0-9_-]+$/;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$/;

@@ -1,7 +1,7 @@
 import type { TusContext } from './tus-context.js';
 import { TusErrors } from './tus-error.js';
 import type { TusRequest } from './tus-request.js';
-import type { UploadRecord } from './upload-record.js';
+import type { UploadRecord } from '../core/upload-record.js';
 
 /**
  * With `ownership` on, whether the request's principal may reach an upload: only the principal

@@ -5,19 +5,20 @@ import {
   requestChecksum,
   type Checksum,
 } from './checksum.js';
-import { completeUpload, takePendingFinals } from './concatenation.js';
+import { assembleFinal, completeUpload, takePendingFinals } from './concatenation.js';
 import { headerValue } from './headers.js';
 import {
   ActiveWrite,
   PREEMPTION,
   TERMINATION,
+  runInBackground,
   trackWrite,
   type TusContext,
 } from './tus-context.js';
 import { TusErrors, isNoSpaceError } from './tus-error.js';
 import { UploadProgressEvent } from './tus-events.js';
 import type { TusRequest } from './tus-request.js';
-import type { UploadRecord } from './upload-record.js';
+import type { UploadRecord } from '../core/upload-record.js';
 import type { UploadLock } from '../storage/storage.interfaces.js';
 
 /** What a body brings with it to check its bytes: a checksum header, or one in a trailer. */
@@ -92,63 +93,97 @@ export async function receiveBody(
         }
       },
     });
+    // The body is in: nothing may stop it any more (it stays registered until its pending
+    // finals are taken, so that a final created meanwhile is held for it, not lost).
+    stop.finish();
+  } catch (e) {
+    untrack();
+    throw e;
+  }
+  try {
+    let accepted = result.bytes;
+    // An empty body is verified too (its checksum is that of zero bytes); a cut one cannot be.
+    if (checksum && (accepted > 0 || result.ended)) {
+      if (!result.ended || result.exceeded || result.error) {
+        accepted = 0;
+      } else if (checksum.expected) {
+        if (!hasher?.matches(checksum.expected)) throw TusErrors.checksumMismatch();
+      } else {
+        const expected = trailerChecksum(request);
+        const readBack = new StreamingChecksum([expected.algorithm]);
+        for await (const chunk of store.storage.read(id, offset, accepted)) {
+          readBack.update(chunk as Buffer);
+        }
+        if (!readBack.matches(expected)) throw TusErrors.checksumMismatch();
+      }
+    }
+    // A checksum trailer that was not announced (no `Trailer: Upload-Checksum`) shows up only
+    // after the bytes went by unhashed: they cannot be verified, so none of them count.
+    if (
+      !checksum &&
+      result.ended &&
+      context.extensions.has('checksum-trailer') &&
+      request.trailers?.()['upload-checksum'] !== undefined
+    ) {
+      throw TusErrors.unannouncedChecksumTrailer();
+    }
+    // Another holder may own the upload now: nothing of this request may be claimed.
+    if (lock?.signal?.aborted) throw TusErrors.lockLost();
+    // Finals created while this write held the partial's lock are recorded with its bytes.
+    const pendingFinals = context.pendingFinals.has(id);
+    takePendingFinals(id, record, context);
+    // A length declared on this request is stored with its bytes, never by a refused request.
+    if (accepted > 0 || how.lengthChanged || pendingFinals) {
+      record.offset += await commitOffset(context, id, record, accepted);
+    }
+    // A PATCH cut by an error or a limit may still have brought the last byte: finish the upload
+    // before answering the refusal, so it does not linger in staging looking complete. (A POST
+    // refused this way is removed whole instead: its client never got the Location.)
+    const refused = result.error !== undefined || result.exceeded;
+    if (record.isComplete && (!refused || how.finishOnRefusal !== false)) {
+      await completeUpload(id, record, context);
+    }
+    await recordLateFinals(id, record, context);
+    if (result.error) throw result.error;
+    if (result.exceeded) throw limit < room ? TusErrors.chunkTooLarge() : tooLong();
+    // Stopped by a DELETE of this upload, whose files are removed as soon as this request lets
+    // go of the lock: an offset would describe an upload that no longer exists. (One that this
+    // request completed went to the queue first, and answers as finished.)
+    if (stop.signal.reason === TERMINATION && !record.isComplete) {
+      throw TusErrors.uploadTerminated();
+    }
+    // Stopped by a newer PATCH: 423, which clients retry (after a HEAD, at the offset stored).
+    if (stop.signal.reason === PREEMPTION && !record.isComplete) {
+      throw TusErrors.uploadInterrupted();
+    }
   } finally {
+    // Unregistered once (a newer write of the upload may be registered by now).
     untrack();
   }
+}
 
-  let accepted = result.bytes;
-  // An empty body is verified too (its checksum is that of zero bytes); a cut one cannot be.
-  if (checksum && (accepted > 0 || result.ended)) {
-    if (!result.ended || result.exceeded || result.error) {
-      accepted = 0;
-    } else if (checksum.expected) {
-      if (!hasher?.matches(checksum.expected)) throw TusErrors.checksumMismatch();
-    } else {
-      const expected = trailerChecksum(request);
-      const readBack = new StreamingChecksum([expected.algorithm]);
-      for await (const chunk of store.storage.read(id, offset, accepted)) {
-        readBack.update(chunk as Buffer);
-      }
-      if (!readBack.matches(expected)) throw TusErrors.checksumMismatch();
+/**
+ * Finals created while this request stored its bytes (it still holds the partial's lock): they
+ * are recorded too, and woken if the partial is complete. Nothing awaits between the last look
+ * and the caller unregistering the write, so a later final waits for the lock instead.
+ */
+async function recordLateFinals(
+  id: string,
+  record: UploadRecord,
+  context: TusContext,
+): Promise<void> {
+  while (context.pendingFinals.has(id) && record.isPartial) {
+    const known = new Set(record.waitingFinals);
+    takePendingFinals(id, record, context);
+    await context.store.records.put(id, record);
+    if (!record.isComplete) continue;
+    for (const finalId of record.waitingFinals.filter((f) => !known.has(f))) {
+      runInBackground(
+        context,
+        () => assembleFinal(finalId, context),
+        `assembling final upload ${finalId} failed`,
+      );
     }
-  }
-  // A checksum trailer that was not announced (no `Trailer: Upload-Checksum`) shows up only
-  // after the bytes went by unhashed: they cannot be verified, so none of them count.
-  if (
-    !checksum &&
-    result.ended &&
-    context.extensions.has('checksum-trailer') &&
-    request.trailers?.()['upload-checksum'] !== undefined
-  ) {
-    throw TusErrors.unannouncedChecksumTrailer();
-  }
-  // Another holder may own the upload now: nothing of this request may be claimed.
-  if (lock?.signal?.aborted) throw TusErrors.lockLost();
-  // Finals created while this write held the partial's lock are recorded with its bytes.
-  const pendingFinals = context.pendingFinals.has(id);
-  takePendingFinals(id, record, context);
-  // A length declared on this request is stored with its bytes, never by a refused request.
-  if (accepted > 0 || how.lengthChanged || pendingFinals) {
-    record.offset += await commitOffset(context, id, record, accepted);
-  }
-  // A PATCH cut by an error or a limit may still have brought the last byte: finish the upload
-  // before answering the refusal, so it does not linger in staging looking complete. (A POST
-  // refused this way is removed whole instead: its client never got the Location.)
-  const refused = result.error !== undefined || result.exceeded;
-  if (record.isComplete && (!refused || how.finishOnRefusal !== false)) {
-    await completeUpload(id, record, context);
-  }
-  if (result.error) throw result.error;
-  if (result.exceeded) throw limit < room ? TusErrors.chunkTooLarge() : tooLong();
-  // Stopped by a DELETE of this upload, whose files are removed as soon as this request lets
-  // go of the lock: an offset would describe an upload that no longer exists. (One that this
-  // request completed went to the queue first, and answers as finished.)
-  if (stop.signal.reason === TERMINATION && !record.isComplete) {
-    throw TusErrors.uploadTerminated();
-  }
-  // Stopped by a newer PATCH: 423, which clients retry (after a HEAD, at the offset stored).
-  if (stop.signal.reason === PREEMPTION && !record.isComplete) {
-    throw TusErrors.uploadInterrupted();
   }
 }
 

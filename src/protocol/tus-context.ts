@@ -93,6 +93,13 @@ export class ActiveWrite extends AbortController {
   private lastByteAt = this.startedAt;
   private bytes = 0;
 
+  private finished = false;
+
+  /** The body is in: from now on nothing stops this write (it is never trickling). */
+  finish(): void {
+    this.finished = true;
+  }
+
   /** Counts bytes as they arrive. */
   received(count: number): void {
     this.bytes += count;
@@ -104,6 +111,7 @@ export class ActiveWrite extends AbortController {
    * its client gave up on, a phone gone out of coverage, or a client holding the lock on purpose.
    */
   isTrickling(minBytesPerSecond: number, now = Date.now()): boolean {
+    if (this.finished) return false;
     return now - this.lastByteAt >= 2000 || this.isTooSlow(minBytesPerSecond, now);
   }
 
@@ -114,7 +122,12 @@ export class ActiveWrite extends AbortController {
    */
   isTooSlow(minBytesPerSecond: number, now = Date.now()): boolean {
     const seconds = (now - this.startedAt) / 1000;
-    return minBytesPerSecond > 0 && seconds >= 10 && this.bytes / seconds < minBytesPerSecond;
+    return (
+      !this.finished &&
+      minBytesPerSecond > 0 &&
+      seconds >= 10 &&
+      this.bytes / seconds < minBytesPerSecond
+    );
   }
 }
 

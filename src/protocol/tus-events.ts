@@ -1,4 +1,4 @@
-import type { UploadRecord } from './upload-record.js';
+import type { UploadRecord } from '../core/upload-record.js';
 
 /** Names of the lifecycle events, for `@OnEvent(TusEvents.Completed)`. */
 export const TusEvents = Object.freeze({

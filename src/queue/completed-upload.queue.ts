@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { UploadRecord } from '../protocol/upload-record.js';
+import type { UploadRecord } from '../core/upload-record.js';
 import type { CompletedUpload } from './completed-upload.js';
 import type { WakeSignal } from './wake-signal.js';
 

@@ -1,4 +1,4 @@
-import type { UploadRecord } from '../protocol/upload-record.js';
+import type { UploadRecord } from '../core/upload-record.js';
 import { moveFile, type SaveOptions } from './move-file.js';
 
 /** What a queue does when a claim ends; given by the queue that made the claim. */

@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { UploadRecord } from '../protocol/upload-record.js';
+import { UploadRecord } from '../core/upload-record.js';
 import { tryLockFile } from '../storage/file-lock.js';
 import { AbortError, TimeoutError } from './completed-upload.queue.js';
 import { FilesystemCompletedQueue } from './filesystem-completed.queue.js';

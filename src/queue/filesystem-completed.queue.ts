@@ -4,8 +4,8 @@ import { lstat, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { isUploadId } from '../protocol/headers.js';
-import { UploadRecord } from '../protocol/upload-record.js';
+import { isUploadId } from '../core/upload-id.js';
+import { UploadRecord } from '../core/upload-record.js';
 import {
   TEMP_FILE,
   readSmallFile,

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, freshKeys, quietLogger, until } from '../../test/support/redis-fixtures.js';
 import { startRedisServer, type RedisServer } from '../../test/support/redis-server.js';
-import { UploadRecord } from '../protocol/upload-record.js';
+import { UploadRecord } from '../core/upload-record.js';
 import { AbortError, TimeoutError } from '../queue/completed-upload.queue.js';
 import { RedisCompletedQueue, RedisCompletedUpload } from './redis-completed.queue.js';
 import type { RedisConnection } from './redis-connection.js';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { isUploadId } from '../protocol/headers.js';
 import type { TusLogger } from '../protocol/tus-context.js';
-import { UploadRecord } from '../protocol/upload-record.js';
+import { UploadRecord } from '../core/upload-record.js';
 import { CompletedUpload } from '../queue/completed-upload.js';
 import {
   CompletedUploadQueue,

@@ -8,7 +8,7 @@ import { connect, freshKeys, quietLogger } from '../../test/support/redis-fixtur
 import { startRedisServer, type RedisServer } from '../../test/support/redis-server.js';
 import { Janitor } from '../janitor/janitor.js';
 import { TusHandler } from '../protocol/tus-handler.js';
-import { UploadRecord } from '../protocol/upload-record.js';
+import { UploadRecord } from '../core/upload-record.js';
 import { FilesystemStorage } from '../storage/filesystem.storage.js';
 import { UploadStorageService } from '../storage/upload-storage.service.js';
 import { resolveTusOptions } from '../tus.options-validation.js';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, freshKeys } from '../../test/support/redis-fixtures.js';
 import { startRedisServer, type RedisServer } from '../../test/support/redis-server.js';
-import { UploadRecord } from '../protocol/upload-record.js';
+import { UploadRecord } from '../core/upload-record.js';
 import { FilesystemRecordStore } from '../storage/filesystem-record.store.js';
 import type { RedisConnection } from './redis-connection.js';
 import { RedisRecordStore } from './redis-record.store.js';

@@ -1,5 +1,5 @@
 import { TusErrors } from '../protocol/tus-error.js';
-import { UploadRecord } from '../protocol/upload-record.js';
+import { UploadRecord } from '../core/upload-record.js';
 import type { FilesystemRecordStore } from '../storage/filesystem-record.store.js';
 import type { UploadRecordStore } from '../storage/storage.interfaces.js';
 import type { RedisConnection } from './redis-connection.js';

@@ -1,7 +1,7 @@
 import { lstat, readdir, unlink } from 'node:fs/promises';
-import { isUploadId } from '../protocol/headers.js';
+import { isUploadId } from '../core/upload-id.js';
 import { join } from 'node:path';
-import { UploadRecord } from '../protocol/upload-record.js';
+import { UploadRecord } from '../core/upload-record.js';
 import { TEMP_FILE, readSmallFile, writeFileAtomic } from './durable-file.js';
 import { isRefusedFile, quarantineFile, warnToConsole } from './safe-file.js';
 import type { UploadRecordStore } from './storage.interfaces.js';

@@ -1,6 +1,6 @@
 import { close, createReadStream, mkdirSync, read } from 'node:fs';
 import { lstat, readdir, unlink } from 'node:fs/promises';
-import { isUploadId } from '../protocol/headers.js';
+import { isUploadId } from '../core/upload-id.js';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { PartialBatchError, pumpBody } from './body-pump.js';

@@ -1,6 +1,6 @@
 import { constants } from 'node:buffer';
 import { Readable } from 'node:stream';
-import { UploadRecord } from '../protocol/upload-record.js';
+import { UploadRecord } from '../core/upload-record.js';
 import { pumpBody } from './body-pump.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import type {

@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { isUploadId } from '../protocol/headers.js';
-import { UploadRecord } from '../protocol/upload-record.js';
+import { UploadRecord } from '../core/upload-record.js';
 import { TimeoutError } from '../queue/completed-upload.queue.js';
 import { FilesystemCompletedQueue } from '../queue/filesystem-completed.queue.js';
 import { moveFile } from '../queue/move-file.js';

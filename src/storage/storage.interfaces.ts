@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { UploadRecord } from '../protocol/upload-record.js';
+import type { UploadRecord } from '../core/upload-record.js';
 
 /** How much of a request body to take and how long to wait for it. */
 export interface BodyWriteOptions {

@@ -1,4 +1,4 @@
-import type { UploadRecord } from '../protocol/upload-record.js';
+import type { UploadRecord } from '../core/upload-record.js';
 import type { SpaceAccounting } from './space-accounting.js';
 import type {
   UploadLock,

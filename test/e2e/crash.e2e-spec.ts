@@ -37,7 +37,7 @@ const MAX_SIZE = 3 * MiB;
 /** Upload bytes are slices of one random pool: nothing per upload is held in memory. */
 const POOL = randomBytes(MAX_SIZE * 2);
 /** A hard stop for the kill phase on a machine much slower than expected (it takes ~50 s). */
-const PHASE_BUDGET_MS = 90_000;
+const PHASE_BUDGET_MS = 150_000;
 const DRAIN_MS = 30_000;
 
 interface Upload {
@@ -385,5 +385,5 @@ describe('SIGKILL at random moments during concurrent uploads', () => {
     // Nothing of a finished upload is left in staging (data, record or temp record).
     expect(left).toEqual([]);
     expect(serverErrors).toEqual([]);
-  }, 200_000);
+  }, 260_000);
 });

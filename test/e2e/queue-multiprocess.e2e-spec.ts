@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FilesystemCompletedQueue } from '../../src/queue/filesystem-completed.queue.js';
-import { UploadRecord } from '../../src/protocol/upload-record.js';
+import { UploadRecord } from '../../src/core/upload-record.js';
 
 const workerScript = fileURLToPath(new URL('../support/queue-worker.mjs', import.meta.url));
 

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UploadRecord } from '../../src/protocol/upload-record.js';
+import { UploadRecord } from '../../src/core/upload-record.js';
 
 export const SECRET = 'TOP SECRET: root-owned, 0600\n';
 

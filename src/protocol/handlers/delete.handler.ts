@@ -11,7 +11,7 @@ import {
 import { TusErrors } from '../tus-error.js';
 import { UploadTerminatedEvent } from '../tus-events.js';
 import type { TusResponse } from '../tus-request.js';
-import type { UploadRecord } from '../upload-record.js';
+import type { UploadRecord } from '../../core/upload-record.js';
 
 /**
  * DELETE (termination): the upload's files are removed under its lock. A PATCH streaming into it
@@ -43,7 +43,10 @@ export const handleDelete: MethodHandler = async (request, context) => {
   context.emit(new UploadTerminatedEvent(id, removed.owner));
   // Finals waiting for a terminated partial can never complete: they fail now (410), not
   // when they expire.
-  for (const finalId of removed.waitingFinals) {
+  // (Those held for a body of this process that never stored them, too.)
+  const held = context.pendingFinals.get(id) ?? [];
+  context.pendingFinals.delete(id);
+  for (const finalId of new Set([...removed.waitingFinals, ...held])) {
     runInBackground(
       context,
       () => assembleFinal(finalId, context),

@@ -16,7 +16,7 @@ import { bodyChecksum, receiveBody } from '../receive-body.js';
 import { PREEMPTION, type MethodHandler, type TusContext } from '../tus-context.js';
 import { TusErrors, isNoSpaceError, isTooLargeError } from '../tus-error.js';
 import type { TusResponse } from '../tus-request.js';
-import type { UploadRecord } from '../upload-record.js';
+import type { UploadRecord } from '../../core/upload-record.js';
 
 /**
  * PATCH on an upload URL: the body is streamed to storage at the upload's offset under the

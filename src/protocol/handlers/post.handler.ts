@@ -16,7 +16,7 @@ import type { MethodHandler, OnCreateHook, TusContext } from '../tus-context.js'
 import { TusError, TusErrors, isNoSpaceError, isTooLargeError } from '../tus-error.js';
 import { UploadCreatedEvent } from '../tus-events.js';
 import type { TusRequest } from '../tus-request.js';
-import { UploadRecord } from '../upload-record.js';
+import { UploadRecord } from '../../core/upload-record.js';
 
 /** POST on the creation URL: a new upload, stored under a random UUID, never a client name. */
 export const handlePost: MethodHandler = async (request, context) => {

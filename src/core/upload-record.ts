@@ -1,5 +1,7 @@
 import { readFile } from 'node:fs/promises';
-import type { UploadMetadata } from './metadata.js';
+
+/** Client metadata: keys and their decoded values (`Upload-Metadata`). */
+export type UploadMetadata = Record<string, string>;
 
 /** The on-disk JSON of a record, with tussi's field names so either side can read the other's. */
 export interface UploadRecordJson {
