@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the suites drive as real peers: Chromium (Uppy), tuspy, redis-server.
+# Debian packages the suites drive as real peers: Chromium (Uppy), tuspy, redis-server, and Ceph
+# (a RADOS Gateway: the S3 server of the object-storage suites).
 # Run before `npm test` so the README's test command works on a fresh machine: installs what is
 # missing when run as root, otherwise says what to install (the suites that need it then fail
 # with a message naming the package).
 set -u
-packages=(chromium python3-tuspy redis-server)
+packages=(chromium python3-tuspy redis-server radosgw ceph-mon ceph-osd)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0
