@@ -73,7 +73,7 @@ export {
   type FinishedBytes,
   type WaitForFileOptions,
 } from './queue/completed-upload.queue.js';
-export { CompletedUpload } from './queue/completed-upload.js';
+export { CompletedUpload, type UploadLocation } from './queue/completed-upload.js';
 export { safeFilename, type SafeFilenameOptions } from './queue/safe-filename.js';
 export type { SaveOptions } from './queue/move-file.js';
 export {

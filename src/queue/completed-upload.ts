@@ -1,5 +1,12 @@
 import type { UploadRecord } from '../core/upload-record.js';
+import { createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { isRefusedFile, openRegularFile } from '../storage/safe-file.js';
+import { UnsafeFileError } from '../storage/storage.interfaces.js';
 import { moveFile, type SaveOptions } from './move-file.js';
+
+/** Where the bytes of a finished upload are while it is in the queue. */
+export type UploadLocation = { kind: 'file'; path: string };
 
 /** What a queue does when a claim ends; given by the queue that made the claim. */
 export interface ClaimRelease {
@@ -45,6 +52,27 @@ export class CompletedUpload implements AsyncDisposable {
     this.saved = true;
     await moveFile(this.path, dest, this.durable, options);
     this.dataMoved = true;
+  }
+
+  /** Where the bytes are while the upload is in the queue (today: a local file). */
+  get location(): UploadLocation {
+    return { kind: 'file', path: this.path };
+  }
+
+  /**
+   * The bytes, as a stream (to hash, scan or forward them without moving the file). Only a
+   * regular file with one link is read (`UnsafeFileError` otherwise); not after `save`.
+   */
+  async stream(): Promise<Readable> {
+    this.assertHeld();
+    if (this.dataMoved) throw new Error(`${this.name}: the data was saved elsewhere`);
+    let fd: number;
+    try {
+      fd = await openRegularFile(this.path, false);
+    } catch (e) {
+      throw isRefusedFile(e) ? new UnsafeFileError(this.path, { cause: e }) : e;
+    }
+    return createReadStream('', { fd, highWaterMark: 1 << 20 });
   }
 
   /** Moves the record (`.meta` JSON) to `dest`, as `save` moves the data. Once only. */

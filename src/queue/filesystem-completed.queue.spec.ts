@@ -1,11 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { UploadRecord } from '../core/upload-record.js';
 import { tryLockFile } from '../storage/file-lock.js';
+import { UnsafeFileError } from '../storage/storage.interfaces.js';
 import { AbortError, TimeoutError } from './completed-upload.queue.js';
 import { FilesystemCompletedQueue } from './filesystem-completed.queue.js';
 
@@ -76,6 +77,27 @@ describe('FilesystemCompletedQueue', () => {
     await expect(queue.waitForFile({ timeout: 300 })).rejects.toBeInstanceOf(TimeoutError);
     await first.release();
     await expect(queue.waitForFile({ timeout: 300 })).rejects.toBeInstanceOf(TimeoutError);
+  });
+
+  it('says where its bytes are and streams them without moving them; never a planted symlink', async () => {
+    const id = await finish('streamed bytes');
+    const upload = await queue.waitForFile({ timeout: 1000 });
+    expect(upload.location).toEqual({ kind: 'file', path: join(completed, id) });
+    const read = async () => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of await upload.stream()) chunks.push(chunk as Buffer);
+      return Buffer.concat(chunks).toString();
+    };
+    expect(await read()).toBe('streamed bytes');
+    expect(await read()).toBe('streamed bytes');
+    // Something planted in its place is never followed.
+    await writeFile(join(root, 'secret'), 'outside');
+    await rm(join(completed, id));
+    await symlink(join(root, 'secret'), join(completed, id));
+    await expect(upload.stream()).rejects.toBeInstanceOf(UnsafeFileError);
+    await rm(join(completed, id));
+    await upload.release();
+    await expect(upload.stream()).rejects.toThrow(/released/);
   });
 
   it('save moves the data file, saveRecord the record; each only once', async () => {
