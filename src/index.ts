@@ -27,7 +27,7 @@ export { TusLifecycle, TUS_JANITOR_INTERVAL } from './nest/tus-lifecycle.js';
 export { TusForwardedInterceptor } from './nest/tus-forwarded.interceptor.js';
 export { TrustedProxies, readForwarded } from './nest/trusted-proxies.js';
 export { applyCors, type TusCorsOptions } from './nest/tus-cors.js';
-export { TUS_OPTIONS, TUS_SCHEME, TUS_HOST } from './nest/tus.constants.js';
+export { TUS_OPTIONS, TUS_STORAGE, TUS_SCHEME, TUS_HOST } from './nest/tus.constants.js';
 
 export { TusHandler } from './protocol/tus-handler.js';
 export type { TusRequest, TusResponse } from './protocol/tus-request.js';

@@ -16,7 +16,8 @@ import { MemoryRateLimitStorage, TUS_RATE_LIMIT_STORAGE } from './nest/tus-rate-
 import { TusRateLimitGuard } from './nest/tus-rate-limit.guard.js';
 import { RedisRateLimitStorage } from './redis/redis-rate-limit.storage.js';
 import { installMalformedPathCatch, mountPaths, resolveTusRoutes } from './nest/tus-routes.js';
-import { TUS_OPTIONS } from './nest/tus.constants.js';
+import { TUS_OPTIONS, TUS_STORAGE } from './nest/tus.constants.js';
+import type { UploadStorage } from './storage/storage.interfaces.js';
 import type { TusLogger } from './protocol/tus-context.js';
 import type { TusEvent } from './protocol/tus-events.js';
 import { TusHandler } from './protocol/tus-handler.js';
@@ -68,13 +69,34 @@ function nestLogger(): TusLogger {
       useFactory: (options: TusModuleOptions) => resolveTusOptions(options),
     },
     {
+      // The one place the backend of the bytes is picked: the option, or files in uploadDir.
+      // Everything else asks it what it can do (local files to lock, a volume to account for).
+      provide: TUS_STORAGE,
+      inject: [TUS_OPTIONS],
+      useFactory: (options: ResolvedTusOptions): UploadStorage => {
+        const logger = options.logger ?? nestLogger();
+        return (
+          options.storage ??
+          new FilesystemStorage({
+            directory: options.uploadDir,
+            fsync: options.fsync,
+            directoryMode: options.directoryMode,
+            fileMode: options.fileMode,
+            log: (m) => logger.warn(m),
+          })
+        );
+      },
+    },
+    {
       // Several replicas: locks, the completed queue's claims, a record cache and the
       // janitor's lock in Redis (`coordination` option); null for one host (flock).
       provide: TUS_COORDINATION,
-      inject: [TUS_OPTIONS],
-      useFactory: (options: ResolvedTusOptions): RedisCoordination | null => {
+      inject: [TUS_OPTIONS, TUS_STORAGE],
+      useFactory: (
+        options: ResolvedTusOptions,
+        storage: UploadStorage,
+      ): RedisCoordination | null => {
         if (!options.coordination) return null;
-        const { storage } = options;
         return redisCoordination(options.coordination.redis, {
           uploadDir: options.uploadDir,
           completedDir: options.completedDir,
@@ -83,30 +105,20 @@ function nestLogger(): TusLogger {
           fileMode: options.fileMode,
           queuePollIntervalMs: options.queuePollIntervalMs,
           janitorIntervalMs: options.janitor ? options.janitor.intervalMs : undefined,
-          dataPath:
-            storage === undefined
-              ? undefined
-              : storage instanceof FilesystemStorage
-                ? (id) => storage.pathOf(id)
-                : null,
+          dataPath: storage.localPath ? (id) => storage.localPath!(id) : null,
           logger: options.logger ?? nestLogger(),
         });
       },
     },
     {
       provide: UploadStorageService,
-      inject: [TUS_OPTIONS, TUS_COORDINATION],
-      useFactory: (options: ResolvedTusOptions, coordination: RedisCoordination | null) => {
+      inject: [TUS_OPTIONS, TUS_STORAGE, TUS_COORDINATION],
+      useFactory: (
+        options: ResolvedTusOptions,
+        files: UploadStorage,
+        coordination: RedisCoordination | null,
+      ) => {
         const logger = options.logger ?? nestLogger();
-        const files =
-          options.storage ??
-          new FilesystemStorage({
-            directory: options.uploadDir,
-            fsync: options.fsync,
-            directoryMode: options.directoryMode,
-            fileMode: options.fileMode,
-            log: (m) => logger.warn(m),
-          });
         const records =
           options.recordStore ??
           coordination?.recordStore ??
@@ -114,20 +126,20 @@ function nestLogger(): TusLogger {
             fileMode: options.fileMode,
             log: (m) => logger.warn(m),
           });
-        // The file locker locks the data file; another storage brings its own locker (or gets
-        // locks that hold within this process only).
+        // Bytes that are local files are locked with flock on them (across the host's
+        // processes); other bytes get locks that hold within this process only.
         const locker =
           options.locker ??
           coordination?.locker ??
-          (files instanceof FilesystemStorage
-            ? new FileUploadLocker((id) => files.pathOf(id), { log: (m) => logger.warn(m) })
+          (files.localPath
+            ? new FileUploadLocker((id) => files.localPath!(id), { log: (m) => logger.warn(m) })
             : new MemoryUploadLocker());
-        // Promises of open uploads against the volume's free space, where the bytes are files.
+        // Promises of open uploads against the free space of the volume the bytes go to.
         const space =
-          files instanceof FilesystemStorage
+          files.volume !== undefined
             ? new SpaceAccounting(
-                coordination?.spaceLedger ?? new FileSpaceLedger(files.directory),
-                files.directory,
+                coordination?.spaceLedger ?? new FileSpaceLedger(files.volume),
+                files.volume,
                 { marginBytes: options.spaceMargin },
               )
             : undefined;
@@ -213,7 +225,14 @@ function nestLogger(): TusLogger {
     TusLifecycle,
     TusRequestMiddleware,
   ],
-  exports: [TUS_OPTIONS, UploadStorageService, CompletedUploadQueue, TusHandler, Janitor],
+  exports: [
+    TUS_OPTIONS,
+    TUS_STORAGE,
+    UploadStorageService,
+    CompletedUploadQueue,
+    TusHandler,
+    Janitor,
+  ],
 })
 export class TusModule extends ConfigurableModuleClass implements NestModule {
   constructor(

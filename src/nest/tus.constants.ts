@@ -1,5 +1,7 @@
 /** Injection token of the resolved (validated, defaulted) module options. */
 export const TUS_OPTIONS = Symbol('TUS_OPTIONS');
+/** Injection token of the storage of upload bytes the module uses (`UploadStorage`). */
+export const TUS_STORAGE = Symbol('TUS_STORAGE');
 
 /**
  * Request properties through which a proxy-aware layer (the trusted-proxy interceptor) tells the

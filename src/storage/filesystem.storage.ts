@@ -72,6 +72,10 @@ export class FilesystemStorage implements UploadStorage {
     return this.pathOf(id);
   }
 
+  get volume(): string {
+    return this.directory;
+  }
+
   async create(id: string, _length?: number | null): Promise<void> {
     // Empty: the bytes are reserved as they arrive. A refused creation leaves nothing behind.
     await createReserved(

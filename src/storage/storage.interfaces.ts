@@ -66,6 +66,11 @@ export interface UploadStorage {
    * moves the file); without it, a finished upload's bytes are read and copied.
    */
   localPath?(id: string): string;
+  /**
+   * A directory on the local volume the bytes are written to, when they are: creations are then
+   * accounted for against its free space (see `SpaceAccounting`).
+   */
+  readonly volume?: string;
   /** The ids of every upload with data, and how old the data is (ms since its last change). */
   list(): Promise<{ id: string; ageMs: number }[]>;
 }
