@@ -158,11 +158,16 @@ function checkJanitor(janitor: TusModuleOptions['janitor']): void {
   const problems: string[] = [];
   if (typeof janitor !== 'object' || janitor === null) problems.push('must be false or an object');
   else {
-    const { intervalMs, staleUploadAge, completedFileAge, orphanAge } = janitor;
+    const { intervalMs, staleUploadAge, completedFileAge, orphanAge, promiseLapseAge } = janitor;
     if (intervalMs !== undefined && !(Number.isInteger(intervalMs) && intervalMs >= 1000)) {
       problems.push('intervalMs must be an integer >= 1000');
     }
-    for (const [name, value] of Object.entries({ staleUploadAge, completedFileAge, orphanAge })) {
+    for (const [name, value] of Object.entries({
+      staleUploadAge,
+      completedFileAge,
+      orphanAge,
+      promiseLapseAge,
+    })) {
       if (value !== undefined && !(typeof value === 'number' && value >= 0)) {
         problems.push(`${name} must be a number of seconds >= 0`);
       }

@@ -27,6 +27,8 @@ export interface UploadRecordJson {
   waiting_finals?: string[];
   /** The principal that created the upload, when ownership is on (ignored by tussi). */
   owner?: string;
+  /** The upload sat idle and its remaining bytes are no longer promised (ignored by tussi). */
+  promise_lapsed?: boolean;
 }
 
 /** What the server knows about one upload. */
@@ -61,6 +63,12 @@ export class UploadRecord {
    * it. `null` for an upload created without one.
    */
   owner: string | null = null;
+  /**
+   * The upload sat idle long enough that its remaining bytes are no longer promised (the
+   * janitor let the promise lapse, so idle creations do not hold the disk's room for others);
+   * it is promised again when its client resumes.
+   */
+  promiseLapsed = false;
   /** The client's Base64 of the metadata values that decoding would alter (bytes that are not UTF-8, unpadded Base64), for HEAD. */
   encodedMetadata: Record<string, string> = {};
 
@@ -75,6 +83,11 @@ export class UploadRecord {
   /** The bytes still to come, promised to this upload (0 while its length is deferred). */
   get remaining(): number {
     return this.length === null ? 0 : Math.max(0, this.length - this.offset);
+  }
+
+  /** The bytes promised to this upload in the space accounting now. */
+  get promised(): number {
+    return this.promiseLapsed ? 0 : this.remaining;
   }
 
   /** True once every declared byte is durable. */
@@ -114,6 +127,7 @@ export class UploadRecord {
       ...(this.parts.length > 0 && { parts: this.parts }),
       ...(this.waitingFinals.length > 0 && { waiting_finals: this.waitingFinals }),
       ...(this.owner !== null && { owner: this.owner }),
+      ...(this.promiseLapsed && { promise_lapsed: true }),
     };
   }
 
@@ -145,6 +159,7 @@ export class UploadRecord {
     record.waitingFinals = stringList(json.waiting_finals);
     record.encodedMetadata = stringMap(json.metadata_encoded);
     if (typeof json.owner === 'string') record.owner = json.owner;
+    record.promiseLapsed = json.promise_lapsed === true;
     return record;
   }
 

@@ -11,6 +11,13 @@ export interface JanitorOptions {
   completedFileAge?: number;
   /** Delete data without a record, and temp files, after this many seconds. @default 3600 */
   orphanAge?: number;
+  /**
+   * An unfinished upload with no write for this many seconds stops holding its remaining bytes
+   * in the space accounting (creations that never send a byte cannot keep the room from others
+   * until they expire); it is promised again when its client resumes, or refused with 507 if
+   * the room is gone by then. @default 3600
+   */
+  promiseLapseAge?: number;
 }
 
 /** What one run did, per case. */
@@ -27,6 +34,8 @@ export interface JanitorSummary {
   expiredCompleted: number;
   /** Leftover temp files of interrupted record writes, deleted. */
   tempFiles: number;
+  /** Idle unfinished uploads whose remaining bytes are no longer promised. */
+  lapsedPromises: number;
 }
 
 /**
@@ -48,6 +57,7 @@ export class Janitor {
   readonly staleUploadAge: number;
   readonly completedFileAge: number;
   readonly orphanAge: number;
+  readonly promiseLapseAge: number;
   private running: Promise<JanitorSummary> | undefined;
 
   constructor(
@@ -61,6 +71,7 @@ export class Janitor {
       options.staleUploadAge ?? (context.options.expireAfterMs ?? DEFAULT_EXPIRE_AFTER_MS) / 1000;
     this.completedFileAge = options.completedFileAge ?? 604_800;
     this.orphanAge = options.orphanAge ?? 3_600;
+    this.promiseLapseAge = options.promiseLapseAge ?? 3_600;
   }
 
   /**
@@ -86,6 +97,7 @@ export class Janitor {
         orphanedData: 0,
         expiredCompleted: 0,
         tempFiles: 0,
+        lapsedPromises: 0,
       };
     }
     try {
@@ -104,6 +116,7 @@ export class Janitor {
       orphanedData: 0,
       expiredCompleted: 0,
       tempFiles: 0,
+      lapsedPromises: 0,
     };
     const now = Date.now() / 1000;
     const data = new Map((await store.storage.list()).map((d) => [d.id, d.ageMs]));
@@ -115,6 +128,10 @@ export class Janitor {
         continue;
       }
       const record = await store.getRecord(id).catch(() => null);
+      // (One about to be deleted as stale gives its promise back with its files.)
+      if (record && !this.isStale(record, now) && this.promiseLapses(record, now)) {
+        summary.lapsedPromises += await this.lapsePromise(id, now);
+      }
       if (!record || !this.isStale(record, now)) continue;
       summary.stale += await this.removeUnderLock(
         id,
@@ -154,6 +171,30 @@ export class Janitor {
         const current = await store.getRecord(id);
         if (!stillDue(current)) return 0;
         await store.remove(id, current);
+        return 1;
+      });
+    } catch (e) {
+      if (e instanceof LockTimeoutError || e instanceof LockTargetMissingError) return 0;
+      throw e;
+    }
+  }
+
+  /** Idle, unfinished, of a known length, still promised (finals keep theirs: see assembly). */
+  private promiseLapses(record: UploadRecord, now: number): boolean {
+    return !record.isFinal && record.promised > 0 && now - record.lastWrite >= this.promiseLapseAge;
+  }
+
+  /** Lets the promise of an idle upload lapse, under its lock (skipped while it is written). */
+  private async lapsePromise(id: string, now: number): Promise<number> {
+    const { store } = this.context;
+    try {
+      return await store.withLock(id, 0, async () => {
+        const current = await store.getRecord(id);
+        if (!current || !this.promiseLapses(current, now)) return 0;
+        const promised = current.promised;
+        current.promiseLapsed = true;
+        await store.records.put(id, current);
+        await store.settle(promised);
         return 1;
       });
     } catch (e) {

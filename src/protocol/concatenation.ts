@@ -107,7 +107,7 @@ export async function assembleFinal(finalId: string, context: TusContext): Promi
         await copyPart(partId, partLength, finalId, position, lock, context);
         position += partLength;
       }
-      const promised = final.remaining;
+      const promised = final.promised;
       final.offset = final.length;
       final.lastWrite = Date.now() / 1000;
       await store.records.put(finalId, final);

@@ -218,7 +218,7 @@ async function commitOffset(
       await store.records.put(id, record);
       record.offset = base;
       // Written and counted: no longer promised (while the length is deferred, nothing was).
-      if (record.length !== null) await store.settle(claim);
+      if (record.length !== null && !record.promiseLapsed) await store.settle(claim);
       return claim;
     } catch (e) {
       record.offset = base;

@@ -45,7 +45,7 @@ export class UploadStorageService {
     let total = 0;
     for (const id of await this.records.list()) {
       const record = await this.records.get(id).catch(() => null);
-      if (record) total += record.remaining;
+      if (record) total += record.promised;
     }
     return total;
   }
@@ -70,7 +70,7 @@ export class UploadStorageService {
    * promises), creates its data, then stores its record. On failure nothing is left.
    */
   async create(id: string, record: UploadRecord): Promise<void> {
-    const promised = record.remaining;
+    const promised = record.promised;
     await this.promise(promised);
     try {
       await this.storage.create(id, record.length);
@@ -105,6 +105,6 @@ export class UploadStorageService {
     const known = record === undefined ? await this.records.get(id).catch(() => null) : record;
     await this.records.remove(id);
     await this.storage.remove(id);
-    if (known) await this.settle(known.remaining);
+    if (known) await this.settle(known.promised);
   }
 }

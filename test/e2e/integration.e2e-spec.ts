@@ -1360,6 +1360,7 @@ describe('janitor', () => {
       orphanedData: expect.any(Number),
       expiredCompleted: expect.any(Number),
       tempFiles: expect.any(Number),
+      lapsedPromises: expect.any(Number),
     });
     // With staleUploadAge 0 the untouched upload is stale.
     expect(summary.stale).toBe(1);

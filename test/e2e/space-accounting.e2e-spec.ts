@@ -2,6 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/glob
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Janitor } from '../../src/index.js';
 import { startChildServer, ensureBuilt, type ChildServer } from '../support/child-server.js';
 import {
   createTestApp,
@@ -146,6 +147,51 @@ async function ledgerTotal(uploadDir: string): Promise<number> {
       // Finished: it answers with its whole length (from the completed queue).
       expect((await headUpload(app, id)).offset).toBe(data.length);
       expect(await ledgerTotal(dirs.uploadDir)).toBe(20 * MiB);
+      expect(app.logged.errors).toEqual([]);
+    });
+
+    it('an idle upload stops holding its room; resumed, it is promised again or refused with 507', async () => {
+      app = await createTestApp({ ...(await freshDirs()), janitor: { promiseLapseAge: 0 } });
+      const janitor = app.app.get(Janitor);
+      const idle: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        const { res, id } = await createUpload(app, 12 * MiB);
+        expect(res.status).toBe(201);
+        idle.push(id);
+      }
+      const data = randomBytes(12 * MiB);
+      expect((await patchUpload(app, idle[0], 0, data.subarray(0, 1 * MiB))).status).toBe(204);
+      expect((await createUpload(app, 12 * MiB)).res.status).toBe(507);
+      // Their clients went quiet: the janitor lets their promises lapse.
+      expect((await janitor.run()).lapsedPromises).toBe(5);
+      expect(await ledgerTotal(dirs.uploadDir)).toBe(0);
+      expect((await janitor.run()).lapsedPromises).toBe(0);
+      // The room is free for others...
+      const others: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const { res, id } = await createUpload(app, 12 * MiB);
+        expect(res.status).toBe(201);
+        others.push(id);
+      }
+      // ...and a lapsed upload that resumes is promised again while it fits (11 MiB to come).
+      const resumed = await patchUpload(app, idle[0], 1 * MiB, data.subarray(1 * MiB, 2 * MiB));
+      expect(resumed.status).toBe(204);
+      expect(await ledgerTotal(dirs.uploadDir)).toBe(48 * MiB + 10 * MiB);
+      // One that no longer fits is refused before a byte is taken; its offset stays.
+      const refused = await patchUpload(app, idle[1], 0, data.subarray(0, 1 * MiB));
+      expect(refused.status).toBe(507);
+      expect((await headUpload(app, idle[1])).offset).toBe(0);
+      // Once others are gone, it is taken again.
+      for (const id of others) {
+        const del = await app.request({
+          method: 'DELETE',
+          path: `/files/${id}`,
+          headers: { ...TUS_HEADERS },
+        });
+        expect(del.status).toBe(204);
+      }
+      expect((await patchUpload(app, idle[1], 0, data.subarray(0, 1 * MiB))).status).toBe(204);
+      expect(await ledgerTotal(dirs.uploadDir)).toBe(10 * MiB + 11 * MiB);
       expect(app.logged.errors).toEqual([]);
     });
 

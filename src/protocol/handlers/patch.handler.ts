@@ -52,6 +52,12 @@ export const handlePatch: MethodHandler = async (request, context) => {
       assertNotExpired(record, context);
       // "If the offsets do not match, the Server MUST respond with 409 ... without modifying".
       if (record.offset !== offset) throw TusErrors.mismatchedOffset(record.offset);
+      // Idle long enough that its room was given to others: promised again, or 507 (retry later).
+      if (record.promiseLapsed) {
+        await store.promise(record.remaining);
+        record.promiseLapsed = false;
+        await store.records.put(id, record);
+      }
       const lengthChanged =
         declaredLength !== undefined && (await settleLength(id, record, declaredLength, context));
       try {
