@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TusHandler } from '../protocol/tus-handler.js';
@@ -240,6 +240,19 @@ describe('Janitor', () => {
     expect(await queue.lookup(old)).toBeNull();
     expect(await completedEntries(young)).toEqual([`${young}.done`]);
     expect((await queue.lookup(young))?.offset).toBe(5);
+  });
+
+  it('removes temp files a crash left in the completed directory (a record, copied bytes)', async () => {
+    const oldCopy = join(completedDir, `.${randomUUID()}.0123456789ab.tmp`);
+    const youngCopy = join(completedDir, `.${randomUUID()}.ba9876543210.tmp`);
+    await mkdir(completedDir, { recursive: true });
+    await writeFile(oldCopy, 'half of an upload');
+    await writeFile(youngCopy, 'being copied now');
+    await age(oldCopy, ORPHAN + 60);
+    await age(youngCopy, ORPHAN - 60);
+    expect(await janitor.run()).toEqual({ ...NOTHING, tempFiles: 1 });
+    expect(existsSync(oldCopy)).toBe(false);
+    expect(existsSync(youngCopy)).toBe(true);
   });
 
   it('removes temp files of interrupted record writes older than orphanAge, keeps young ones', async () => {

@@ -146,7 +146,9 @@ export class Janitor {
     }
 
     if (queue) summary.expiredCompleted = await queue.expire(this.completedFileAge * 1000);
-    summary.tempFiles = (await store.records.sweep?.(this.orphanAge * 1000)) ?? 0;
+    summary.tempFiles =
+      ((await store.records.sweep?.(this.orphanAge * 1000)) ?? 0) +
+      ((await queue?.sweep(this.orphanAge * 1000)) ?? 0);
     return summary;
   }
 

@@ -70,6 +70,14 @@ export abstract class CompletedUploadQueue {
    */
   abstract remove(id: string): Promise<'removed' | 'held' | 'missing'>;
 
+  /**
+   * Deletes leftovers of writes a crash interrupted (temp files of records and of copied bytes)
+   * older than `ageMs`; returns how many. Nothing to do for a queue without files.
+   */
+  async sweep(_ageMs: number): Promise<number> {
+    return 0;
+  }
+
   /** Stops every pending `waitForFile` with an `AbortError`. */
   abstract close(): Promise<void>;
 

@@ -170,7 +170,8 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
    * order as a move, so a consumer never finds data without its record.
    */
   private async enqueueCopy(id: string, record: UploadRecord, read: () => Readable): Promise<void> {
-    const temp = join(this.directory, `.${id}.${randomBytes(6).toString('hex')}.incoming`);
+    // A temp file's name (see TEMP_FILE): the janitor sweeps one a crash left behind.
+    const temp = join(this.directory, `.${id}.${randomBytes(6).toString('hex')}.tmp`);
     try {
       const out = createWriteStream(temp, { flags: 'wx', mode: this.fileMode, flush: this.fsync });
       await pipeline(read(), out);
@@ -240,6 +241,21 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
     } finally {
       await lock?.release();
     }
+  }
+
+  override async sweep(ageMs: number): Promise<number> {
+    const now = Date.now();
+    let removed = 0;
+    for (const name of await readdir(this.directory)) {
+      if (!TEMP_FILE.test(name)) continue;
+      const path = join(this.directory, name);
+      const info = await lstat(path).catch(() => null);
+      // A young temp file may be a record or a copy being written right now.
+      if (!info || now - info.mtimeMs < ageMs) continue;
+      await unlink(path).catch(() => {});
+      removed++;
+    }
+    return removed;
   }
 
   async expire(ageMs: number): Promise<number> {

@@ -302,6 +302,10 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
     }
   }
 
+  override sweep(ageMs: number): Promise<number> {
+    return this.files.sweep(ageMs);
+  }
+
   async expire(ageMs: number): Promise<number> {
     // Only when claimed for deletion: a consumer's claim is never pulled away.
     return this.files.sweepExpired(ageMs, async (_path, id) => {

@@ -105,7 +105,7 @@ describe('TusModule with another storage (memory)', () => {
     expect(delivered.name).toBe(idOf(String(final.headers.location)));
     expect(sha256(delivered.bytes)).toBe(sha256(Buffer.concat(parts)));
     // Nothing left: no temp file in the queue, nothing in the storage.
-    expect((await readdir(s.completedDir)).filter((n) => n.includes('incoming'))).toEqual([]);
+    expect((await readdir(s.completedDir)).filter((n) => n.endsWith('.tmp'))).toEqual([]);
     expect(storage.files.size).toBe(0);
     expect(s.logged.errors).toEqual([]);
   });
