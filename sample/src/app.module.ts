@@ -25,6 +25,7 @@ export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
     completedDir: config.get<string>('TUS_COMPLETED_DIR', './data/completed'),
     maxSize: number(config.get<string>('TUS_MAX_SIZE')),
     maxChunkSize: number(config.get<string>('TUS_MAX_CHUNK_SIZE')),
+    spaceMargin: number(config.get<string>('TUS_SPACE_MARGIN')),
     fsync: config.get<string>('TUS_FSYNC', 'true') !== 'false',
     trustedProxies: list(config.get<string>('TUS_TRUSTED_PROXIES')),
     cors: origins.length > 0 ? { origins: origins.includes('*') ? '*' : origins } : undefined,

@@ -16,6 +16,8 @@ export interface ServerConfig {
   destDir: string;
   maxSize?: number;
   maxChunkSize?: number;
+  /** Free space kept beyond the bytes promised to open uploads (module default when undefined). */
+  spaceMargin?: number;
   /** Bearer tokens (`name:token` names the principal); each is its own principal. */
   tokens: string[];
   /** A file of tokens, one a line (kept out of `ps`). */
@@ -125,6 +127,14 @@ export function serverProgram(): Command {
     .addOption(
       new Option('--max-chunk-size <bytes>', 'largest PATCH body (bytes, or 64M, ...)')
         .env('TUS_MAX_CHUNK_SIZE')
+        .argParser(optionalSize),
+    )
+    .addOption(
+      new Option(
+        '--space-margin <bytes>',
+        'free space kept beyond what open uploads were promised (bytes, or 1G, ...); default the smaller of 64M and 5% of the volume',
+      )
+        .env('TUS_SPACE_MARGIN')
         .argParser(optionalSize),
     )
     .addOption(
@@ -278,6 +288,7 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     // 0 is "no limit", as an empty variable is.
     maxSize: options.maxSize || undefined,
     maxChunkSize: options.maxChunkSize,
+    spaceMargin: options.spaceMargin,
     tokens: options.token ?? [],
     maxCreationsPerMinute: options.maxCreationsPerMinute,
     maxRequestsPerMinute: options.maxRequestsPerMinute,
@@ -306,6 +317,7 @@ function exportToEnvironment(config: ServerConfig): void {
   set('TUS_DEST_DIR', config.destDir);
   set('TUS_MAX_SIZE', config.maxSize);
   set('TUS_MAX_CHUNK_SIZE', config.maxChunkSize);
+  set('TUS_SPACE_MARGIN', config.spaceMargin);
   set('TUS_TOKEN', config.tokens.join(','));
   set('TUS_MAX_CREATIONS_PER_MINUTE', config.maxCreationsPerMinute);
   set('TUS_MAX_REQUESTS_PER_MINUTE', config.maxRequestsPerMinute);

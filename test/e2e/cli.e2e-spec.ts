@@ -139,6 +139,7 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       '--dest-dir',
       '--max-size',
       '--max-chunk-size',
+      '--space-margin',
       '--token',
       '--token-file',
       '--max-creations-per-minute',
@@ -161,6 +162,7 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       'TUS_DEST_DIR',
       'TUS_MAX_SIZE',
       'TUS_MAX_CHUNK_SIZE',
+      'TUS_SPACE_MARGIN',
       'TUS_TOKEN',
       'TUS_TOKEN_FILE',
       'TUS_MAX_CREATIONS_PER_MINUTE',
@@ -188,6 +190,18 @@ describe('tussi-server and tussi-upload (real processes)', () => {
     ]) {
       expect(upload).toContain(flag);
     }
+  });
+
+  it('--space-margin reaches the space accounting: a margin above the free space refuses every creation', async () => {
+    const { srv } = await server(['--space-margin', '1000T']);
+    const base = new URL(srv.url);
+    const res = await tusRequest(base.origin, {
+      method: 'POST',
+      path: base.pathname,
+      headers: { 'Tus-Resumable': '1.0.0', 'Upload-Length': '1' },
+    });
+    expect(res.status).toBe(507);
+    expect(res.body.toString()).toContain('ERR_INSUFFICIENT_STORAGE');
   });
 
   it('uploads a file that arrives byte-identical in the destination as {uuid}-{filename}', async () => {
