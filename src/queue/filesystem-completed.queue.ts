@@ -9,6 +9,7 @@ import { UploadRecord } from '../core/upload-record.js';
 import {
   TEMP_FILE,
   readSmallFile,
+  sweepTempFiles,
   syncDirectory,
   writeFileAtomic,
 } from '../storage/durable-file.js';
@@ -243,19 +244,8 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
     }
   }
 
-  override async sweep(ageMs: number): Promise<number> {
-    const now = Date.now();
-    let removed = 0;
-    for (const name of await readdir(this.directory)) {
-      if (!TEMP_FILE.test(name)) continue;
-      const path = join(this.directory, name);
-      const info = await lstat(path).catch(() => null);
-      // A young temp file may be a record or a copy being written right now.
-      if (!info || now - info.mtimeMs < ageMs) continue;
-      await unlink(path).catch(() => {});
-      removed++;
-    }
-    return removed;
+  override sweep(ageMs: number): Promise<number> {
+    return sweepTempFiles(this.directory, ageMs);
   }
 
   async expire(ageMs: number): Promise<number> {

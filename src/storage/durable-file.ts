@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
+import { lstat, open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { fdCall } from './fd.js';
 import { nativeAddon } from './native.js';
@@ -155,6 +155,24 @@ async function readSmallFilePortable(path: string): Promise<string> {
 
 /** Temp files of atomic writes: `.{name}.{random}.tmp`, never mistaken for an upload. */
 export const TEMP_FILE = /^\..+\.[0-9a-f]{12}\.tmp$/;
+
+/**
+ * Deletes the temp files in `directory` older than `ageMs` (leftovers of writes a crash cut
+ * short); a young one may be a write under way and is never touched. Returns how many.
+ */
+export async function sweepTempFiles(directory: string, ageMs: number): Promise<number> {
+  const now = Date.now();
+  let removed = 0;
+  for (const name of await readdir(directory)) {
+    if (!TEMP_FILE.test(name)) continue;
+    const path = join(directory, name);
+    const info = await lstat(path).catch(() => null);
+    if (!info || now - info.mtimeMs < ageMs) continue;
+    await unlink(path).catch(() => {});
+    removed++;
+  }
+  return removed;
+}
 
 async function syncDirectoryPortable(path: string): Promise<void> {
   // O_DIRECTORY: anything else under the name is refused (ENOTDIR), a FIFO never waited on.

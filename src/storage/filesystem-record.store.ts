@@ -1,8 +1,8 @@
-import { lstat, readdir, unlink } from 'node:fs/promises';
+import { readdir, unlink } from 'node:fs/promises';
 import { isUploadId } from '../core/upload-id.js';
 import { join } from 'node:path';
 import { UploadRecord } from '../core/upload-record.js';
-import { TEMP_FILE, readSmallFile, writeFileAtomic } from './durable-file.js';
+import { readSmallFile, sweepTempFiles, writeFileAtomic } from './durable-file.js';
 import { isRefusedFile, quarantineFile, warnToConsole } from './safe-file.js';
 import type { UploadRecordStore } from './storage.interfaces.js';
 
@@ -72,18 +72,7 @@ export class FilesystemRecordStore implements UploadRecordStore {
       .map((n) => n.slice(0, -5));
   }
 
-  async sweep(ageMs: number): Promise<number> {
-    const now = Date.now();
-    let removed = 0;
-    for (const name of await readdir(this.directory)) {
-      if (!TEMP_FILE.test(name)) continue;
-      const path = join(this.directory, name);
-      const info = await lstat(path).catch(() => null);
-      // A young temp file may be a record being written right now: never touch it.
-      if (!info || now - info.mtimeMs < ageMs) continue;
-      await unlink(path).catch(() => {});
-      removed++;
-    }
-    return removed;
+  sweep(ageMs: number): Promise<number> {
+    return sweepTempFiles(this.directory, ageMs);
   }
 }
