@@ -282,7 +282,10 @@ export async function stagingOffset(uploadDir: string): Promise<number | undefin
 /** Data files (not `.meta`) of a destination directory. */
 export async function delivered(destDir: string): Promise<string[]> {
   try {
-    return (await readdir(destDir)).filter((n) => !n.endsWith('.meta')).sort();
+    // Not the records, nor the temp file of a record being written at this very moment.
+    return (await readdir(destDir))
+      .filter((n) => !n.endsWith('.meta') && !n.startsWith('.'))
+      .sort();
   } catch {
     return [];
   }
