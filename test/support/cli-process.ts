@@ -279,12 +279,15 @@ export async function stagingOffset(uploadDir: string): Promise<number | undefin
   return undefined;
 }
 
-/** Data files (not `.meta`) of a destination directory. */
+/**
+ * Data files of a destination directory whose delivery is done: the consumer saves the data,
+ * then its record (`{name}.meta`, written through a temp file); a file counts once both are in.
+ */
 export async function delivered(destDir: string): Promise<string[]> {
   try {
-    // Not the records, nor the temp file of a record being written at this very moment.
-    return (await readdir(destDir))
-      .filter((n) => !n.endsWith('.meta') && !n.startsWith('.'))
+    const names = new Set(await readdir(destDir));
+    return [...names]
+      .filter((n) => !n.endsWith('.meta') && !n.startsWith('.') && names.has(`${n}.meta`))
       .sort();
   } catch {
     return [];
