@@ -54,12 +54,20 @@ export async function completeUpload(
   }
   // The finals are assembled after this request lets go of the partial's lock (assembly takes
   // the partials' locks to remove them), so the work is handed over, not awaited here.
-  for (const finalId of record.waitingFinals) {
-    runInBackground(
-      context,
-      () => assembleFinal(finalId, context),
-      `assembling final upload ${finalId} failed`,
-    );
+  wakeFinals(record.waitingFinals, context);
+}
+
+/**
+ * Hands finals to background assembly (after the current request lets go of its locks): each
+ * is assembled if all its partials are complete, or failed if one is gone.
+ */
+export function wakeFinals(
+  finalIds: Iterable<string>,
+  context: TusContext,
+  failure = (finalId: string) => `assembling final upload ${finalId} failed`,
+): void {
+  for (const finalId of finalIds) {
+    runInBackground(context, () => assembleFinal(finalId, context), failure(finalId));
   }
 }
 

@@ -5,13 +5,12 @@ import {
   requestChecksum,
   type Checksum,
 } from './checksum.js';
-import { assembleFinal, completeUpload, takePendingFinals } from './concatenation.js';
+import { completeUpload, takePendingFinals, wakeFinals } from './concatenation.js';
 import { headerValue } from './headers.js';
 import {
   ActiveWrite,
   PREEMPTION,
   TERMINATION,
-  runInBackground,
   trackWrite,
   type TusContext,
 } from './tus-context.js';
@@ -176,14 +175,11 @@ async function recordLateFinals(
     const known = new Set(record.waitingFinals);
     takePendingFinals(id, record, context);
     await context.store.records.put(id, record);
-    if (!record.isComplete) continue;
-    for (const finalId of record.waitingFinals.filter((f) => !known.has(f))) {
-      runInBackground(
+    if (record.isComplete)
+      wakeFinals(
+        record.waitingFinals.filter((f) => !known.has(f)),
         context,
-        () => assembleFinal(finalId, context),
-        `assembling final upload ${finalId} failed`,
       );
-    }
   }
 }
 

@@ -1,13 +1,8 @@
 import { LockTargetMissingError, LockTimeoutError } from '../../storage/storage.interfaces.js';
 import { isUploadId } from '../headers.js';
 import { assertOwnsUpload } from '../ownership.js';
-import { assembleFinal } from '../concatenation.js';
-import {
-  TERMINATION,
-  runInBackground,
-  type MethodHandler,
-  type TusContext,
-} from '../tus-context.js';
+import { wakeFinals } from '../concatenation.js';
+import { TERMINATION, type MethodHandler, type TusContext } from '../tus-context.js';
 import { TusErrors } from '../tus-error.js';
 import { UploadTerminatedEvent } from '../tus-events.js';
 import type { TusResponse } from '../tus-request.js';
@@ -46,13 +41,11 @@ export const handleDelete: MethodHandler = async (request, context) => {
   // (Those held for a body of this process that never stored them, too.)
   const held = context.pendingFinals.get(id) ?? [];
   context.pendingFinals.delete(id);
-  for (const finalId of new Set([...removed.waitingFinals, ...held])) {
-    runInBackground(
-      context,
-      () => assembleFinal(finalId, context),
-      `final upload ${finalId} of a terminated partial`,
-    );
-  }
+  wakeFinals(
+    new Set([...removed.waitingFinals, ...held]),
+    context,
+    (finalId) => `final upload ${finalId} of a terminated partial`,
+  );
   return { status: 204, headers: {} };
 };
 
