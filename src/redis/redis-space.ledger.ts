@@ -56,9 +56,9 @@ export class RedisSpaceLedger implements SpaceLedger {
       if (taken !== -1) return taken === 1;
       if (!this.rebuild || attempt > 0) return false;
       // Redis lost the total: every replica sees the same records; the first to store wins.
-      await this.redis.run((client) =>
-        this.rebuild!().then((total) => client.set(this.keys.spacePromised, total, 'NX')),
-      );
+      // (The records are read before the command, not inside it: a scan is not a Redis wait.)
+      const total = await this.rebuild();
+      await this.redis.run((client) => client.set(this.keys.spacePromised, total, 'NX'));
     }
   }
 
