@@ -162,23 +162,33 @@ export class Janitor {
     );
   }
 
-  /** Removes an upload if, under its lock, `stillDue` holds for its current record. */
-  private async removeUnderLock(
+  /**
+   * Runs `work` on the current record of `id` under the upload's lock, taken with no wait: an
+   * upload a request holds (or one gone meanwhile) is skipped (0). Returns what `work` counts.
+   */
+  private async underIdleLock(
     id: string,
-    stillDue: (record: UploadRecord | null) => boolean,
+    work: (current: UploadRecord | null) => Promise<number>,
   ): Promise<number> {
     const { store } = this.context;
     try {
-      return await store.withLock(id, 0, async () => {
-        const current = await store.getRecord(id);
-        if (!stillDue(current)) return 0;
-        await store.remove(id, current);
-        return 1;
-      });
+      return await store.withLock(id, 0, async () => work(await store.getRecord(id)));
     } catch (e) {
       if (e instanceof LockTimeoutError || e instanceof LockTargetMissingError) return 0;
       throw e;
     }
+  }
+
+  /** Removes an upload if, under its lock, `stillDue` holds for its current record. */
+  private removeUnderLock(
+    id: string,
+    stillDue: (record: UploadRecord | null) => boolean,
+  ): Promise<number> {
+    return this.underIdleLock(id, async (current) => {
+      if (!stillDue(current)) return 0;
+      await this.context.store.remove(id, current);
+      return 1;
+    });
   }
 
   /** Idle, unfinished, of a known length, still promised (finals keep theirs: see assembly). */
@@ -187,22 +197,16 @@ export class Janitor {
   }
 
   /** Lets the promise of an idle upload lapse, under its lock (skipped while it is written). */
-  private async lapsePromise(id: string, now: number): Promise<number> {
+  private lapsePromise(id: string, now: number): Promise<number> {
     const { store } = this.context;
-    try {
-      return await store.withLock(id, 0, async () => {
-        const current = await store.getRecord(id);
-        if (!current || !this.promiseLapses(current, now)) return 0;
-        const promised = current.promised;
-        current.promiseLapsed = true;
-        await store.records.put(id, current);
-        await store.settle(promised);
-        return 1;
-      });
-    } catch (e) {
-      if (e instanceof LockTimeoutError || e instanceof LockTargetMissingError) return 0;
-      throw e;
-    }
+    return this.underIdleLock(id, async (current) => {
+      if (!current || !this.promiseLapses(current, now)) return 0;
+      const promised = current.promised;
+      current.promiseLapsed = true;
+      await store.records.put(id, current);
+      await store.settle(promised);
+      return 1;
+    });
   }
 
   /** A record whose data is gone: finished (the queue has it) or lost; either way it goes. */
