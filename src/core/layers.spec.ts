@@ -22,7 +22,11 @@ it('the ground floor (core) imports nothing of the project', async () => {
   expect((await importsOf('core')).filter((i) => !i.from.startsWith('./'))).toEqual([]);
 });
 
-it('storage and the completed queue import nothing of the protocol or of Nest', async () => {
-  const imports = [...(await importsOf('storage')), ...(await importsOf('queue'))];
+it('storages and the completed queue import nothing of the protocol or of Nest', async () => {
+  const imports = [
+    ...(await importsOf('storage')),
+    ...(await importsOf('queue')),
+    ...(await importsOf('s3')),
+  ];
   expect(imports.filter((i) => /\/(protocol|nest|redis|cli)\//.test(i.from))).toEqual([]);
 });

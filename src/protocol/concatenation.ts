@@ -52,8 +52,10 @@ export async function completeUpload(
     await finalizeUpload(id, record, context);
     return;
   }
-  // The finals are assembled after this request lets go of the partial's lock (assembly takes
-  // the partials' locks to remove them), so the work is handed over, not awaited here.
+  // Its bytes become readable (an object store completes its multipart upload); the finals
+  // are assembled after this request lets go of the partial's lock (assembly takes the
+  // partials' locks to remove them), so the work is handed over, not awaited here.
+  await context.store.storage.complete?.(id);
   wakeFinals(record.waitingFinals, context);
 }
 
@@ -149,6 +151,8 @@ async function copyPart(
   try {
     await store.withLock(partId, options.lockWaitMs, async () => {
       if (!(await store.getRecord(partId))) throw TusErrors.partialGone();
+      // Completed when its last byte came, unless a crash came between.
+      await store.storage.complete?.(partId);
       const source = store.storage.read(partId, 0, length);
       // The body pump takes a failing source for a cut body: its error is kept to be told.
       let readError: Error | undefined;

@@ -13,6 +13,7 @@ export async function finalizeUpload(
   context: TusContext,
 ): Promise<void> {
   if (!context.queue) return;
+  await context.store.storage.complete?.(id);
   const finishedAt = new Date();
   record.finishedAt = finishedAt;
   record.duration = Math.max(0, finishedAt.getTime() / 1000 - record.createdAt);

@@ -1,4 +1,5 @@
 import {
+  CHECKSUM_ALGORITHMS,
   StreamingChecksum,
   announcesChecksumTrailer,
   parseChecksum,
@@ -69,9 +70,14 @@ export async function receiveBody(
   // A checksum header names its algorithm before the body: one hash runs while it streams. A
   // trailer names it only after the body: the bytes are hashed once it came, read back from
   // storage with that algorithm alone (a client cannot make the server run every algorithm).
+  // A storage that cannot read back the bytes of an open upload (an object store) has the
+  // body hashed with every algorithm while it streams instead: a constant cost per byte.
+  const readBack = store.storage.readsOpenUploads !== false;
   const hasher = checksum?.expected
     ? new StreamingChecksum([checksum.expected.algorithm])
-    : undefined;
+    : checksum?.trailer && !readBack
+      ? new StreamingChecksum(CHECKSUM_ALGORITHMS)
+      : undefined;
   let received = 0;
   const stop = new ActiveWrite();
   const untrack = trackWrite(context, id, stop);
@@ -109,11 +115,14 @@ export async function receiveBody(
         if (!hasher?.matches(checksum.expected)) throw TusErrors.checksumMismatch();
       } else {
         const expected = trailerChecksum(request);
-        const readBack = new StreamingChecksum([expected.algorithm]);
-        for await (const chunk of store.storage.read(id, offset, accepted)) {
-          readBack.update(chunk as Buffer);
+        let computed = hasher;
+        if (!computed) {
+          computed = new StreamingChecksum([expected.algorithm]);
+          for await (const chunk of store.storage.read(id, offset, accepted)) {
+            computed.update(chunk as Buffer);
+          }
         }
-        if (!readBack.matches(expected)) throw TusErrors.checksumMismatch();
+        if (!computed.matches(expected)) throw TusErrors.checksumMismatch();
       }
     }
     // A checksum trailer that was not announced (no `Trailer: Upload-Checksum`) shows up only

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { UploadRecord } from '../core/upload-record.js';
+import type { UploadMetadata, UploadRecord } from '../core/upload-record.js';
 
 /** How much of a request body to take and how long to wait for it. */
 export interface BodyWriteOptions {
@@ -41,8 +41,9 @@ export interface UploadStorage {
   /**
    * Creates the (empty) data of a new upload of `length` bytes (`null`: deferred). Whether the
    * upload fits is decided before, by the space accounting: a storage need not reserve anything.
+   * `metadata` is the client's (an object store names the finished object's type with it).
    */
-  create(id: string, length: number | null): Promise<void>;
+  create(id: string, length: number | null, metadata?: UploadMetadata): Promise<void>;
   /** Writes the body at `offset`, streaming, up to `options.limit` bytes. */
   write(
     id: string,
@@ -50,8 +51,24 @@ export interface UploadStorage {
     body: Readable,
     options: BodyWriteOptions,
   ): Promise<BodyWriteResult>;
-  /** Reads `length` bytes of an upload's data from `start` (concatenation assembles with it). */
+  /**
+   * Reads `length` bytes of an upload's data from `start` (concatenation assembles with it).
+   * A storage whose `readsOpenUploads` is false reads only an upload that was `complete`d.
+   */
   read(id: string, start: number, length: number): Readable;
+  /**
+   * False when the bytes of an upload still open cannot be read back (an object store before
+   * `complete`): a checksum sent as a trailer is then computed while the body streams.
+   * @default true
+   */
+  readonly readsOpenUploads?: boolean;
+  /**
+   * Told once every byte of an upload is stored, before it is finalized or assembled from
+   * (an object store completes its multipart upload). Called again after a crash: idempotent.
+   */
+  complete?(id: string): Promise<void>;
+  /** Lets go of what the storage holds open (clients, scratch files), after the last request. */
+  close?(): Promise<void>;
   /**
    * Told the length of an upload created with a deferred length, once it is known (a storage
    * that sizes its data ahead may do it here).

@@ -58,6 +58,7 @@ export class UploadStorageService {
   /** Stops the space accounting (after the last request). */
   async close(): Promise<void> {
     await this.space?.ledger.close();
+    await this.storage.close?.();
   }
 
   /** The record of an upload, or `null`. */
@@ -73,7 +74,7 @@ export class UploadStorageService {
     const promised = record.promised;
     await this.promise(promised);
     try {
-      await this.storage.create(id, record.length);
+      await this.storage.create(id, record.length, record.metadata);
       try {
         await this.records.put(id, record);
       } catch (e) {

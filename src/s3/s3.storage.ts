@@ -1,0 +1,592 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
+import { PassThrough, type Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  UploadPartCommand,
+  UploadPartCopyCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import type { UploadMetadata } from '../core/upload-record.js';
+import { safeFilename } from '../queue/safe-filename.js';
+import { pumpBody } from '../storage/body-pump.js';
+import type {
+  BodyWriteOptions,
+  BodyWriteResult,
+  UploadStorage,
+} from '../storage/storage.interfaces.js';
+import { createS3Client, isNotFound, type S3StorageOptions } from './s3-client.js';
+import {
+  MAX_UPLOAD_SIZE,
+  nextPartSize,
+  parseManifest,
+  partsEnd,
+  type Manifest,
+  type ManifestPart,
+  type ManifestState,
+  type ManifestTail,
+} from './s3-manifest.js';
+import { SpoolFile, spoolDirectory } from './s3-spool.js';
+
+/** Parts sent to S3 at once per upload, while the next one is collected. */
+const PARTS_IN_FLIGHT = 2;
+
+const notFound = (what: string) => Object.assign(new Error(`${what} is gone`), { code: 'ENOENT' });
+
+/** The bytes of an upload as S3 has them, for one write. */
+interface WriteState {
+  manifest: Manifest;
+  /** The stored state the write starts from. */
+  base: ManifestState;
+  parts: ManifestPart[];
+  /** Parts on their way, in order. */
+  inFlight: Promise<ManifestPart>[];
+  /** Bytes of the parts in flight. */
+  sending: number;
+  spool: SpoolFile | null;
+  partSize: number;
+  failure?: Error;
+}
+
+/**
+ * Uploads straight into S3: each upload is one S3 multipart upload of `{prefix}{id}`. A body is
+ * spooled to a local file one part at a time (never held in memory) and each full part is sent
+ * while the next is collected; what is left below a part's size when the body ends is kept as
+ * an object of its own (`{prefix}{id}.tail.{hex}`) and prepended to the next write, so every
+ * byte acknowledged is in S3. `{prefix}{id}.upload` (the manifest) lists the parts with their
+ * ETags. Once every byte is in, `complete()` completes the multipart upload into `{prefix}{id}`,
+ * with the client's `filetype` and a safe `filename` as its Content-Type and Content-Disposition.
+ */
+export class S3Storage implements UploadStorage {
+  readonly client: S3Client;
+  readonly bucket: string;
+  readonly prefix: string;
+  private readonly basePartSize: number;
+  private readonly spoolDir: string;
+  /** Bytes S3 takes in one object; larger lengths are refused at creation (413). */
+  readonly maxLength = MAX_UPLOAD_SIZE;
+  /** The bytes of an open upload cannot be read back before `complete()`. */
+  readonly readsOpenUploads = false;
+
+  constructor(
+    private readonly options: S3StorageOptions & {
+      /** The largest upload the server takes (`maxSize`): sizes the parts of deferred lengths. */
+      maxSize?: number;
+    },
+    client?: S3Client,
+  ) {
+    this.client = client ?? createS3Client(options);
+    this.bucket = options.bucket;
+    this.prefix = options.prefix ?? '';
+    this.basePartSize = options.partSize ?? 8 * 1024 * 1024;
+    this.spoolDir = spoolDirectory(options.scratchDir ?? tmpdir());
+  }
+
+  key(id: string): string {
+    return `${this.prefix}${id}`;
+  }
+
+  private manifestKey(id: string): string {
+    return `${this.prefix}${id}.upload`;
+  }
+
+  /** Fails with one clear line when the bucket is missing or the credentials are refused. */
+  async check(): Promise<void> {
+    try {
+      await this.client.send(
+        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }),
+      );
+    } catch (e) {
+      const err = e as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+      const status = err.$metadata?.httpStatusCode;
+      const why =
+        err.name === 'NoSuchBucket' || status === 404
+          ? 'the bucket does not exist'
+          : status === 403 || err.name === 'InvalidAccessKeyId' || err.name === 'AccessDenied'
+            ? 'access denied (check the credentials and the bucket policy)'
+            : `${err.name ?? 'error'}: ${err.message ?? String(e)}`;
+      throw new Error(
+        `S3 bucket ${this.bucket}${this.options.endpoint ? ` at ${this.options.endpoint}` : ''}: ${why}`,
+        { cause: e },
+      );
+    }
+  }
+
+  async create(id: string, length: number | null, metadata: UploadMetadata = {}): Promise<void> {
+    if (length !== null && length > this.maxLength) {
+      throw Object.assign(new Error('larger than an S3 object can be'), { code: 'EFBIG' });
+    }
+    const headers = objectHeaders(metadata);
+    const created = await this.client.send(
+      new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: this.key(id), ...headers }),
+    );
+    const manifest: Manifest = {
+      v: 1,
+      uploadId: created.UploadId!,
+      headers,
+      length,
+      parts: [],
+      tail: null,
+      end: 0,
+      previous: null,
+      sealed: false,
+    };
+    try {
+      await this.putManifest(id, manifest);
+    } catch (e) {
+      await this.abort(id, manifest.uploadId);
+      throw e;
+    }
+  }
+
+  async allocate(id: string, length: number): Promise<void> {
+    const manifest = await this.manifest(id);
+    if (!manifest) throw notFound(id);
+    if (length > this.maxLength) {
+      throw Object.assign(new Error('larger than an S3 object can be'), { code: 'EFBIG' });
+    }
+    manifest.length = length;
+    await this.putManifest(id, manifest);
+  }
+
+  async write(
+    id: string,
+    offset: number,
+    body: Readable,
+    options: BodyWriteOptions,
+  ): Promise<BodyWriteResult> {
+    const manifest = await this.manifest(id);
+    if (!manifest) throw notFound(id);
+    if (manifest.sealed) throw new Error(`${id}: the upload is complete`);
+    const current: ManifestState = {
+      parts: manifest.parts,
+      tail: manifest.tail,
+      end: manifest.end,
+    };
+    // The offset the protocol stored is the truth: the write before it was not counted (a
+    // crash before its offset was stored, a refused checksum) is undone.
+    let base = current;
+    if (offset !== manifest.end) {
+      if (manifest.previous?.end !== offset) {
+        throw new Error(`${id}: S3 holds ${manifest.end} bytes, the record says ${offset}`);
+      }
+      base = manifest.previous;
+    }
+    const state: WriteState = {
+      manifest,
+      base,
+      parts: [...base.parts],
+      inFlight: [],
+      sending: 0,
+      spool: null,
+      partSize: 0,
+    };
+    const result = await pumpBody(body, (chunks) => this.spoolChunks(id, state, chunks), options);
+    try {
+      return await this.commit(id, state, current, offset, result);
+    } finally {
+      await state.spool?.remove();
+    }
+  }
+
+  /** Collects chunks into the current part; a full part is sent while the next is collected. */
+  private async spoolChunks(id: string, state: WriteState, chunks: Buffer[]): Promise<void> {
+    if (state.failure) throw toError(state.failure);
+    if (!state.spool) {
+      state.spool = await this.newSpool(id, state);
+      // The trailing piece of the last write goes first: it is the start of this part.
+      if (state.base.tail) {
+        await state.spool.appendStream(await this.getStream(state.base.tail.key));
+      }
+    }
+    let rest = chunks;
+    for (;;) {
+      const spool = state.spool;
+      const room = state.partSize - spool.size;
+      const { head, tail, bytes } = split(rest, room);
+      if (bytes > 0) await spool.append(head);
+      if (spool.size < state.partSize) return;
+      await this.sendPart(id, state);
+      if (state.failure) throw toError(state.failure);
+      rest = tail;
+      if (rest.length === 0) return;
+    }
+  }
+
+  private async newSpool(id: string, state: WriteState): Promise<SpoolFile> {
+    const index = state.parts.length + state.inFlight.length;
+    const start = partsEnd(state.parts) + state.sending;
+    const bound = state.manifest.length ?? this.options.maxSize ?? null;
+    state.partSize = nextPartSize(index, start, bound, this.basePartSize);
+    return SpoolFile.create(this.spoolDir, id);
+  }
+
+  /** Sends the full spool file as the next part; at most `PARTS_IN_FLIGHT` at once. */
+  private async sendPart(id: string, state: WriteState): Promise<void> {
+    const spool = state.spool!;
+    await spool.close();
+    const partNumber = state.parts.length + state.inFlight.length + 1;
+    const size = spool.size;
+    const sending = this.client
+      .send(
+        new UploadPartCommand({
+          Bucket: this.bucket,
+          Key: this.key(id),
+          UploadId: state.manifest.uploadId,
+          PartNumber: partNumber,
+          ContentLength: size,
+          Body: createReadStream(spool.path, { highWaterMark: 256 * 1024 }),
+        }),
+      )
+      .then((sent) => ({ etag: sent.ETag ?? '', size }))
+      .finally(() => spool.remove());
+    // Rejections are read in order by `settleParts`; none is left unhandled meanwhile.
+    sending.catch(() => {});
+    state.inFlight.push(sending);
+    state.sending += size;
+    state.spool = await this.newSpool(id, state);
+    while (state.inFlight.length >= PARTS_IN_FLIGHT) await this.settleOldest(state);
+  }
+
+  /** Waits for the oldest part in flight; a failure stops the write after the parts before it. */
+  private async settleOldest(state: WriteState): Promise<void> {
+    const oldest = state.inFlight.shift()!;
+    try {
+      const part = await oldest;
+      state.sending -= part.size;
+      if (!state.failure) state.parts.push(part);
+    } catch (e) {
+      state.failure ??= e as Error;
+    }
+  }
+
+  /**
+   * After the body: waits for the parts in flight, stores what is left as the trailing piece,
+   * then the manifest. Counts the bytes of the body that are in S3 and listed in the manifest.
+   */
+  private async commit(
+    id: string,
+    state: WriteState,
+    current: ManifestState,
+    offset: number,
+    result: BodyWriteResult,
+  ): Promise<BodyWriteResult> {
+    while (state.inFlight.length > 0) await this.settleOldest(state);
+    // Tails no stored state needs any more: the one of a write undone, and the one the write
+    // before replaced (its offset is stored now, so it is not undone).
+    const garbage = new Set<string>();
+    for (const t of [current.tail, state.manifest.previous?.tail]) {
+      if (t && t.key !== state.base.tail?.key) garbage.add(t.key);
+    }
+
+    let error = result.error ?? state.failure;
+    let tail: ManifestTail | null = null;
+    const spool = state.spool;
+    if (!state.failure && spool && spool.size > 0) {
+      await spool.close();
+      const key = `${this.key(id)}.tail.${randomBytes(6).toString('hex')}`;
+      try {
+        await this.client.send(
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: key,
+            ContentLength: spool.size,
+            Body: createReadStream(spool.path, { highWaterMark: 256 * 1024 }),
+          }),
+        );
+        tail = { key, size: spool.size };
+      } catch (e) {
+        error ??= e as Error;
+      }
+    }
+    const end = partsEnd(state.parts) + (tail?.size ?? 0);
+    // Nothing new (the body brought nothing, or a failure lost the bytes past the stored
+    // offset): the stored state stays as it is.
+    if (end <= offset) {
+      if (tail) garbage.add(tail.key);
+      try {
+        // An undone write is undone in the manifest too, before its tail goes.
+        if (state.base !== current) {
+          await this.putManifest(id, { ...state.manifest, ...state.base, previous: null });
+        }
+        await this.deleteKeys(garbage);
+      } catch (e) {
+        error ??= e as Error;
+      }
+      return { ...result, bytes: 0, ...(error && { error }) };
+    }
+    const manifest: Manifest = {
+      ...state.manifest,
+      parts: state.parts,
+      tail,
+      end,
+      previous: state.base,
+    };
+    try {
+      await this.putManifest(id, manifest);
+    } catch (e) {
+      if (tail) await this.deleteKeys([tail.key]);
+      return { ...result, bytes: 0, error: error ?? (e as Error) };
+    }
+    await this.deleteKeys(garbage);
+    return { ...result, bytes: end - offset, ...(error && { error }) };
+  }
+
+  /**
+   * Completes the multipart upload: the trailing piece becomes the last part (copied inside
+   * S3), and `{prefix}{id}` holds every byte. Safe to call again (after a crash, a retry).
+   */
+  async complete(id: string): Promise<void> {
+    const manifest = await this.manifest(id);
+    if (!manifest) throw notFound(id);
+    if (manifest.sealed) return;
+    const parts = [...manifest.parts];
+    try {
+      if (manifest.tail) {
+        const copied = await this.client.send(
+          new UploadPartCopyCommand({
+            Bucket: this.bucket,
+            Key: this.key(id),
+            UploadId: manifest.uploadId,
+            PartNumber: parts.length + 1,
+            CopySource: `${this.bucket}/${encodeKey(manifest.tail.key)}`,
+          }),
+        );
+        parts.push({ etag: copied.CopyPartResult?.ETag ?? '', size: manifest.tail.size });
+      }
+      if (parts.length === 0) {
+        // S3 cannot complete a multipart upload of no part: an empty object instead.
+        await this.abort(id, manifest.uploadId);
+        await this.client.send(
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: this.key(id),
+            Body: '',
+            ContentLength: 0,
+            ...manifest.headers,
+          }),
+        );
+      } else {
+        await this.client.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: this.bucket,
+            Key: this.key(id),
+            UploadId: manifest.uploadId,
+            MultipartUpload: {
+              Parts: parts.map((p, i) => ({ ETag: p.etag, PartNumber: i + 1 })),
+            },
+          }),
+        );
+      }
+    } catch (e) {
+      // Completed before a crash kept the manifest from saying so: the object is there whole.
+      if (!isNotFound(e)) throw e;
+      const size = await this.objectSize(id);
+      if (size !== manifest.end) throw e;
+    }
+    const tails = [manifest.tail?.key, manifest.previous?.tail?.key].filter(
+      (k): k is string => k !== undefined,
+    );
+    await this.putManifest(id, {
+      ...manifest,
+      parts: [],
+      tail: null,
+      previous: null,
+      sealed: true,
+    });
+    await this.deleteKeys(tails);
+  }
+
+  read(id: string, start: number, length: number): Readable {
+    const out = new PassThrough();
+    if (length === 0) {
+      out.end();
+      return out;
+    }
+    void (async () => {
+      const manifest = await this.manifest(id);
+      if (!manifest) throw notFound(id);
+      if (!manifest.sealed) throw new Error(`${id}: the bytes of an open upload cannot be read`);
+      const got = await this.client.send(
+        new GetObjectCommand({
+          Bucket: this.bucket,
+          Key: this.key(id),
+          Range: `bytes=${start}-${start + length - 1}`,
+        }),
+      );
+      const source = got.Body as Readable;
+      source.on('error', (e) => out.destroy(e));
+      source.pipe(out);
+    })().catch((e: Error) => out.destroy(e));
+    return out;
+  }
+
+  /** Where a completed upload's bytes are. */
+  objectOf(id: string): { bucket: string; key: string } {
+    return { bucket: this.bucket, key: this.key(id) };
+  }
+
+  async remove(id: string): Promise<void> {
+    const manifest = await this.manifest(id).catch(() => null);
+    if (manifest && !manifest.sealed) await this.abort(id, manifest.uploadId);
+    const keys = new Set<string>([this.key(id)]);
+    for (const object of await this.listKeys(`${this.key(id)}.tail.`)) keys.add(object.key);
+    await this.deleteKeys(keys);
+    await this.deleteKeys([this.manifestKey(id)]);
+  }
+
+  async list(): Promise<{ id: string; ageMs: number }[]> {
+    const now = Date.now();
+    const found: { id: string; ageMs: number }[] = [];
+    for (const { key, modified } of await this.listKeys(this.prefix)) {
+      const name = key.slice(this.prefix.length);
+      if (name.endsWith('.upload')) {
+        found.push({ id: name.slice(0, -'.upload'.length), ageMs: now - modified });
+      }
+    }
+    return found;
+  }
+
+  /** Stops the client and removes this process's spool directory. */
+  async close(): Promise<void> {
+    this.client.destroy();
+    await rm(this.spoolDir, { recursive: true, force: true });
+  }
+
+  async manifest(id: string): Promise<Manifest | null> {
+    try {
+      const got = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: this.manifestKey(id) }),
+      );
+      return parseManifest(await got.Body!.transformToString());
+    } catch (e) {
+      if (isNotFound(e)) return null;
+      throw e;
+    }
+  }
+
+  private async putManifest(id: string, manifest: Manifest): Promise<void> {
+    await this.client.send(
+      new PutObjectCommand({
+        Bucket: this.bucket,
+        Key: this.manifestKey(id),
+        Body: JSON.stringify(manifest),
+        ContentType: 'application/json',
+      }),
+    );
+  }
+
+  private async getStream(key: string): Promise<Readable> {
+    const got = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+    return got.Body as Readable;
+  }
+
+  private async abort(id: string, uploadId: string): Promise<void> {
+    await this.client
+      .send(
+        new AbortMultipartUploadCommand({
+          Bucket: this.bucket,
+          Key: this.key(id),
+          UploadId: uploadId,
+        }),
+      )
+      .catch((e) => {
+        if (!isNotFound(e)) throw e;
+      });
+  }
+
+  private async objectSize(id: string): Promise<number | null> {
+    try {
+      const head = await this.client.send(
+        new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(id) }),
+      );
+      return head.ContentLength ?? null;
+    } catch (e) {
+      if (isNotFound(e)) return null;
+      throw e;
+    }
+  }
+
+  private async listKeys(prefix: string): Promise<{ key: string; modified: number }[]> {
+    const keys: { key: string; modified: number }[] = [];
+    let token: string | undefined;
+    do {
+      const page = await this.client.send(
+        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
+      );
+      for (const o of page.Contents ?? []) {
+        if (o.Key) keys.push({ key: o.Key, modified: o.LastModified?.getTime() ?? Date.now() });
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return keys;
+  }
+
+  private async deleteKeys(keys: Iterable<string>): Promise<void> {
+    await Promise.all(
+      [...keys].map((key) =>
+        this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })).catch((e) => {
+          if (!isNotFound(e)) throw e;
+        }),
+      ),
+    );
+  }
+}
+
+const toError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)));
+
+/** The first `room` bytes of the chunks, and the rest. */
+function split(chunks: Buffer[], room: number): { head: Buffer[]; tail: Buffer[]; bytes: number } {
+  const head: Buffer[] = [];
+  let bytes = 0;
+  let i = 0;
+  for (; i < chunks.length && bytes < room; i++) {
+    const c = chunks[i];
+    if (bytes + c.length <= room) {
+      head.push(c);
+      bytes += c.length;
+    } else {
+      const cut = room - bytes;
+      head.push(c.subarray(0, cut));
+      bytes += cut;
+      return { head, tail: [c.subarray(cut), ...chunks.slice(i + 1)], bytes };
+    }
+  }
+  return { head, tail: chunks.slice(i), bytes };
+}
+
+/** A key in `x-amz-copy-source`: each path segment URL-encoded. */
+function encodeKey(key: string): string {
+  return key.split('/').map(encodeURIComponent).join('/');
+}
+
+/**
+ * What a finished object says of itself: the client's `filetype` as Content-Type when it is a
+ * plain media type, its `filename` made safe as an attachment's name.
+ */
+export function objectHeaders(metadata: UploadMetadata): {
+  ContentType?: string;
+  ContentDisposition?: string;
+} {
+  const headers: { ContentType?: string; ContentDisposition?: string } = {};
+  const type = metadata.filetype ?? metadata.type;
+  if (type && /^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/i.test(type) && type.length <= 255) {
+    headers.ContentType = type;
+  }
+  const name = metadata.filename ?? metadata.name;
+  const safe = name ? safeFilename(name) : '';
+  if (safe) {
+    const ascii = safe.replace(/[^\x20-\x7e]|["\\%]/g, '_');
+    headers.ContentDisposition = `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(safe)}`;
+  }
+  return headers;
+}
