@@ -73,12 +73,24 @@ function nestLogger(): TusLogger {
       // Everything else asks it what it can do (local files to lock, a volume to account for).
       provide: TUS_STORAGE,
       inject: [TUS_OPTIONS],
-      useFactory: (options: ResolvedTusOptions): UploadStorage => {
+      useFactory: async (options: ResolvedTusOptions): Promise<UploadStorage> => {
         const logger = options.logger ?? nestLogger();
+        if (options.storage && 's3' in options.storage) {
+          // Loaded only when asked for: the SDK costs start-up time and memory.
+          const { S3Storage } = await import('./s3/s3.storage.js');
+          const storage = new S3Storage({ ...options.storage.s3, maxSize: options.maxSize });
+          try {
+            await storage.check();
+          } catch (e) {
+            await storage.close();
+            throw e;
+          }
+          return storage;
+        }
         return (
           options.storage ??
           new FilesystemStorage({
-            directory: options.uploadDir,
+            directory: options.uploadDir!,
             fsync: options.fsync,
             directoryMode: options.directoryMode,
             fileMode: options.fileMode,
@@ -98,7 +110,7 @@ function nestLogger(): TusLogger {
       ): RedisCoordination | null => {
         if (!options.coordination) return null;
         return redisCoordination(options.coordination.redis, {
-          uploadDir: options.uploadDir,
+          uploadDir: options.uploadDir!,
           completedDir: options.completedDir,
           fsync: options.fsync,
           directoryMode: options.directoryMode,
@@ -122,7 +134,8 @@ function nestLogger(): TusLogger {
         const records =
           options.recordStore ??
           coordination?.recordStore ??
-          new FilesystemRecordStore(options.uploadDir, options.fsync, {
+          files.recordStore ??
+          new FilesystemRecordStore(options.uploadDir!, options.fsync, {
             fileMode: options.fileMode,
             log: (m) => logger.warn(m),
           });
@@ -148,13 +161,19 @@ function nestLogger(): TusLogger {
     },
     {
       provide: CompletedUploadQueue,
-      inject: [TUS_OPTIONS, TUS_COORDINATION],
-      useFactory: (options: ResolvedTusOptions, coordination: RedisCoordination | null) =>
+      inject: [TUS_OPTIONS, TUS_COORDINATION, TUS_STORAGE],
+      useFactory: (
+        options: ResolvedTusOptions,
+        coordination: RedisCoordination | null,
+        storage: UploadStorage,
+      ) =>
         options.completedQueue ??
         coordination?.completedQueue ??
         new FilesystemCompletedQueue({
           directory: options.completedDir,
-          stagingDirectory: options.uploadDir,
+          // Only bytes that are local files are moved from staging.
+          stagingDirectory: storage.localPath ? options.uploadDir : undefined,
+          objects: storage.objects,
           fsync: options.fsync,
           directoryMode: options.directoryMode,
           fileMode: options.fileMode,

@@ -9,6 +9,7 @@ import {
   IsString,
   Max,
   Min,
+  ValidateIf,
   validateSync,
 } from 'class-validator';
 import { TrustedProxies } from './nest/trusted-proxies.js';
@@ -17,7 +18,10 @@ import type { TusModuleOptions } from './tus.options.js';
 
 /** The checks applied to the options when the application starts. */
 class TusOptionsSchema {
-  @IsString() @IsNotEmpty() uploadDir!: string;
+  @ValidateIf((o: { storage?: unknown }) => o.storage === undefined)
+  @IsString()
+  @IsNotEmpty()
+  uploadDir?: string;
   @IsString() @IsNotEmpty() completedDir!: string;
   @IsOptional() @IsInt() @Min(0) maxSize?: number;
   @IsOptional() @IsInt() @Min(1) maxChunkSize?: number;
@@ -125,6 +129,7 @@ export function resolveTusOptions(options: TusModuleOptions): ResolvedTusOptions
   // Parsed here so a bad entry stops the application at start, not at the first request.
   new TrustedProxies(options.trustedProxies ?? []);
   checkJanitor(options.janitor);
+  checkS3(options);
   const coordination = coordinationProblems(options.coordination);
   if (coordination.length > 0) {
     throw new Error(`Invalid TusModule options: coordination: ${coordination.join('; ')}`);
@@ -175,4 +180,26 @@ function checkJanitor(janitor: TusModuleOptions['janitor']): void {
   }
   if (problems.length > 0)
     throw new Error(`Invalid TusModule options: janitor: ${problems.join('; ')}`);
+}
+
+/** `storage: { s3 }`: a bucket, and no coordination yet (its records and queue are on files). */
+function checkS3(options: TusModuleOptions): void {
+  const storage = options.storage as { s3?: { bucket?: unknown; partSize?: unknown } } | undefined;
+  if (!storage || !('s3' in storage)) return;
+  const s3 = storage.s3;
+  if (typeof s3?.bucket !== 'string' || s3.bucket === '') {
+    throw new Error('Invalid TusModule options: storage.s3.bucket must be a bucket name');
+  }
+  if (
+    s3.partSize !== undefined &&
+    !(Number.isInteger(s3.partSize) && (s3.partSize as number) >= 5 * 1024 * 1024)
+  ) {
+    throw new Error('Invalid TusModule options: storage.s3.partSize must be at least 5 MiB');
+  }
+  if (options.coordination) {
+    throw new Error(
+      'Invalid TusModule options: coordination (Redis) with storage.s3 is not supported yet: ' +
+        'run one replica',
+    );
+  }
 }

@@ -14,12 +14,20 @@ import type {
   UploadRecordStore,
   UploadStorage,
 } from './storage/storage.interfaces.js';
+import type { S3StorageOptions } from './s3/s3-client.js';
 
 /** Options of `TusModule.forRoot()` / `forRootAsync()`. Sizes are bytes, times milliseconds. */
 export interface TusModuleOptions {
-  /** Staging directory of unfinished uploads (`{id}` data and `{id}.meta` record). */
-  uploadDir: string;
-  /** Directory of finished uploads, waiting for a consumer. Must be on the filesystem of `uploadDir`. */
+  /**
+   * Staging directory of unfinished uploads (`{id}` data and `{id}.meta` record). Required
+   * unless `storage` keeps the bytes elsewhere (`{ s3: ... }`).
+   */
+  uploadDir?: string;
+  /**
+   * Directory of finished uploads, waiting for a consumer. Must be on the filesystem of
+   * `uploadDir`. With S3 storage it holds only the queue's records and claims: the bytes stay in
+   * the bucket.
+   */
   completedDir: string;
   /** Largest upload accepted, advertised as `Tus-Max-Size`. @default undefined (no limit) */
   maxSize?: number;
@@ -82,8 +90,12 @@ export interface TusModuleOptions {
    * the replicas. @default the smaller of 64 MiB and 5 % of the volume
    */
   spaceMargin?: number;
-  /** Where upload bytes live. @default FilesystemStorage in `uploadDir` */
-  storage?: UploadStorage;
+  /**
+   * Where upload bytes live: a storage of your own, or `{ s3: { bucket, ... } }` for uploads
+   * straight into S3 (each upload one multipart upload, records as objects beside the data,
+   * finished uploads handed out as objects of the bucket). @default FilesystemStorage in `uploadDir`
+   */
+  storage?: UploadStorage | { s3: S3StorageOptions };
   /** Where upload records live. @default FilesystemRecordStore in `uploadDir` */
   recordStore?: UploadRecordStore;
   /** Per-upload locks. @default FileUploadLocker (flock on the data file) */

@@ -17,11 +17,33 @@ const number = (value: string | undefined) => (value ? Number(value) : undefined
 const redisUrl = (url: string | undefined) =>
   url?.trim() ? { redis: { url: url.trim() } } : undefined;
 
+/**
+ * Uploads straight into an S3 bucket when `TUS_S3_BUCKET` is set; credentials come from the
+ * AWS SDK's own chain (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, profiles, roles).
+ */
+function s3From(config: ConfigService): TusModuleOptions['storage'] {
+  const bucket = config.get<string>('TUS_S3_BUCKET')?.trim();
+  if (!bucket) return undefined;
+  const text = (name: string) => config.get<string>(name)?.trim() || undefined;
+  return {
+    s3: {
+      bucket,
+      endpoint: text('TUS_S3_ENDPOINT'),
+      region: text('TUS_S3_REGION') ?? 'us-east-1',
+      prefix: text('TUS_S3_PREFIX'),
+      forcePathStyle: text('TUS_S3_FORCE_PATH_STYLE')?.toLowerCase() === 'true',
+      scratchDir: text('TUS_S3_SCRATCH_DIR'),
+    },
+  };
+}
+
 /** The module options from the environment (see the README for each variable). */
 export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
   const origins = list(config.get<string>('TUS_CORS_ORIGINS'));
+  const storage = s3From(config);
   return {
-    uploadDir: config.get<string>('TUS_UPLOAD_DIR', './data/uploads'),
+    storage,
+    uploadDir: storage ? undefined : config.get<string>('TUS_UPLOAD_DIR', './data/uploads'),
     completedDir: config.get<string>('TUS_COMPLETED_DIR', './data/completed'),
     maxSize: number(config.get<string>('TUS_MAX_SIZE')),
     maxChunkSize: number(config.get<string>('TUS_MAX_CHUNK_SIZE')),

@@ -30,10 +30,28 @@ export interface ServerConfig {
   fsync: boolean;
   workers: number;
   redisUrl?: string;
+  /** Uploads straight into this S3 bucket (no upload directory). */
+  s3?: S3Config;
+}
+
+/** The S3 settings (credentials come from the AWS SDK's chain, never from a flag). */
+export interface S3Config {
+  bucket: string;
+  endpoint?: string;
+  region: string;
+  prefix?: string;
+  forcePathStyle: boolean;
+  scratchDir?: string;
 }
 
 /** What commander parses: the config, with the repeatable flags under their flag names. */
-type ParsedOptions = Omit<ServerConfig, 'trustedProxies' | 'corsOrigins' | 'tokens'> & {
+type ParsedOptions = Omit<ServerConfig, 'trustedProxies' | 'corsOrigins' | 'tokens' | 's3'> & {
+  s3Bucket?: string;
+  s3Endpoint?: string;
+  s3Region: string;
+  s3Prefix?: string;
+  s3ForcePathStyle?: boolean;
+  s3ScratchDir?: string;
   token?: string[];
   trustedProxy?: string[];
   corsOrigin?: string[];
@@ -207,6 +225,39 @@ export function serverProgram(): Command {
     )
     .addOption(
       new Option(
+        '--s3-bucket <bucket>',
+        'upload straight into this S3 bucket (it must exist); credentials from the AWS SDK chain',
+      ).env('TUS_S3_BUCKET'),
+    )
+    .addOption(
+      new Option('--s3-endpoint <url>', 'an S3-compatible server (MinIO, Ceph, R2)').env(
+        'TUS_S3_ENDPOINT',
+      ),
+    )
+    .addOption(
+      new Option('--s3-region <region>', "the bucket's region")
+        .default('us-east-1')
+        .env('TUS_S3_REGION'),
+    )
+    .addOption(
+      new Option('--s3-prefix <prefix>', 'put before every key (e.g. uploads/)').env(
+        'TUS_S3_PREFIX',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--s3-force-path-style',
+        'address the bucket in the path, not the host name (env: TUS_S3_FORCE_PATH_STYLE=true)',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--s3-scratch-dir <dir>',
+        'where parts are spooled on their way to S3 (default: the OS temp directory)',
+      ).env('TUS_S3_SCRATCH_DIR'),
+    )
+    .addOption(
+      new Option(
         '--no-prompt',
         'never ask for the directories (asked only on a terminal, when not given)',
       ),
@@ -248,7 +299,12 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     destDir: options.destDir,
   };
 
-  const missing = DIRECTORIES.filter((d) => program.getOptionValueSource(d.key) === 'default');
+  const s3Bucket = options.s3Bucket?.trim();
+  // With S3 there are no unfinished uploads on this host.
+  const missing = DIRECTORIES.filter(
+    (d) =>
+      program.getOptionValueSource(d.key) === 'default' && !(s3Bucket && d.key === 'uploadDir'),
+  );
   const interactive = process.stdin.isTTY === true && process.stdout.isTTY === true;
   if (options.prompt && interactive && missing.length > 0) {
     const rl = createInterface({ input: process.stdin, output: process.stdout });
@@ -279,6 +335,31 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     if (tokens === 0)
       program.error(`tussi-server: --token-file ${options.tokenFile} holds no token`);
   }
+  let s3: S3Config | undefined;
+  if (s3Bucket) {
+    // Its locks hold within one process: several processes would each think they hold them.
+    if (options.workers > 1) {
+      program.error(
+        'tussi-server: --workers above 1 with --s3-bucket needs Redis coordination, which the ' +
+          'S3 storage does not support yet: run one process',
+      );
+    }
+    if (options.redisUrl) {
+      program.error('tussi-server: --redis-url with --s3-bucket is not supported yet');
+    }
+    const forcePathStyle =
+      program.getOptionValueSource('s3ForcePathStyle') === 'cli'
+        ? true
+        : (process.env.TUS_S3_FORCE_PATH_STYLE ?? '').trim().toLowerCase() === 'true';
+    s3 = {
+      bucket: s3Bucket,
+      endpoint: options.s3Endpoint?.trim() || undefined,
+      region: options.s3Region,
+      prefix: options.s3Prefix || undefined,
+      forcePathStyle,
+      scratchDir: options.s3ScratchDir ? resolve(expandHome(options.s3ScratchDir)) : undefined,
+    };
+  }
   return {
     host: options.host,
     port: options.port,
@@ -298,6 +379,7 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     fsync,
     workers: options.workers,
     redisUrl: options.redisUrl || undefined,
+    s3,
   };
 }
 
@@ -327,12 +409,20 @@ function exportToEnvironment(config: ServerConfig): void {
   set('TUS_FSYNC', config.fsync ? 'true' : 'false');
   set('TUS_WORKERS', config.workers);
   set('TUS_REDIS_URL', config.redisUrl);
+  set('TUS_S3_BUCKET', config.s3?.bucket);
+  set('TUS_S3_ENDPOINT', config.s3?.endpoint);
+  set('TUS_S3_REGION', config.s3?.region);
+  set('TUS_S3_PREFIX', config.s3?.prefix);
+  set('TUS_S3_FORCE_PATH_STYLE', config.s3?.forcePathStyle ? 'true' : undefined);
+  set('TUS_S3_SCRATCH_DIR', config.s3?.scratchDir);
 }
 
 function describe(config: ServerConfig): string {
   const lines = [
     `tussi-server ${packageVersion()}`,
-    `  unfinished uploads: ${config.uploadDir}`,
+    config.s3
+      ? `  unfinished uploads: s3://${config.s3.bucket}/${config.s3.prefix ?? ''}${config.s3.endpoint ? ` at ${config.s3.endpoint}` : ''}`
+      : `  unfinished uploads: ${config.uploadDir}`,
     `  finished uploads:   ${config.completedDir}`,
     `  delivered to:       ${config.destDir} (as {uuid}-{filename})`,
   ];
@@ -523,6 +613,7 @@ export async function main(argv: string[] = process.argv): Promise<void> {
     const config = await resolveConfig(argv);
     exportToEnvironment(config);
     console.log(describe(config));
+    if (config.s3) await checkBucket(config.s3);
     if (config.workers > 1) {
       await runPrimary(config);
       return;
@@ -532,6 +623,20 @@ export async function main(argv: string[] = process.argv): Promise<void> {
   } catch (e) {
     process.stderr.write(`tussi-server: ${errorLine(e)}\n`);
     process.exit(1);
+  }
+}
+
+/**
+ * The bucket is reached before the application starts, so that a missing bucket or refused
+ * credentials stop the start with one line rather than the application's error log.
+ */
+async function checkBucket(s3: S3Config): Promise<void> {
+  const { S3Storage } = await import('../s3/s3.storage.js');
+  const storage = new S3Storage(s3);
+  try {
+    await storage.check();
+  } finally {
+    await storage.close();
   }
 }
 

@@ -1,6 +1,7 @@
 import type { TusContext } from './tus-context.js';
 import { UploadCompletedEvent } from './tus-events.js';
 import type { UploadRecord } from '../core/upload-record.js';
+import type { FinishedBytes } from '../queue/completed-upload.queue.js';
 
 /**
  * Finalizes an upload whose last byte is durable: stamps `finished_at` and `duration`, hands
@@ -13,20 +14,36 @@ export async function finalizeUpload(
   context: TusContext,
 ): Promise<void> {
   if (!context.queue) return;
-  await context.store.storage.complete?.(id);
+  const { storage, records } = context.store;
+  try {
+    await storage.complete?.(id);
+  } catch (e) {
+    // Handed over before a crash kept the record from being dropped: only that is left to do.
+    const queued =
+      (e as NodeJS.ErrnoException).code === 'ENOENT' ? await context.queue.lookup(id) : null;
+    if (!queued) throw e;
+    await records.remove(id);
+    context.emit(new UploadCompletedEvent(id, queued));
+    return;
+  }
   const finishedAt = new Date();
   record.finishedAt = finishedAt;
   record.duration = Math.max(0, finishedAt.getTime() / 1000 - record.createdAt);
-  const { storage } = context.store;
-  // A file is moved into the queue; the bytes of another storage are copied, then dropped.
-  const path = storage.localPath?.(id);
-  await context.queue.enqueue(
-    id,
-    record,
-    path !== undefined ? { path } : { read: () => storage.read(id, 0, record.length ?? 0) },
-  );
-  await context.store.records.remove(id);
-  if (path === undefined) await storage.remove(id);
+  // A file is moved into the queue; an object stays where it is (the queue keeps where); the
+  // bytes of another storage are copied, then dropped.
+  const object = storage.finishedObject?.(id);
+  const path = object ? undefined : storage.localPath?.(id);
+  const bytes: FinishedBytes = object
+    ? { object }
+    : path !== undefined
+      ? { path }
+      : { read: () => storage.read(id, 0, record.length ?? 0) };
+  await context.queue.enqueue(id, record, bytes);
+  // The storage forgets the object before the record goes: a crash between leaves a record
+  // that recovery drops (above), never data without a record that the janitor would delete.
+  if (object) await storage.handedOver?.(id);
+  await records.remove(id);
+  if ('read' in bytes) await storage.remove(id);
   context.progress.forget(id);
   context.emit(new UploadCompletedEvent(id, record));
 }

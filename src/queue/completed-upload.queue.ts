@@ -3,12 +3,29 @@ import type { UploadRecord } from '../core/upload-record.js';
 import type { CompletedUpload } from './completed-upload.js';
 import type { WakeSignal } from './wake-signal.js';
 
+/** A finished upload's bytes left where an object store keeps them. */
+export interface ObjectLocation {
+  bucket: string;
+  key: string;
+}
+
+/**
+ * The object store a queue hands out finished uploads from without moving their bytes (the S3
+ * storage): read to stream or save them, deleted once a consumer is done or they expire.
+ */
+export interface StoredObjects {
+  read(location: ObjectLocation): Promise<Readable>;
+  remove(location: ObjectLocation): Promise<void>;
+}
+
 /** Where the bytes of a finished upload are when it is handed to the queue. */
 export type FinishedBytes =
   /** A local file, moved into the queue. */
   | { path: string }
   /** Bytes of another storage, read once and copied into the queue. */
-  | { read: () => Readable };
+  | { read: () => Readable }
+  /** An object that stays where it is: the queue keeps where it is (needs `StoredObjects`). */
+  | { object: ObjectLocation };
 
 /** `waitForFile` found nothing within its timeout. */
 export class TimeoutError extends Error {

@@ -1,12 +1,27 @@
 import type { UploadRecord } from '../core/upload-record.js';
-import { createReadStream } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { syncDirectory } from '../storage/durable-file.js';
 import { isRefusedFile, openRegularFile } from '../storage/safe-file.js';
 import { UnsafeFileError } from '../storage/storage.interfaces.js';
+import type { ObjectLocation, StoredObjects } from './completed-upload.queue.js';
 import { moveFile, type SaveOptions } from './move-file.js';
 
 /** Where the bytes of a finished upload are while it is in the queue. */
-export type UploadLocation = { kind: 'file'; path: string };
+export type UploadLocation =
+  | { kind: 'file'; path: string }
+  /** An object of an object store (the S3 storage): its bucket and key. */
+  | ({ kind: 'object' } & ObjectLocation);
+
+/** A finished upload whose bytes stayed in an object store. */
+export interface StoredObject {
+  location: ObjectLocation;
+  objects: StoredObjects;
+}
 
 /** What a queue does when a claim ends; given by the queue that made the claim. */
 export interface ClaimRelease {
@@ -28,8 +43,8 @@ export class CompletedUpload implements AsyncDisposable {
   constructor(
     /** The upload id (a UUID), also the file name in the completed directory. */
     readonly name: string,
-    /** Path of the data file while it is in the queue. */
-    readonly path: string,
+    /** The data file in the queue (for an object, an empty file the claim is held on). */
+    private readonly dataPath: string,
     /** Path of the record (`.meta`) while it is in the queue. */
     readonly recordPath: string,
     /** The upload's record: metadata, server metadata, length, timestamps. */
@@ -37,7 +52,23 @@ export class CompletedUpload implements AsyncDisposable {
     private readonly onRelease: ClaimRelease,
     /** fsync the destination directory of each move (the queue's `fsync` option). */
     private readonly durable = true,
+    /** Bytes that stayed in an object store. */
+    private readonly stored?: StoredObject,
   ) {}
+
+  /**
+   * Path of the data file while it is in the queue. An upload whose bytes are an object (see
+   * `location`) has no such file: use `save` or `stream`.
+   */
+  get path(): string {
+    if (this.stored) {
+      const { bucket, key } = this.stored.location;
+      throw new Error(
+        `${this.name}: the bytes are object ${key} of bucket ${bucket}; use save() or stream()`,
+      );
+    }
+    return this.dataPath;
+  }
 
   /**
    * Moves the data file to `dest` (rename; across filesystems copy, fsync, unlink). Once only.
@@ -50,13 +81,40 @@ export class CompletedUpload implements AsyncDisposable {
     this.assertHeld();
     if (this.saved) throw new Error(`${this.name}: save() was already called`);
     this.saved = true;
-    await moveFile(this.path, dest, this.durable, options);
+    if (this.stored) {
+      await this.download(dest, options);
+      return;
+    }
+    await moveFile(this.dataPath, dest, this.durable, options);
     this.dataMoved = true;
   }
 
-  /** Where the bytes are while the upload is in the queue (today: a local file). */
+  /**
+   * An object is streamed into a temp file beside `dest` (created exclusively, never through
+   * a symlink), made durable, then renamed into place; it is deleted from the store on release.
+   */
+  private async download(dest: string, options?: SaveOptions): Promise<void> {
+    const temp = join(dirname(dest), `.${basename(dest)}.${randomBytes(6).toString('hex')}.tmp`);
+    try {
+      const source = await this.stored!.objects.read(this.stored!.location);
+      const out = createWriteStream(temp, {
+        flags: 'wx',
+        mode: options?.mode ?? 0o600,
+        flush: true,
+      });
+      await pipeline(source, out);
+      await rename(temp, dest);
+    } catch (e) {
+      await unlink(temp).catch(() => {});
+      throw e;
+    }
+    if (this.durable) await syncDirectory(dirname(dest));
+  }
+
+  /** Where the bytes are while the upload is in the queue: a local file, or an object. */
   get location(): UploadLocation {
-    return { kind: 'file', path: this.path };
+    if (this.stored) return { kind: 'object', ...this.stored.location };
+    return { kind: 'file', path: this.dataPath };
   }
 
   /**
@@ -66,11 +124,12 @@ export class CompletedUpload implements AsyncDisposable {
   async stream(): Promise<Readable> {
     this.assertHeld();
     if (this.dataMoved) throw new Error(`${this.name}: the data was saved elsewhere`);
+    if (this.stored) return this.stored.objects.read(this.stored.location);
     let fd: number;
     try {
-      fd = await openRegularFile(this.path, false);
+      fd = await openRegularFile(this.dataPath, false);
     } catch (e) {
-      throw isRefusedFile(e) ? new UnsafeFileError(this.path, { cause: e }) : e;
+      throw isRefusedFile(e) ? new UnsafeFileError(this.dataPath, { cause: e }) : e;
     }
     return createReadStream('', { fd, highWaterMark: 1 << 20 });
   }
@@ -86,7 +145,10 @@ export class CompletedUpload implements AsyncDisposable {
 
   /** The paths still in the queue (not moved out by a successful `save` / `saveRecord`). */
   get leftInQueue(): string[] {
-    return [...(this.dataMoved ? [] : [this.path]), ...(this.recordMoved ? [] : [this.recordPath])];
+    return [
+      ...(this.dataMoved ? [] : [this.dataPath]),
+      ...(this.recordMoved ? [] : [this.recordPath]),
+    ];
   }
 
   /** True once `release()` ran. */
@@ -98,7 +160,13 @@ export class CompletedUpload implements AsyncDisposable {
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
-    await this.onRelease(this);
+    // The object goes with the claim; one the store failed to delete is left to the store's
+    // own clean-up (the claim still ends: it is never handed out twice).
+    try {
+      if (this.stored) await this.stored.objects.remove(this.stored.location);
+    } finally {
+      await this.onRelease(this);
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

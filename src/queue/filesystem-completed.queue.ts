@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, lstatSync, mkdirSync, statSync, watch, type FSWatcher } from 'node:fs';
-import { lstat, readdir, rename, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, readdir, rename, unlink, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isUploadId } from '../core/upload-id.js';
@@ -28,14 +28,19 @@ import { WakeSignal } from './wake-signal.js';
 import {
   CompletedUploadQueue,
   type FinishedBytes,
+  type ObjectLocation,
+  type StoredObjects,
   type WaitForFileOptions,
 } from './completed-upload.queue.js';
 
 export interface FilesystemCompletedQueueOptions {
   /** The completed directory: `{id}` data and `{id}.meta` record of each finished upload. */
   directory: string;
-  /** The staging directory finished data files are renamed from (same filesystem). */
-  stagingDirectory: string;
+  /**
+   * The staging directory finished data files are renamed from (same filesystem); not needed
+   * when every upload's bytes are copied or stay in an object store.
+   */
+  stagingDirectory?: string;
   /** fsync the record and the directories of each move. @default true */
   fsync?: boolean;
   /** Mode of the directories when created (the umask applies). @default 0o700 */
@@ -47,6 +52,11 @@ export interface FilesystemCompletedQueueOptions {
   fileMode?: number;
   /** Rescan at least this often when the directory watch says nothing. @default 2000 */
   pollIntervalMs?: number;
+  /**
+   * The object store of uploads whose bytes stay in it (`FinishedBytes.object`): the queue then
+   * holds their records and claims, and hands out where the bytes are.
+   */
+  objects?: StoredObjects;
   /**
    * Where quarantined records are reported, and files refused as unsafe (a symlink, FIFO,
    * directory or hard link planted under the name of a data file, record or receipt, moved
@@ -76,12 +86,13 @@ const ignoreMissing = (e: NodeJS.ErrnoException) => {
  */
 export class FilesystemCompletedQueue extends CompletedUploadQueue {
   readonly directory: string;
-  private readonly stagingDirectory: string;
+  private readonly stagingDirectory: string | undefined;
   private readonly fsync: boolean;
   private readonly directoryMode: number;
   private readonly fileMode: number;
   private readonly pollIntervalMs: number;
   private readonly log: (message: string) => void;
+  private readonly objects: StoredObjects | undefined;
   private readonly closing = new AbortController();
   private readonly wakeSignal = new WakeSignal();
   private watcher: FSWatcher | undefined;
@@ -98,9 +109,11 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
     this.fsync = options.fsync ?? true;
     this.pollIntervalMs = options.pollIntervalMs ?? 2000;
     this.log = options.log ?? warnToConsole;
+    this.objects = options.objects;
     this.directoryMode = options.directoryMode ?? 0o700;
     this.fileMode = options.fileMode ?? 0o600;
     mkdirSync(this.directory, { recursive: true, mode: this.directoryMode });
+    if (this.stagingDirectory === undefined) return;
     mkdirSync(this.stagingDirectory, { recursive: true, mode: this.directoryMode });
     if (statSync(this.directory).dev !== statSync(this.stagingDirectory).dev) {
       throw new Error(
@@ -133,8 +146,10 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
    */
   async enqueue(id: string, record: UploadRecord, bytes?: FinishedBytes): Promise<void> {
     if (bytes && 'read' in bytes) return this.enqueueCopy(id, record, bytes.read);
+    if (bytes && 'object' in bytes) return this.enqueueObject(id, record, bytes.object);
     await this.writeRecordFile(this.recordPath(id), JSON.stringify(record), this.fsync);
-    const staged = bytes?.path ?? join(this.stagingDirectory, id);
+    if (!bytes && this.stagingDirectory === undefined) throw new Error('no staging directory');
+    const staged = bytes?.path ?? join(this.stagingDirectory!, id);
     let fd: number;
     try {
       fd = await openRegularFile(staged, false);
@@ -160,7 +175,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
     }
     if (this.fsync) {
       await syncDirectory(this.directory);
-      await syncDirectory(this.stagingDirectory);
+      await syncDirectory(dirname(staged));
     }
     this.wake();
   }
@@ -184,6 +199,50 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
     }
     if (this.fsync) await syncDirectory(this.directory);
     this.wake();
+  }
+
+  /**
+   * Bytes that stay in an object store: the record says where (`object`), and an empty data
+   * file arrives in the directory as for any upload, to be claimed (its lock is the claim).
+   */
+  private async enqueueObject(
+    id: string,
+    record: UploadRecord,
+    location: ObjectLocation,
+  ): Promise<void> {
+    if (!this.objects) throw new Error('this queue has no object store for finished objects');
+    const json = JSON.stringify({ ...record.toJSON(), object: location });
+    await this.writeRecordFile(this.recordPath(id), json, this.fsync);
+    const temp = join(this.directory, `.${id}.${randomBytes(6).toString('hex')}.tmp`);
+    try {
+      await writeFile(temp, '', { flag: 'wx', mode: this.fileMode });
+      await this.renameInto(temp, this.dataPath(id));
+    } catch (e) {
+      await unlink(temp).catch(() => {});
+      throw e;
+    }
+    if (this.fsync) await syncDirectory(this.directory);
+    this.wake();
+  }
+
+  /** Where the bytes of a queued upload are when they stayed in an object store. */
+  private async objectOf(id: string): Promise<ObjectLocation | undefined> {
+    try {
+      return objectLocation(JSON.parse(await readSmallFile(this.recordPath(id))));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Deletes the object of a queued upload, if its bytes are one. */
+  private async removeObject(id: string): Promise<void> {
+    const location = await this.objectOf(id);
+    if (location) await this.requireObjects().remove(location);
+  }
+
+  private requireObjects(): StoredObjects {
+    if (!this.objects) throw new Error('this queue has no object store for finished objects');
+    return this.objects;
   }
 
   async lookup(id: string): Promise<UploadRecord | null> {
@@ -232,6 +291,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
     }
     try {
       let found = lock !== null;
+      await this.removeObject(id);
       for (const path of [this.recordPath(id), this.receiptPath(id), this.dataPath(id)]) {
         await unlink(path).then(
           () => (found = true),
@@ -279,6 +339,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
         const release = await hold(path, name);
         if (!release) continue;
         try {
+          await this.removeObject(name);
           await unlink(this.recordPath(name)).catch(ignoreMissing);
           await unlink(path).catch(ignoreMissing);
           expired++;
@@ -340,8 +401,9 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
         continue;
       }
       this.pending = [...keep, ...candidates.slice(index + 1)];
-      const record = await this.readClaimedRecord(id, lock);
-      if (record) {
+      const claimed = await this.readClaimedRecord(id, lock);
+      if (claimed) {
+        const { record, object } = claimed;
         try {
           await this.writeReceipt(id, record);
         } catch (e) {
@@ -355,6 +417,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
           record,
           (u) => this.endClaim(u, lock),
           this.fsync,
+          object && { location: object, objects: this.requireObjects() },
         );
         return { upload, skippedBusy };
       }
@@ -400,9 +463,13 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   }
 
   /** The record of a claimed upload; an unreadable one is quarantined and the claim dropped. */
-  private async readClaimedRecord(id: string, lock: FileLock): Promise<UploadRecord | null> {
+  private async readClaimedRecord(
+    id: string,
+    lock: FileLock,
+  ): Promise<{ record: UploadRecord; object?: ObjectLocation } | null> {
     try {
-      return UploadRecord.fromJSON(JSON.parse(await readSmallFile(this.recordPath(id))));
+      const json: unknown = JSON.parse(await readSmallFile(this.recordPath(id)));
+      return { record: UploadRecord.fromJSON(json), object: objectLocation(json) };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
         await lock.release();
@@ -482,4 +549,12 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   private wake(): void {
     this.wakeSignal.wake();
   }
+}
+
+/** The `object` a queued record names (bytes left in an object store), if any. */
+function objectLocation(json: unknown): ObjectLocation | undefined {
+  const object = (json as { object?: Partial<ObjectLocation> } | null)?.object;
+  return typeof object?.bucket === 'string' && typeof object.key === 'string'
+    ? { bucket: object.bucket, key: object.key }
+    : undefined;
 }

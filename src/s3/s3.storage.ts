@@ -17,6 +17,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import type { UploadMetadata } from '../core/upload-record.js';
+import type { ObjectLocation, StoredObjects } from '../queue/completed-upload.queue.js';
 import { safeFilename } from '../queue/safe-filename.js';
 import { pumpBody } from '../storage/body-pump.js';
 import type {
@@ -35,6 +36,7 @@ import {
   type ManifestState,
   type ManifestTail,
 } from './s3-manifest.js';
+import { S3RecordStore } from './s3-record.store.js';
 import { SpoolFile, spoolDirectory } from './s3-spool.js';
 
 /** Parts sent to S3 at once per upload, while the next one is collected. */
@@ -76,6 +78,8 @@ export class S3Storage implements UploadStorage {
   readonly maxLength = MAX_UPLOAD_SIZE;
   /** The bytes of an open upload cannot be read back before `complete()`. */
   readonly readsOpenUploads = false;
+  /** Records as objects beside the data. */
+  readonly recordStore: S3RecordStore;
 
   constructor(
     private readonly options: S3StorageOptions & {
@@ -89,6 +93,7 @@ export class S3Storage implements UploadStorage {
     this.prefix = options.prefix ?? '';
     this.basePartSize = options.partSize ?? 8 * 1024 * 1024;
     this.spoolDir = spoolDirectory(options.scratchDir ?? tmpdir());
+    this.recordStore = new S3RecordStore(this.client, this.bucket, this.prefix);
   }
 
   key(id: string): string {
@@ -430,10 +435,30 @@ export class S3Storage implements UploadStorage {
     return out;
   }
 
-  /** Where a completed upload's bytes are. */
-  objectOf(id: string): { bucket: string; key: string } {
+  finishedObject(id: string): ObjectLocation {
     return { bucket: this.bucket, key: this.key(id) };
   }
+
+  /** The completed queue holds `{prefix}{id}` now: the manifest goes. */
+  async handedOver(id: string): Promise<void> {
+    await this.deleteKeys([this.manifestKey(id)]);
+  }
+
+  readonly objects: StoredObjects = {
+    read: async (location) => {
+      const got = await this.client.send(
+        new GetObjectCommand({ Bucket: location.bucket, Key: location.key }),
+      );
+      return got.Body as Readable;
+    },
+    remove: async (location) => {
+      await this.client
+        .send(new DeleteObjectCommand({ Bucket: location.bucket, Key: location.key }))
+        .catch((e) => {
+          if (!isNotFound(e)) throw e;
+        });
+    },
+  };
 
   async remove(id: string): Promise<void> {
     const manifest = await this.manifest(id).catch(() => null);

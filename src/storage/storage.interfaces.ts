@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { UploadMetadata, UploadRecord } from '../core/upload-record.js';
+import type { ObjectLocation, StoredObjects } from '../queue/completed-upload.queue.js';
 
 /** How much of a request body to take and how long to wait for it. */
 export interface BodyWriteOptions {
@@ -67,6 +68,18 @@ export interface UploadStorage {
    * (an object store completes its multipart upload). Called again after a crash: idempotent.
    */
   complete?(id: string): Promise<void>;
+  /**
+   * Where a complete upload's bytes stay for the completed queue, when they are an object of
+   * the storage's own (an object store): the queue keeps the location, not the bytes, and
+   * reads and deletes them through `objects`.
+   */
+  finishedObject?(id: string): ObjectLocation;
+  /** How the completed queue reads and deletes finished objects (with `finishedObject`). */
+  readonly objects?: StoredObjects;
+  /** The queue holds the finished object now: drop what else the storage kept of the upload. */
+  handedOver?(id: string): Promise<void>;
+  /** Where the records are when the storage keeps them beside its bytes (an object store). */
+  readonly recordStore?: UploadRecordStore;
   /** Lets go of what the storage holds open (clients, scratch files), after the last request. */
   close?(): Promise<void>;
   /**
