@@ -148,6 +148,7 @@ export class Janitor {
     if (queue) summary.expiredCompleted = await queue.expire(this.completedFileAge * 1000);
     summary.tempFiles =
       ((await store.records.sweep?.(this.orphanAge * 1000)) ?? 0) +
+      ((await store.storage.sweep?.(this.orphanAge * 1000)) ?? 0) +
       ((await queue?.sweep(this.orphanAge * 1000)) ?? 0);
     return summary;
   }

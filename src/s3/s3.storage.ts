@@ -10,6 +10,7 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   UploadPartCommand,
@@ -479,6 +480,54 @@ export class S3Storage implements UploadStorage {
       }
     }
     return found;
+  }
+
+  /**
+   * Clean-up for the janitor: aborts multipart uploads older than `ageMs` that no manifest
+   * names (a crash between creating one and storing its manifest), and deletes trailing pieces
+   * as old that their upload's manifest no longer names (a crash before the next write or
+   * completion could). Returns how many it removed.
+   */
+  async sweep(ageMs: number): Promise<number> {
+    const before = Date.now() - ageMs;
+    const manifests = new Map<string, Manifest | null>();
+    const manifestOf = async (id: string) => {
+      if (!manifests.has(id)) manifests.set(id, await this.manifest(id).catch(() => null));
+      return manifests.get(id)!;
+    };
+    let removed = 0;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      const page = await this.client.send(
+        new ListMultipartUploadsCommand({
+          Bucket: this.bucket,
+          Prefix: this.prefix,
+          KeyMarker: keyMarker,
+          UploadIdMarker: uploadIdMarker,
+        }),
+      );
+      for (const upload of page.Uploads ?? []) {
+        if (!upload.Key || !upload.UploadId || (upload.Initiated?.getTime() ?? 0) > before)
+          continue;
+        const manifest = await manifestOf(upload.Key.slice(this.prefix.length));
+        if (manifest?.uploadId === upload.UploadId) continue;
+        await this.abort(upload.Key.slice(this.prefix.length), upload.UploadId);
+        removed++;
+      }
+      keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
+      uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
+    } while (keyMarker);
+    for (const { key, modified } of await this.listKeys(this.prefix)) {
+      const m = /^(.+)\.tail\.[0-9a-f]+$/.exec(key.slice(this.prefix.length));
+      if (!m || modified > before) continue;
+      const manifest = await manifestOf(m[1]);
+      const named = [manifest?.tail?.key, manifest?.previous?.tail?.key];
+      if (named.includes(key)) continue;
+      await this.deleteKeys([key]);
+      removed++;
+    }
+    return removed;
   }
 
   /** Stops the client and removes this process's spool directory. */

@@ -78,6 +78,11 @@ export interface UploadStorage {
   readonly objects?: StoredObjects;
   /** The queue holds the finished object now: drop what else the storage kept of the upload. */
   handedOver?(id: string): Promise<void>;
+  /**
+   * Deletes leftovers of writes a crash interrupted, older than `ageMs` (an object store's
+   * multipart uploads and pieces no upload names); returns how many. For the janitor.
+   */
+  sweep?(ageMs: number): Promise<number>;
   /** Where the records are when the storage keeps them beside its bytes (an object store). */
   readonly recordStore?: UploadRecordStore;
   /** Lets go of what the storage holds open (clients, scratch files), after the last request. */

@@ -1203,7 +1203,7 @@ describe('options are validated when the application is created', () => {
     ],
     [
       'missing uploadDir',
-      (d) => ({ completedDir: d.completedDir }) as unknown as TusModuleOptions,
+      (d) => ({ completedDir: d.completedDir }),
       /uploadDir/,
     ],
     ['empty completedDir', (d) => ({ ...d, completedDir: '' }), /completedDir/],

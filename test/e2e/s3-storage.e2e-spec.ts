@@ -6,10 +6,12 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import {
   CreateBucketCommand,
+  CreateMultipartUploadCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { UploadRecord } from '../../src/core/upload-record.js';
@@ -229,6 +231,31 @@ describe('S3 storage on a real S3 server', () => {
     expect(spool).toMatch(/^tussi-spool-/);
     expect(await readdir(join(scratch, spool))).toEqual([]);
     await storage.remove(id);
+  });
+
+  it('sweeps multipart uploads and trailing pieces a crash left behind, never a live one', async () => {
+    const live = randomUUID();
+    await storage.create(live, 20 * MiB);
+    await storage.write(live, 0, chunked(randomBytes(MiB)), writeOptions);
+    const liveTail = (await storage.manifest(live))!.tail!.key;
+    // A crash between creating a multipart upload and storing its manifest.
+    const lost = randomUUID();
+    await client.send(
+      new CreateMultipartUploadCommand({ Bucket: bucket, Key: `${prefix}${lost}` }),
+    );
+    // A trailing piece stored by a write whose manifest never was.
+    const stray = `${prefix}${live}.tail.0123456789ab`;
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: stray, Body: 'x' }));
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(await storage.sweep(1000)).toBe(2);
+    const open = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+    const openKeys = (open.Uploads ?? []).map((u) => u.Key);
+    expect(openKeys).toContain(`${prefix}${live}`);
+    expect(openKeys).not.toContain(`${prefix}${lost}`);
+    const keys = await keysOf(live);
+    expect(keys).toContain(liveTail.slice(prefix.length + live.length));
+    expect(keys).not.toContain('.tail.0123456789ab');
+    await storage.remove(live);
   });
 
   it('stores records as objects beside the data', async () => {
