@@ -153,6 +153,8 @@ async function copyPart(
       if (!(await store.getRecord(partId))) throw TusErrors.partialGone();
       // Completed when its last byte came, unless a crash came between.
       await store.storage.complete?.(partId);
+      // Copied inside the storage when it can (an object store), else streamed through.
+      if (await store.storage.copyFrom?.(finalId, position, partId, length)) return;
       const source = store.storage.read(partId, 0, length);
       // The body pump takes a failing source for a cut body: its error is kept to be told.
       let readError: Error | undefined;

@@ -26,7 +26,14 @@ import type {
   BodyWriteResult,
   UploadStorage,
 } from '../storage/storage.interfaces.js';
-import { createS3Client, isNotFound, type S3StorageOptions } from './s3-client.js';
+import {
+  MAX_PARTS,
+  MAX_PART_SIZE,
+  MIN_PART_SIZE,
+  createS3Client,
+  isNotFound,
+  type S3StorageOptions,
+} from './s3-client.js';
 import {
   MAX_UPLOAD_SIZE,
   nextPartSize,
@@ -180,13 +187,8 @@ export class S3Storage implements UploadStorage {
     };
     // The offset the protocol stored is the truth: the write before it was not counted (a
     // crash before its offset was stored, a refused checksum) is undone.
-    let base = current;
-    if (offset !== manifest.end) {
-      if (manifest.previous?.end !== offset) {
-        throw new Error(`${id}: S3 holds ${manifest.end} bytes, the record says ${offset}`);
-      }
-      base = manifest.previous;
-    }
+    const base = offset === manifest.end ? current : baseFor(manifest, offset);
+    if (!base) throw new Error(`${id}: S3 holds ${manifest.end} bytes, the record says ${offset}`);
     const state: WriteState = {
       manifest,
       base,
@@ -202,6 +204,49 @@ export class S3Storage implements UploadStorage {
     } finally {
       await state.spool?.remove();
     }
+  }
+
+  /**
+   * Appends a completed upload's bytes to an open one inside S3 (`UploadPartCopy`: nothing
+   * passes through this server), as concatenation does with partials. Only whole parts can be
+   * copied: false (the caller streams the bytes instead) when the source is below S3's smallest
+   * part or the target has a trailing piece to put first.
+   */
+  async copyFrom(id: string, offset: number, sourceId: string, length: number): Promise<boolean> {
+    if (length < MIN_PART_SIZE) return false;
+    const [manifest, source] = await Promise.all([this.manifest(id), this.manifest(sourceId)]);
+    if (!manifest || manifest.sealed || !source?.sealed) return false;
+    const base = baseFor(manifest, offset);
+    if (!base || base.tail) return false;
+    const count = Math.ceil(length / MAX_PART_SIZE);
+    const size = Math.ceil(length / count);
+    if (base.parts.length + count > MAX_PARTS) return false;
+    const parts = [...base.parts];
+    for (let start = 0; start < length; start += size) {
+      const last = Math.min(length, start + size) - 1;
+      const copied = await this.client.send(
+        new UploadPartCopyCommand({
+          Bucket: this.bucket,
+          Key: this.key(id),
+          UploadId: manifest.uploadId,
+          PartNumber: parts.length + 1,
+          CopySource: `${this.bucket}/${encodeKey(this.key(sourceId))}`,
+          CopySourceRange: `bytes=${start}-${last}`,
+        }),
+      );
+      parts.push({ etag: copied.CopyPartResult?.ETag ?? '', size: last - start + 1 });
+    }
+    await this.putManifest(id, {
+      ...manifest,
+      parts,
+      tail: null,
+      end: offset + length,
+      previous: base,
+    });
+    // No stored state names these any more (the base this copy started from has no tail).
+    const garbage = [manifest.tail, manifest.previous?.tail].filter((t) => !!t);
+    await this.deleteKeys(garbage.map((t) => t.key));
+    return true;
   }
 
   /** Collects chunks into the current part; a full part is sent while the next is collected. */
@@ -614,6 +659,19 @@ export class S3Storage implements UploadStorage {
       ),
     );
   }
+}
+
+/**
+ * The stored state a write at `offset` starts from: the last one, the one before it (the last
+ * write was never counted), or nothing at all (an assembly starting over); `null` otherwise.
+ */
+function baseFor(manifest: Manifest, offset: number): ManifestState | null {
+  if (offset === manifest.end) {
+    return { parts: manifest.parts, tail: manifest.tail, end: manifest.end };
+  }
+  if (manifest.previous?.end === offset) return manifest.previous;
+  if (offset === 0) return { parts: [], tail: null, end: 0 };
+  return null;
 }
 
 const toError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)));

@@ -85,6 +85,12 @@ export interface UploadStorage {
   sweep?(ageMs: number): Promise<number>;
   /** Where the records are when the storage keeps them beside its bytes (an object store). */
   readonly recordStore?: UploadRecordStore;
+  /**
+   * Appends the bytes of another upload (a `complete`d one) to `id` at `offset` without
+   * streaming them through the server, as concatenation assembles a final from its partials
+   * (an object store copies inside itself). False when it cannot here: the caller streams them.
+   */
+  copyFrom?(id: string, offset: number, sourceId: string, length: number): Promise<boolean>;
   /** Lets go of what the storage holds open (clients, scratch files), after the last request. */
   close?(): Promise<void>;
   /**

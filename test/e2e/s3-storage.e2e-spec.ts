@@ -196,6 +196,40 @@ describe('S3 storage on a real S3 server', () => {
     await storage.remove(id);
   });
 
+  it('assembles an upload from completed ones inside S3 (UploadPartCopy), streaming only pieces below a part', async () => {
+    const big = randomUUID();
+    const small = randomUUID();
+    const final = randomUUID();
+    const a = randomBytes(6 * MiB + 11);
+    const b = randomBytes(MiB);
+    for (const [id, data] of [
+      [big, a],
+      [small, b],
+    ] as const) {
+      await storage.create(id, data.length);
+      await storage.write(id, 0, chunked(data), writeOptions);
+      await storage.complete(id);
+    }
+    await storage.create(final, a.length * 2 + b.length);
+    expect(await storage.copyFrom(final, 0, big, a.length)).toBe(true);
+    // Below S3's smallest part: the caller streams it (it becomes the trailing piece).
+    expect(await storage.copyFrom(final, a.length, small, b.length)).toBe(false);
+    await storage.write(final, a.length, storage.read(small, 0, b.length), writeOptions);
+    // A trailing piece must come first: no copy after it.
+    expect(await storage.copyFrom(final, a.length + b.length, big, a.length)).toBe(false);
+    await storage.write(final, a.length + b.length, storage.read(big, 0, a.length), writeOptions);
+    await storage.complete(final);
+    expect(sha256(await objectBytes(`${prefix}${final}`))).toBe(sha256(Buffer.concat([a, b, a])));
+    // An assembly a crash cut short starts over from 0.
+    const again = randomUUID();
+    await storage.create(again, a.length);
+    await storage.write(again, 0, chunked(randomBytes(MiB)), writeOptions);
+    expect(await storage.copyFrom(again, 0, big, a.length)).toBe(true);
+    await storage.complete(again);
+    expect(sha256(await objectBytes(`${prefix}${again}`))).toBe(sha256(a));
+    for (const id of [big, small, final, again]) await storage.remove(id);
+  });
+
   it('completes an empty upload and one smaller than a part', async () => {
     const empty = randomUUID();
     await storage.create(empty, 0, { filetype: 'text/plain' });
