@@ -1,11 +1,11 @@
 import type { UploadRecord } from '../core/upload-record.js';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, unlink } from 'node:fs/promises';
+import { chmod, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { syncDirectory } from '../storage/durable-file.js';
+import { syncDirectory, writeFileAtomic } from '../storage/durable-file.js';
 import { isRefusedFile, openRegularFile } from '../storage/safe-file.js';
 import { UnsafeFileError } from '../storage/storage.interfaces.js';
 import type { ObjectLocation, StoredObjects } from './completed-upload.queue.js';
@@ -43,10 +43,13 @@ export class CompletedUpload implements AsyncDisposable {
   constructor(
     /** The upload id (a UUID), also the file name in the completed directory. */
     readonly name: string,
-    /** The data file in the queue (for an object, an empty file the claim is held on). */
-    private readonly dataPath: string,
-    /** Path of the record (`.meta`) while it is in the queue. */
-    readonly recordPath: string,
+    /**
+     * The data file in the queue (for an object, an empty file the claim is held on); `null`
+     * when the queue keeps no file for it (the bytes are an object, the entry is elsewhere).
+     */
+    private readonly dataPath: string | null,
+    /** The record (`.meta`) file in the queue; `null` when the queue keeps it elsewhere. */
+    private readonly recordFile: string | null,
     /** The upload's record: metadata, server metadata, length, timestamps. */
     readonly record: UploadRecord,
     private readonly onRelease: ClaimRelease,
@@ -67,7 +70,18 @@ export class CompletedUpload implements AsyncDisposable {
         `${this.name}: the bytes are object ${key} of bucket ${bucket}; use save() or stream()`,
       );
     }
-    return this.dataPath;
+    return this.dataPath!;
+  }
+
+  /**
+   * Path of the record (`.meta` JSON) while it is in the queue. A queue that keeps records
+   * elsewhere (in an object store) has none: use `record` or `saveRecord`.
+   */
+  get recordPath(): string {
+    if (this.recordFile === null) {
+      throw new Error(`${this.name}: the record is not a file of the queue; use saveRecord()`);
+    }
+    return this.recordFile;
   }
 
   /**
@@ -85,7 +99,7 @@ export class CompletedUpload implements AsyncDisposable {
       await this.download(dest, options);
       return;
     }
-    await moveFile(this.dataPath, dest, this.durable, options);
+    await moveFile(this.path, dest, this.durable, options);
     this.dataMoved = true;
   }
 
@@ -114,7 +128,7 @@ export class CompletedUpload implements AsyncDisposable {
   /** Where the bytes are while the upload is in the queue: a local file, or an object. */
   get location(): UploadLocation {
     if (this.stored) return { kind: 'object', ...this.stored.location };
-    return { kind: 'file', path: this.dataPath };
+    return { kind: 'file', path: this.path };
   }
 
   /**
@@ -127,9 +141,9 @@ export class CompletedUpload implements AsyncDisposable {
     if (this.stored) return this.stored.objects.read(this.stored.location);
     let fd: number;
     try {
-      fd = await openRegularFile(this.dataPath, false);
+      fd = await openRegularFile(this.path, false);
     } catch (e) {
-      throw isRefusedFile(e) ? new UnsafeFileError(this.dataPath, { cause: e }) : e;
+      throw isRefusedFile(e) ? new UnsafeFileError(this.path, { cause: e }) : e;
     }
     return createReadStream('', { fd, highWaterMark: 1 << 20 });
   }
@@ -139,16 +153,32 @@ export class CompletedUpload implements AsyncDisposable {
     this.assertHeld();
     if (this.recordSaved) throw new Error(`${this.name}: saveRecord() was already called`);
     this.recordSaved = true;
-    await moveFile(this.recordPath, dest, this.durable, options);
+    if (this.recordFile === null) {
+      // Written out: a temp file beside `dest` (never through a symlink), then renamed.
+      await writeFileAtomic(dest, JSON.stringify(this.record), this.durable, {
+        mode: options?.mode ?? 0o600,
+      });
+      if (options?.mode !== undefined) await chmod(dest, options.mode);
+      return;
+    }
+    await moveFile(this.recordFile, dest, this.durable, options);
     this.recordMoved = true;
   }
 
   /** The paths still in the queue (not moved out by a successful `save` / `saveRecord`). */
   get leftInQueue(): string[] {
     return [
-      ...(this.dataMoved ? [] : [this.dataPath]),
-      ...(this.recordMoved ? [] : [this.recordPath]),
+      ...(this.dataMoved || this.dataPath === null ? [] : [this.dataPath]),
+      ...(this.recordMoved || this.recordFile === null ? [] : [this.recordFile]),
     ];
+  }
+
+  /**
+   * The object the bytes are, when they stayed in an object store (for the queue, which
+   * deletes it with what else is left when the claim ends).
+   */
+  get storedObject(): StoredObject | undefined {
+    return this.stored;
   }
 
   /** True once `release()` ran. */
@@ -160,13 +190,7 @@ export class CompletedUpload implements AsyncDisposable {
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
-    // The object goes with the claim; one the store failed to delete is left to the store's
-    // own clean-up (the claim still ends: it is never handed out twice).
-    try {
-      if (this.stored) await this.stored.objects.remove(this.stored.location);
-    } finally {
-      await this.onRelease(this);
-    }
+    await this.onRelease(this);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

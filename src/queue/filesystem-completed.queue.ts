@@ -23,6 +23,7 @@ import {
   warnToConsole,
 } from '../storage/safe-file.js';
 import { LockTargetMissingError, UnsafeFileError } from '../storage/storage.interfaces.js';
+import type { CompletedEntries, OpenedEntry } from './completed-entries.js';
 import { CompletedUpload } from './completed-upload.js';
 import { WakeSignal } from './wake-signal.js';
 import {
@@ -84,7 +85,7 @@ const ignoreMissing = (e: NodeJS.ErrnoException) => {
  * following a symlink, never waiting on a FIFO); anything else planted under their names is
  * moved aside with one log line, and the upload is not handed out.
  */
-export class FilesystemCompletedQueue extends CompletedUploadQueue {
+export class FilesystemCompletedQueue extends CompletedUploadQueue implements CompletedEntries {
   readonly directory: string;
   private readonly stagingDirectory: string | undefined;
   private readonly fsync: boolean;
@@ -121,6 +122,10 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
           'filesystem: finished uploads are moved between them with an atomic rename',
       );
     }
+  }
+
+  get description(): string {
+    return this.directory;
   }
 
   dataPath(id: string): string {
@@ -290,17 +295,78 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
       if (!(e instanceof LockTargetMissingError)) throw e;
     }
     try {
-      let found = lock !== null;
-      await this.removeObject(id);
-      for (const path of [this.recordPath(id), this.receiptPath(id), this.dataPath(id)]) {
-        await unlink(path).then(
-          () => (found = true),
-          (e: NodeJS.ErrnoException) => ignoreMissing(e),
-        );
-      }
-      return found ? 'removed' : 'missing';
+      return (await this.removeEntry(id)) || lock !== null ? 'removed' : 'missing';
     } finally {
       await lock?.release();
+    }
+  }
+
+  /** Deletes an entry's object (if its bytes are one), record, receipt and data file. */
+  async removeEntry(id: string): Promise<boolean> {
+    let found = false;
+    await this.removeObject(id);
+    for (const path of [this.recordPath(id), this.receiptPath(id), this.dataPath(id)]) {
+      await unlink(path).then(
+        () => (found = true),
+        (e: NodeJS.ErrnoException) => ignoreMissing(e),
+      );
+    }
+    return found;
+  }
+
+  /** Uploads with their data and record in the directory. */
+  async listIds(): Promise<string[]> {
+    const names = new Set(await readdir(this.directory));
+    return [...names].filter((n) => isUploadId(n) && names.has(`${n}.meta`));
+  }
+
+  /**
+   * An entry claimed elsewhere (the Redis queue). Its data must be a regular file of its own
+   * (the consumer is handed its path): anything else planted under the name is moved aside,
+   * never handed out; an unreadable record is quarantined.
+   */
+  async open(id: string): Promise<OpenedEntry | null> {
+    const dataPath = this.dataPath(id);
+    const recordPath = this.recordPath(id);
+    try {
+      await fdCall.close(await openRegularFile(dataPath, false));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      if (!isRefusedFile(e)) throw e;
+      await quarantineFile(dataPath, e, this.log);
+      return null;
+    }
+    let json: unknown;
+    let record: UploadRecord;
+    try {
+      json = JSON.parse(await readSmallFile(recordPath));
+      record = UploadRecord.fromJSON(json);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      await this.quarantine(id, e);
+      return null;
+    }
+    await this.writeReceipt(id, record);
+    const object = objectLocation(json);
+    return {
+      record,
+      dataPath,
+      recordPath,
+      stored: object && { location: object, objects: this.requireObjects() },
+    };
+  }
+
+  /**
+   * Deletes what a consumer left in the queue: the object its bytes are (always: `save`
+   * downloads a copy), then the files it did not move. An object the store failed to delete
+   * is left to the store's own clean-up; the claim still ends (never handed out twice).
+   */
+  async discard(upload: CompletedUpload): Promise<void> {
+    try {
+      const object = upload.storedObject;
+      if (object) await object.objects.remove(object.location);
+    } finally {
+      for (const path of upload.leftInQueue) await unlink(path).catch(ignoreMissing);
     }
   }
 
@@ -310,21 +376,21 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
 
   async expire(ageMs: number): Promise<number> {
     // Data only under its lock, so a consumer's claim is never pulled away.
-    return this.sweepExpired(ageMs, async (path) => {
-      const lock = await tryLockFile(path, undefined, this.log).catch(() => null);
+    return this.sweepExpired(ageMs, async (id) => {
+      const lock = await tryLockFile(this.dataPath(id), undefined, this.log).catch(() => null);
       return lock && (() => lock.release());
     });
   }
 
   /**
    * Deletes what has been in the directory longer than `ageMs`: finished uploads (data and
-   * record) that `hold` lets go of, receipts, temp files and records without data. `hold(path, id)`
+   * record) that `hold` lets go of, receipts, temp files and records without data. `hold(id)`
    * returns a release function once the upload may be deleted, or `null` while someone holds it;
    * the Redis queue claims through Redis instead of `flock`. Returns how many uploads it deleted.
    */
   async sweepExpired(
     ageMs: number,
-    hold: (path: string, id: string) => Promise<(() => Promise<void>) | null>,
+    hold: (id: string) => Promise<(() => Promise<void>) | null>,
   ): Promise<number> {
     const now = Date.now();
     const names = await readdir(this.directory);
@@ -336,7 +402,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
       if (!info?.isFile() || now - info.mtimeMs < ageMs) continue;
       const isData: boolean = isUploadId(name);
       if (isData) {
-        const release = await hold(path, name);
+        const release = await hold(name);
         if (!release) continue;
         try {
           await this.removeObject(name);
@@ -521,7 +587,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue {
   private async endClaim(upload: CompletedUpload, lock: FileLock): Promise<void> {
     try {
       // Only what the consumer did not move: no unlink that can only fail.
-      for (const path of upload.leftInQueue) await unlink(path).catch(ignoreMissing);
+      await this.discard(upload);
     } finally {
       await lock.release();
     }

@@ -1,10 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { readdir, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { isUploadId } from '../protocol/headers.js';
 import type { TusLogger } from '../protocol/tus-context.js';
-import { UploadRecord } from '../core/upload-record.js';
+import type { UploadRecord } from '../core/upload-record.js';
+import type { CompletedEntries, OpenedEntry } from '../queue/completed-entries.js';
 import { CompletedUpload } from '../queue/completed-upload.js';
 import {
   CompletedUploadQueue,
@@ -13,12 +12,8 @@ import {
 } from '../queue/completed-upload.queue.js';
 import {
   FilesystemCompletedQueue,
-  RECEIPT_SUFFIX,
   type FilesystemCompletedQueueOptions,
 } from '../queue/filesystem-completed.queue.js';
-import { readSmallFile } from '../storage/durable-file.js';
-import { fdCall } from '../storage/fd.js';
-import { isRefusedFile, openRegularFile, quarantineFile } from '../storage/safe-file.js';
 import { LuaScript, isRedisUnavailable, type RedisConnection } from './redis-connection.js';
 import { EPOCH_LUA, graceArgs, type GraceDurations, type RedisKeys } from './redis-keys.js';
 import { WakeSignal } from '../queue/wake-signal.js';
@@ -108,11 +103,12 @@ end
 return added
 `);
 
-const ignoreMissing = (e: NodeJS.ErrnoException) => {
-  if (e.code !== 'ENOENT') throw e;
-};
-
-export interface RedisCompletedQueueOptions extends FilesystemCompletedQueueOptions {
+export interface RedisCompletedQueueOptions extends Partial<FilesystemCompletedQueueOptions> {
+  /**
+   * Where the entries live (records, data or where the bytes are, receipts). @default the files
+   * of `directory` (a FilesystemCompletedQueue on it)
+   */
+  entries?: CompletedEntries;
   /** A claim whose consumer stopped renewing it (a dead replica) goes back after this. @default 30000 */
   claimTimeoutMs?: number;
   /** Grace durations after a Redis data loss. */
@@ -131,13 +127,11 @@ export interface RedisCompletedQueueOptions extends FilesystemCompletedQueueOpti
 export class RedisCompletedUpload extends CompletedUpload {
   constructor(
     name: string,
-    path: string,
-    recordPath: string,
-    record: UploadRecord,
+    entry: OpenedEntry,
     onRelease: (upload: CompletedUpload) => Promise<void>,
     readonly signal: AbortSignal,
   ) {
-    super(name, path, recordPath, record, onRelease);
+    super(name, entry.dataPath, entry.recordPath, entry.record, onRelease, true, entry.stored);
   }
 }
 
@@ -216,8 +210,7 @@ class Claim {
  * Redis that restarted empty, or an enqueue that could not reach Redis, loses nothing.
  */
 export class RedisCompletedQueue extends CompletedUploadQueue {
-  readonly directory: string;
-  private readonly files: FilesystemCompletedQueue;
+  private readonly files: CompletedEntries;
   private readonly log: (message: string) => void;
   private readonly claimTimeoutMs: number;
   private readonly pollIntervalMs: number;
@@ -239,8 +232,16 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
     super();
     // The files' notices (quarantines, refused files) go where this queue's problems go.
     this.log = options.log ?? ((m) => options.logger.warn(m));
-    this.files = new FilesystemCompletedQueue({ ...options, log: this.log });
-    this.directory = this.files.directory;
+    if (options.entries) {
+      this.files = options.entries;
+    } else {
+      if (options.directory === undefined) throw new Error('a directory or entries is needed');
+      this.files = new FilesystemCompletedQueue({
+        ...options,
+        directory: options.directory,
+        log: this.log,
+      });
+    }
     this.claimTimeoutMs = options.claimTimeoutMs ?? 30_000;
     this.pollIntervalMs = options.pollIntervalMs ?? 2000;
     this.rebuildIntervalMs = options.rebuildIntervalMs ?? 30_000;
@@ -285,18 +286,7 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
     const outcome = await this.take(id, token);
     if (outcome !== 'taken') return 'held';
     try {
-      let found = false;
-      for (const path of [
-        this.files.recordPath(id),
-        join(this.directory, `${id}${RECEIPT_SUFFIX}`),
-        this.files.dataPath(id),
-      ]) {
-        await unlink(path).then(
-          () => (found = true),
-          (e: NodeJS.ErrnoException) => ignoreMissing(e),
-        );
-      }
-      return found ? 'removed' : 'missing';
+      return (await this.files.removeEntry(id)) ? 'removed' : 'missing';
     } finally {
       await this.ack(id, token).catch(() => {});
     }
@@ -308,7 +298,7 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
 
   async expire(ageMs: number): Promise<number> {
     // Only when claimed for deletion: a consumer's claim is never pulled away.
-    return this.files.sweepExpired(ageMs, async (_path, id) => {
+    return this.files.sweepExpired(ageMs, async (id) => {
       const token = randomUUID();
       if ((await this.take(id, token)) !== 'taken') return null;
       return () => this.ack(id, token).catch(() => {});
@@ -362,8 +352,7 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
    * or -1 while the grace period after a Redis data loss lasts (claims may come back in it).
    */
   async rebuild(): Promise<number> {
-    const names = new Set(await readdir(this.directory));
-    const ids = [...names].filter((n) => isUploadId(n) && names.has(`${n}.meta`));
+    const ids = await this.files.listIds();
     let added = 0;
     // One call even with no id: it checks the epoch (and opens the grace period of a Redis
     // that came back empty) as soon as a replica starts or reconnects.
@@ -377,7 +366,7 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
     }
     if (added > 0) {
       this.options.logger.warn(
-        `completed queue: ${added} finished upload(s) put back from ${this.directory}`,
+        `completed queue: ${added} finished upload(s) put back from ${this.files.description}`,
       );
       await this.redis.run((c) => c.publish(this.keys.wake, 'rebuild'), 0).catch(() => {});
       this.wake();
@@ -432,36 +421,15 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
   }
 
   /**
-   * The claimed upload, or null (and the entry dropped) when its files are gone or unreadable.
-   * Its data must be a regular file of its own (the consumer is handed its path): anything else
-   * planted under the name is moved aside, never handed out.
+   * The claimed upload, or null (and the entry dropped) when its entry is gone or unusable
+   * (the entries move an unusable one aside; see `CompletedEntries.open`).
    */
   private async open(claim: Claim): Promise<RedisCompletedUpload | null> {
-    const { id } = claim;
-    const dataPath = this.files.dataPath(id);
-    const recordPath = this.files.recordPath(id);
-    try {
-      await fdCall.close(await openRegularFile(dataPath, false));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      if (!isRefusedFile(e)) throw e;
-      await quarantineFile(dataPath, e, this.log);
-      return null;
-    }
-    let record: UploadRecord;
-    try {
-      record = UploadRecord.fromJSON(JSON.parse(await readSmallFile(recordPath)));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      await this.files.quarantine(id, e);
-      return null;
-    }
-    await this.files.writeReceipt(id, record);
+    const entry = await this.files.open(claim.id);
+    if (!entry) return null;
     return new RedisCompletedUpload(
-      id,
-      dataPath,
-      recordPath,
-      record,
+      claim.id,
+      entry,
       (upload) => this.release(upload, claim),
       claim.lost.signal,
     );
@@ -481,8 +449,8 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
       );
       return;
     }
-    // Only what the consumer did not move: no unlink that can only fail.
-    for (const path of upload.leftInQueue) await unlink(path).catch(ignoreMissing);
+    // Only what the consumer did not move.
+    await this.files.discard(upload);
     await this.endClaim(claim).catch(() => {
       // Unreachable: the claim's deadline passes, and the next claimer finds no files.
     });

@@ -1201,11 +1201,7 @@ describe('options are validated when the application is created', () => {
       (d) => ({ ...d, trustedProxies: '127.0.0.1' as unknown as string[] }),
       /trustedProxies/,
     ],
-    [
-      'missing uploadDir',
-      (d) => ({ completedDir: d.completedDir }),
-      /uploadDir/,
-    ],
+    ['missing uploadDir', (d) => ({ completedDir: d.completedDir }), /uploadDir/],
     ['empty completedDir', (d) => ({ ...d, completedDir: '' }), /completedDir/],
     ['queuePollIntervalMs: 1', (d) => ({ ...d, queuePollIntervalMs: 1 }), /queuePollIntervalMs/],
     [
