@@ -78,7 +78,11 @@ function nestLogger(): TusLogger {
         if (options.storage && 's3' in options.storage) {
           // Loaded only when asked for: the SDK costs start-up time and memory.
           const { S3Storage } = await import('./s3/s3.storage.js');
-          const storage = new S3Storage({ ...options.storage.s3, maxSize: options.maxSize });
+          const storage = new S3Storage({
+            ...options.storage.s3,
+            maxSize: options.maxSize,
+            log: (m) => logger.warn(m),
+          });
           try {
             await storage.check();
           } catch (e) {
@@ -110,8 +114,11 @@ function nestLogger(): TusLogger {
       ): RedisCoordination | null => {
         if (!options.coordination) return null;
         return redisCoordination(options.coordination.redis, {
-          uploadDir: options.uploadDir!,
+          uploadDir: options.uploadDir,
           completedDir: options.completedDir,
+          // A storage that keeps records and entries beside its bytes (S3) needs no directory.
+          records: storage.recordStore,
+          entries: storage.completedEntries,
           fsync: options.fsync,
           directoryMode: options.directoryMode,
           fileMode: options.fileMode,

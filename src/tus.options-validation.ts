@@ -182,7 +182,7 @@ function checkJanitor(janitor: TusModuleOptions['janitor']): void {
     throw new Error(`Invalid TusModule options: janitor: ${problems.join('; ')}`);
 }
 
-/** `storage: { s3 }`: a bucket, and no coordination yet (its records and queue are on files). */
+/** `storage: { s3 }`: a bucket, and a part size S3 takes. */
 function checkS3(options: TusModuleOptions): void {
   const storage = options.storage as { s3?: { bucket?: unknown; partSize?: unknown } } | undefined;
   if (!storage || !('s3' in storage)) return;
@@ -195,11 +195,5 @@ function checkS3(options: TusModuleOptions): void {
     !(Number.isInteger(s3.partSize) && (s3.partSize as number) >= 5 * 1024 * 1024)
   ) {
     throw new Error('Invalid TusModule options: storage.s3.partSize must be at least 5 MiB');
-  }
-  if (options.coordination) {
-    throw new Error(
-      'Invalid TusModule options: coordination (Redis) with storage.s3 is not supported yet: ' +
-        'run one replica',
-    );
   }
 }

@@ -337,15 +337,12 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
   }
   let s3: S3Config | undefined;
   if (s3Bucket) {
-    // Its locks hold within one process: several processes would each think they hold them.
-    if (options.workers > 1) {
+    // Without Redis its locks hold within one process: several would each think they hold them.
+    if (options.workers > 1 && !options.redisUrl) {
       program.error(
-        'tussi-server: --workers above 1 with --s3-bucket needs Redis coordination, which the ' +
-          'S3 storage does not support yet: run one process',
+        'tussi-server: --workers above 1 with --s3-bucket needs --redis-url (without Redis, ' +
+          'the locks of S3 uploads hold within one process)',
       );
-    }
-    if (options.redisUrl) {
-      program.error('tussi-server: --redis-url with --s3-bucket is not supported yet');
     }
     const forcePathStyle =
       program.getOptionValueSource('s3ForcePathStyle') === 'cli'

@@ -1,7 +1,9 @@
 import { join } from 'node:path';
 import type { RedisOptions } from 'ioredis';
 import type { TusContext, TusLogger } from '../protocol/tus-context.js';
+import type { CompletedEntries } from '../queue/completed-entries.js';
 import { FilesystemRecordStore } from '../storage/filesystem-record.store.js';
+import type { UploadRecordStore } from '../storage/storage.interfaces.js';
 import { RedisCompletedQueue } from './redis-completed.queue.js';
 import { RedisConnection } from './redis-connection.js';
 import { RedisJanitorLock } from './redis-janitor-lock.js';
@@ -41,10 +43,16 @@ export interface TusCoordinationOptions {
   redis: RedisCoordinationOptions;
 }
 
-/** The filesystem side the Redis coordination works with (what the module options say). */
+/** The storage side the Redis coordination works with (what the module options say). */
 export interface RedisCoordinationTarget {
-  uploadDir: string;
-  completedDir: string;
+  /** The staging directory (records and data of the filesystem storage). */
+  uploadDir?: string;
+  /** The completed directory (the completed queue's entries on files). */
+  completedDir?: string;
+  /** Where records are kept behind the Redis cache. @default the `.meta` files of `uploadDir` */
+  records?: UploadRecordStore;
+  /** Where the completed queue's entries are. @default the files of `completedDir` */
+  entries?: CompletedEntries;
   fsync?: boolean;
   /** Mode of the directories created (the umask applies). @default 0o700 */
   directoryMode?: number;
@@ -107,21 +115,23 @@ export class RedisCoordination {
       pathOf:
         target.dataPath === null
           ? undefined
-          : (target.dataPath ?? ((id: string) => join(target.uploadDir, id))),
+          : (target.dataPath ?? ((id: string) => join(required(target.uploadDir), id))),
     });
     this.recordStore = new RedisRecordStore(
-      new FilesystemRecordStore(target.uploadDir, target.fsync ?? true, {
-        fileMode: target.fileMode,
-        log: (m) => logger.warn(m),
-      }),
+      target.records ??
+        new FilesystemRecordStore(required(target.uploadDir), target.fsync ?? true, {
+          fileMode: target.fileMode,
+          log: (m) => logger.warn(m),
+        }),
       this.connection,
       this.keys,
       this.locker,
       { ttlMs: options.recordCacheTtlMs },
     );
     this.completedQueue = new RedisCompletedQueue(this.connection, this.keys, {
-      directory: target.completedDir,
-      stagingDirectory: target.uploadDir,
+      entries: target.entries,
+      directory: target.entries ? undefined : required(target.completedDir),
+      stagingDirectory: target.dataPath === null ? undefined : target.uploadDir,
       fsync: target.fsync,
       directoryMode: target.directoryMode,
       fileMode: target.fileMode,
@@ -160,6 +170,11 @@ export class RedisCoordination {
   onApplicationShutdown(): Promise<void> {
     return this.close();
   }
+}
+
+function required(dir: string | undefined): string {
+  if (dir === undefined) throw new Error('Redis coordination needs uploadDir and completedDir');
+  return dir;
 }
 
 /** Creates the Redis coordination (connecting right away); `close()` when done. */

@@ -1,6 +1,5 @@
 import { TusErrors } from '../protocol/tus-error.js';
 import { UploadRecord } from '../core/upload-record.js';
-import type { FilesystemRecordStore } from '../storage/filesystem-record.store.js';
 import type { UploadRecordStore } from '../storage/storage.interfaces.js';
 import type { RedisConnection } from './redis-connection.js';
 import type { RedisKeys } from './redis-keys.js';
@@ -33,7 +32,7 @@ export class RedisRecordStore implements UploadRecordStore {
   private readonly dirty = new Set<string>();
 
   constructor(
-    readonly files: FilesystemRecordStore,
+    readonly files: UploadRecordStore,
     private readonly redis: RedisConnection,
     private readonly keys: RedisKeys,
     private readonly locker?: RedisUploadLocker,
@@ -101,8 +100,8 @@ export class RedisRecordStore implements UploadRecordStore {
     return this.files.list();
   }
 
-  sweep(ageMs: number): Promise<number> {
-    return this.files.sweep(ageMs);
+  async sweep(ageMs: number): Promise<number> {
+    return (await this.files.sweep?.(ageMs)) ?? 0;
   }
 
   /** Drops the cache entry of `id` (tests, tooling). */

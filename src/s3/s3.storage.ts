@@ -44,6 +44,7 @@ import {
   type ManifestState,
   type ManifestTail,
 } from './s3-manifest.js';
+import { S3CompletedEntries } from './s3-completed.entries.js';
 import { S3RecordStore } from './s3-record.store.js';
 import { SpoolFile, spoolDirectory } from './s3-spool.js';
 
@@ -88,11 +89,15 @@ export class S3Storage implements UploadStorage {
   readonly readsOpenUploads = false;
   /** Records as objects beside the data. */
   readonly recordStore: S3RecordStore;
+  /** The completed queue's entries as objects beside the finished ones (for Redis claims). */
+  readonly completedEntries: S3CompletedEntries;
 
   constructor(
     private readonly options: S3StorageOptions & {
       /** The largest upload the server takes (`maxSize`): sizes the parts of deferred lengths. */
       maxSize?: number;
+      /** Where entries set aside are reported. @default console.warn */
+      log?: (message: string) => void;
     },
     client?: S3Client,
   ) {
@@ -102,6 +107,7 @@ export class S3Storage implements UploadStorage {
     this.basePartSize = options.partSize ?? 8 * 1024 * 1024;
     this.spoolDir = spoolDirectory(options.scratchDir ?? tmpdir());
     this.recordStore = new S3RecordStore(this.client, this.bucket, this.prefix);
+    this.completedEntries = new S3CompletedEntries(this, options.log);
   }
 
   key(id: string): string {

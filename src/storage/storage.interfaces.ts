@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { UploadMetadata, UploadRecord } from '../core/upload-record.js';
+import type { CompletedEntries } from '../queue/completed-entries.js';
 import type { ObjectLocation, StoredObjects } from '../queue/completed-upload.queue.js';
 
 /** How much of a request body to take and how long to wait for it. */
@@ -85,6 +86,11 @@ export interface UploadStorage {
   sweep?(ageMs: number): Promise<number>;
   /** Where the records are when the storage keeps them beside its bytes (an object store). */
   readonly recordStore?: UploadRecordStore;
+  /**
+   * Where a completed queue that claims elsewhere (Redis) keeps its entries, when the storage
+   * keeps them beside its bytes (an object store: no directory shared by the replicas).
+   */
+  readonly completedEntries?: CompletedEntries;
   /**
    * Appends the bytes of another upload (a `complete`d one) to `id` at `offset` without
    * streaming them through the server, as concatenation assembles a final from its partials
