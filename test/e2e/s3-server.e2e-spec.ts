@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,6 +39,12 @@ const OCTETS = { ...TUS, 'Content-Type': 'application/offset+octet-stream' };
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const until = async <T>(probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> =>
   (await pollUntil(probe, (v) => v !== undefined, { timeoutMs, intervalMs: 100 })) as T;
+
+/** Peak resident memory of a process (VmHWM), bytes. */
+async function peakRss(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) * 1024;
+}
 
 describe('tussi-server on S3 (Ceph RADOS Gateway)', () => {
   let gateway: CephRgw | undefined;
@@ -316,6 +323,53 @@ describe('tussi-server on S3 (Ceph RADOS Gateway)', () => {
     const id = String(final.headers.location).split('/').pop()!;
     expect(sha256(await delivered(id))).toBe(sha256(Buffer.concat([a, b])));
   }, 60_000);
+
+  it("takes 1 GiB in one PATCH with bounded memory (the server's peak RSS is reported)", async () => {
+    const GiB = 1024 * MiB;
+    // Generated while sent: 1 MiB of random bytes, each copy stamped with its index.
+    const block = randomBytes(MiB);
+    const hash = createHash('sha256');
+    async function* body(): AsyncGenerator<Buffer> {
+      for (let i = 0; i < GiB / MiB; i++) {
+        const chunk = Buffer.from(block);
+        chunk.writeUInt32BE(i, 0);
+        hash.update(chunk);
+        yield chunk;
+      }
+    }
+    const rss = () => peakRss(server!.child.pid!);
+    const before = await rss();
+    const { location, id } = await create(GiB);
+    const started = Date.now();
+    const res = await request(base(), {
+      method: 'PATCH',
+      path: location,
+      headers: { ...OCTETS, 'Upload-Offset': '0', 'Content-Length': String(GiB) },
+      body: body(),
+      timeoutMs: 300_000,
+    });
+    expect(res.status).toBe(204);
+    const seconds = (Date.now() - started) / 1000;
+    const peak = await rss();
+    const file = join(
+      work,
+      'dest',
+      await until(async () => {
+        const names = await readdir(join(work, 'dest'));
+        const name = names.find((n) => n.startsWith(id) && !n.endsWith('.meta'));
+        return name && names.includes(`${name}.meta`) ? name : undefined;
+      }, 120_000),
+    );
+    const delivered = createHash('sha256');
+    for await (const chunk of createReadStream(file)) delivered.update(chunk as Buffer);
+    expect(delivered.digest('hex')).toBe(hash.digest('hex'));
+    await rm(file);
+    process.stdout.write(
+      `S3 1 GiB PATCH: ${(1024 / seconds).toFixed(0)} MiB/s; server peak RSS ${(before / MiB).toFixed(0)} MiB before, ${(peak / MiB).toFixed(0)} MiB after\n`,
+    );
+    // Parts are spooled to files: the body never sits in memory.
+    expect(peak - before).toBeLessThan(160 * MiB);
+  }, 300_000);
 
   it('resumes after the server is SIGKILLed mid-upload: every acknowledged byte is in S3', async () => {
     const data = randomBytes(12 * MiB);
