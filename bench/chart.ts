@@ -14,6 +14,9 @@ const COLORS: Record<ServerKey, string> = {
   'nestjs-fsync': '#f29bab',
   tus: '#4c78a8',
   raw: '#9d9d9d',
+  // The S3 section is a table of its own in the report, not in the chart.
+  'nestjs-s3': '#e0234e',
+  'tus-s3': '#4c78a8',
 };
 
 interface Row {
@@ -114,10 +117,12 @@ export function chartSpec(results: BenchResults): TopLevelSpec {
   };
 
   const throughput = rows(
-    (id) => id !== 'small',
+    (id) => id !== 'small' && !id.startsWith('s3-'),
     (r) => ({ value: r.summary.value, min: r.summary.min, max: r.summary.max }),
   );
-  const order = results.workloads.filter((w) => w.id !== 'small').map((w) => w.title);
+  const order = results.workloads
+    .filter((w) => w.id !== 'small' && !w.id.startsWith('s3-'))
+    .map((w) => w.title);
   const smallWorkload = results.workloads.find((w) => w.id === 'small');
   const small = rows(
     (id) => id === 'small',

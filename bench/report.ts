@@ -29,6 +29,8 @@ export function machineLine(results: BenchResults): string {
 
 export function markdown(results: BenchResults): string {
   const servers = ORDER.filter((k) => results.workloads.some((w) => w.results[k]));
+  // The S3 workloads have a section of their own.
+  const onDisk = results.workloads.filter((w) => !w.id.startsWith('s3-'));
   const header = (first: string, extra: string[] = []) => [
     `| ${first} | ${servers.map((k) => SERVER_LABELS[k]).join(' | ')}${extra.map((e) => ` | ${e}`).join('')} |`,
     `| --- | ${servers.map(() => '---:').join(' | ')}${extra.map(() => ' | ---:').join('')} |`,
@@ -64,7 +66,7 @@ export function markdown(results: BenchResults): string {
     '',
     ...header('Workload', ['tussi / @tus', 'tussi / raw']),
   );
-  for (const w of results.workloads) {
+  for (const w of onDisk) {
     lines.push(
       row(`${w.title} (${w.unit})`, w, (s) => s.value, true, [
         ratio(w.ratios.vsTus),
@@ -85,6 +87,26 @@ export function markdown(results: BenchResults): string {
     }
   }
 
+  const s3 = results.workloads.filter((w) => w.ratios.s3VsTus !== undefined);
+  if (s3.length > 0) {
+    const pair: ServerKey[] = ['nestjs-s3', 'tus-s3'];
+    const cellOf = (w: WorkloadResult, k: ServerKey, pick: (s: Summary) => number) =>
+      cell(w.results[k]?.summary, pick);
+    lines.push(
+      '',
+      '## Object storage (S3)',
+      '',
+      'Both servers on one local S3 server (a single-node Ceph RADOS Gateway with an in-memory object store), a bucket each; part size 8 MiB for both. nestjs-tussi spools parts to files and completes each upload into one object, which the sample consumer then downloads (not counted in the rate).',
+      '',
+      `| Workload | ${pair.map((k) => SERVER_LABELS[k]).join(' | ')} | tussi / @tus | peak RSS tussi | peak RSS @tus |`,
+      '| --- | ---: | ---: | ---: | ---: | ---: |',
+      ...s3.map(
+        (w) =>
+          `| ${w.title} (${w.unit}) | ${pair.map((k) => cellOf(w, k, (s) => s.value)).join(' | ')} | ${ratio(w.ratios.s3VsTus)} | ${cellOf(w, 'nestjs-s3', (s) => s.peakRssBytes / MiB)} MiB | ${cellOf(w, 'tus-s3', (s) => s.peakRssBytes / MiB)} MiB |`,
+      ),
+    );
+  }
+
   lines.push(
     '',
     '## Server resources',
@@ -92,12 +114,12 @@ export function markdown(results: BenchResults): string {
     'Peak RSS of the server process during the workload (MiB; VmHWM reset before each trial, with VmRSS sampled every 50 ms):',
     '',
     ...header('Workload'),
-    ...results.workloads.map((w) => row(w.title, w, (s) => s.peakRssBytes / MiB, false)),
+    ...onDisk.map((w) => row(w.title, w, (s) => s.peakRssBytes / MiB, false)),
     '',
     'Server CPU (utime + stime) per GiB received, during the requests (s/GiB; small uploads: ms per upload):',
     '',
     ...header('Workload'),
-    ...results.workloads.map((w) =>
+    ...onDisk.map((w) =>
       w.kind === 'small'
         ? row(`${w.title} (ms/upload)`, w, (s) => s.cpuMsPerUpload, false)
         : row(w.title, w, (s) => s.cpuSecondsPerGiB, false),
@@ -107,7 +129,10 @@ export function markdown(results: BenchResults): string {
     '',
     `| Server | RSS idle after warm-up | highest peak RSS of any trial |`,
     `| --- | ---: | ---: |`,
-    ...servers.map((k) => {
+    ...[
+      ...servers,
+      ...(['nestjs-s3', 'tus-s3'] as ServerKey[]).filter((k) => results.servers[k]),
+    ].map((k) => {
       const s = results.servers[k];
       return `| ${SERVER_LABELS[k]} | ${s ? formatNumber(s.idleRssBytes / MiB) : '–'} | ${s ? formatNumber(s.peakRssBytes / MiB) : '–'} |`;
     }),

@@ -26,7 +26,16 @@ import { machineInfo } from './machine.js';
 import { memoryOf, ProcessWatch } from './proc.js';
 import { profileMarkdown } from './profile.js';
 import { markdown } from './report.js';
-import { ROOT, SERVER_LABELS, startServer, type RunningServer, type ServerKey } from './servers.js';
+import { S3Client } from '@aws-sdk/client-s3';
+import {
+  ROOT,
+  S3_SERVERS,
+  SERVER_LABELS,
+  startServer,
+  type RunningServer,
+  type S3Target,
+  type ServerKey,
+} from './servers.js';
 import { GiB, median, MiB, quantile } from './stats.js';
 import {
   plan,
@@ -106,12 +115,45 @@ const maxSeconds = Number(args['max-seconds'] ?? (mode === 'smoke' ? 120 : 600))
 const budgetSeconds = Number(args['budget-seconds'] ?? (mode === 'smoke' ? 60 : 270));
 
 const servers = new Map<ServerKey, RunningServer>();
+let gateway: { dir: string; s3: S3Target } | undefined;
 let cleanedUp = false;
 async function cleanup(): Promise<void> {
   if (cleanedUp) return;
   cleanedUp = true;
   await Promise.all([...servers.values()].map((s) => s.stop()));
+  if (gateway) {
+    gateway.s3.client.destroy();
+    await promisify(execFile)('bash', [CEPH_SCRIPT, 'stop', gateway.dir], {
+      timeout: 60_000,
+    }).catch(() => {});
+  }
   rmSync(workDir, { recursive: true, force: true });
+}
+
+const CEPH_SCRIPT = join(ROOT, 'test', 'support', 'ceph-rgw.sh');
+
+/** A local S3 server (Ceph RADOS Gateway, the tests' script) for the S3 section. */
+async function startGateway(): Promise<{ dir: string; s3: S3Target }> {
+  const dir = join(workDir, 'ceph');
+  mkdirSync(dir, { recursive: true });
+  const { stdout } = await promisify(execFile)('bash', [CEPH_SCRIPT, 'start', dir], {
+    timeout: 120_000,
+  });
+  const info = JSON.parse(stdout.trim().split('\n').pop()!) as {
+    endpoint: string;
+    accessKeyId: string;
+    secretAccessKey: string;
+    region: string;
+  };
+  const client = new S3Client({
+    endpoint: info.endpoint,
+    region: info.region,
+    credentials: { accessKeyId: info.accessKeyId, secretAccessKey: info.secretAccessKey },
+    forcePathStyle: true,
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  return { dir, s3: { ...info, client } };
 }
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
@@ -230,10 +272,18 @@ async function main(): Promise<void> {
   );
 
   const keys = [...new Set(workloads.flatMap((w) => w.servers))];
+  if (keys.some((k) => S3_SERVERS.includes(k))) {
+    gateway = await startGateway();
+    log(`S3 server (Ceph RADOS Gateway) at ${gateway.s3.endpoint}`);
+  }
   for (const key of keys) {
     servers.set(
       key,
-      await startServer(key, workDir, { maxSize: setup.maxSize, cpuProfDir: profDir }),
+      await startServer(key, workDir, {
+        maxSize: setup.maxSize,
+        cpuProfDir: profDir,
+        s3: gateway?.s3,
+      }),
     );
   }
   log(`servers up: ${keys.map((k) => `${k} (pid ${servers.get(k)!.pid})`).join(', ')}`);
@@ -257,7 +307,9 @@ async function main(): Promise<void> {
     concurrency: 1,
   };
   for (const key of keys) {
-    await trial(servers.get(key)!, warm, 0);
+    // Small uploads on S3 cost several S3 requests each: fewer warm the same code paths.
+    const s3 = S3_SERVERS.includes(key);
+    await trial(servers.get(key)!, s3 ? { ...warm, count: Math.min(warm.count, 100) } : warm, 0);
     await trial(servers.get(key)!, warmBig, 0);
   }
   const idleRss = new Map(keys.map((k) => [k, memoryOf(servers.get(k)!.pid).rss]));
@@ -311,6 +363,7 @@ async function main(): Promise<void> {
         vsRaw: over('nestjs', 'raw'),
         fsyncVsTus: over('nestjs-fsync', 'tus'),
         fsyncVsRaw: over('nestjs-fsync', 'raw'),
+        s3VsTus: over('nestjs-s3', 'tus-s3'),
       },
     };
   });

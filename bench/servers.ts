@@ -8,25 +8,46 @@ import { mkdirSync } from 'node:fs';
 import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import {
+  CreateBucketCommand,
+  DeleteObjectCommand,
+  ListObjectsV2Command,
+  type S3Client,
+} from '@aws-sdk/client-s3';
 
 /** bench/dist/servers/*.js, next to this module once compiled. */
 const SERVERS_DIR = fileURLToPath(new URL('./servers/', import.meta.url));
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
-export type ServerKey = 'nestjs' | 'nestjs-fsync' | 'tus' | 'raw';
+export type ServerKey = 'nestjs' | 'nestjs-fsync' | 'tus' | 'raw' | 'nestjs-s3' | 'tus-s3';
 
 export const SERVER_LABELS: Record<ServerKey, string> = {
   nestjs: 'nestjs-tussi',
   'nestjs-fsync': 'nestjs-tussi (fsync)',
   tus: '@tus/server',
   raw: 'raw node:http',
+  'nestjs-s3': 'nestjs-tussi on S3',
+  'tus-s3': '@tus/server + @tus/s3-store',
 };
+
+/** The servers that store into S3 (the bench starts a gateway for them). */
+export const S3_SERVERS: ServerKey[] = ['nestjs-s3', 'tus-s3'];
+
+/** The S3 server the S3 servers use, one bucket each. */
+export interface S3Target {
+  endpoint: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  client: S3Client;
+}
 
 export interface StartOptions {
   /** Largest upload, the same limit for every TUS server. */
   maxSize: number;
   /** Directory for `--cpu-prof` profiles of the server; none when undefined. */
   cpuProfDir?: string;
+  /** The S3 server, for the S3 servers. */
+  s3?: S3Target;
 }
 
 export interface RunningServer {
@@ -89,13 +110,47 @@ export async function startServer(
   let env: Record<string, string> = {};
   let dataDirs: string[];
   let settle: (uploads: number) => Promise<void> = async () => {};
-  if (key === 'nestjs' || key === 'nestjs-fsync') {
+  let storedBytes = () => sumSizes(dataDirs);
+  let cleanS3 = async () => {};
+  let bucket: string | undefined;
+  if (S3_SERVERS.includes(key)) {
+    const s3 = options.s3;
+    if (!s3) throw new Error(`${key} needs an S3 server`);
+    bucket = `bench-${key}-${process.pid}`;
+    await s3.client.send(new CreateBucketCommand({ Bucket: bucket }));
+    env = {
+      AWS_ACCESS_KEY_ID: s3.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
+      BENCH_S3_ENDPOINT: s3.endpoint,
+    };
+    const b = bucket;
+    cleanS3 = async () => {
+      for (const o of await listObjects(s3.client, b)) {
+        await s3.client.send(new DeleteObjectCommand({ Bucket: b, Key: o.key }));
+      }
+    };
+    // @tus/s3-store: the finished objects (its records are `.info`, pieces `.part`).
+    if (key === 'tus-s3') {
+      storedBytes = async () =>
+        (await listObjects(s3.client, b))
+          .filter((o) => !/\.(info|part)$/.test(o.key))
+          .reduce((sum, o) => sum + o.size, 0);
+    }
+  }
+  if (key === 'nestjs' || key === 'nestjs-fsync' || key === 'nestjs-s3') {
     const uploads = join(dir, 'uploads');
     const completed = join(dir, 'completed');
     const dest = join(dir, 'dest');
     for (const d of [uploads, completed, dest]) mkdirSync(d, { recursive: true });
     args = [join(SERVERS_DIR, 'nestjs-server.js')];
     env = {
+      ...env,
+      ...(key === 'nestjs-s3' && {
+        TUS_S3_BUCKET: bucket!,
+        TUS_S3_ENDPOINT: env.BENCH_S3_ENDPOINT,
+        TUS_S3_FORCE_PATH_STYLE: 'true',
+        TUS_S3_SCRATCH_DIR: join(dir, 'scratch'),
+      }),
       TUS_UPLOAD_DIR: uploads,
       TUS_COMPLETED_DIR: completed,
       TUS_DEST_DIR: dest,
@@ -105,7 +160,8 @@ export async function startServer(
       // warnings and errors.
       LOG_LEVEL: 'warn',
     };
-    dataDirs = [uploads, completed, dest];
+    // On S3 the sample's consumer downloads each finished object into dest/.
+    dataDirs = key === 'nestjs-s3' ? [dest] : [uploads, completed, dest];
     // The sample's consumer moves each finished upload from completed/ to dest/: the trial's
     // uploads are all handled once dest/ holds every one of them.
     settle = async (count) => {
@@ -122,6 +178,9 @@ export async function startServer(
     mkdirSync(dir, { recursive: true });
     args = [join(SERVERS_DIR, 'tus-server.js'), dir, String(options.maxSize)];
     dataDirs = [dir];
+  } else if (key === 'tus-s3') {
+    args = [join(SERVERS_DIR, 'tus-s3-server.js'), bucket!, String(options.maxSize)];
+    dataDirs = [];
   } else {
     mkdirSync(dir, { recursive: true });
     args = [join(SERVERS_DIR, 'raw-server.js'), dir];
@@ -180,9 +239,10 @@ export async function startServer(
       pid: child.pid!,
       endpoint: `http://127.0.0.1:${port}/files`,
       settle,
-      storedBytes: () => sumSizes(dataDirs),
+      storedBytes,
       clean: async () => {
         for (const d of dataDirs) await emptyDir(d);
+        await cleanS3();
       },
       output: () => out,
       stop,
@@ -191,4 +251,18 @@ export async function startServer(
     await stop();
     throw e;
   }
+}
+
+/** Every object of a bucket, with its size. */
+async function listObjects(client: S3Client, bucket: string) {
+  const found: { key: string; size: number }[] = [];
+  let token: string | undefined;
+  do {
+    const page = await client.send(
+      new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token }),
+    );
+    for (const o of page.Contents ?? []) found.push({ key: o.Key!, size: o.Size ?? 0 });
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return found;
 }

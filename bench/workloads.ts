@@ -29,6 +29,30 @@ export interface Plan {
 }
 
 const TUS: ServerKey[] = ['nestjs', 'tus', 'raw'];
+const S3: ServerKey[] = ['nestjs-s3', 'tus-s3'];
+
+/** The S3 section: both servers on one S3 server (a local Ceph RADOS Gateway), a bucket each. */
+function s3Workloads(big: number, chunk: number, parallelSize: number, smallCount: number) {
+  return [
+    {
+      ...single(big, chunk, S3),
+      id: 's3-single',
+      title: `S3: 1 × ${formatBytes(big)}, ${formatBytes(chunk)} PATCHes`,
+    },
+    {
+      ...parallel(16, parallelSize),
+      id: 's3-parallel-16',
+      title: `S3: 16 × ${formatBytes(parallelSize)}, concurrent`,
+      servers: S3,
+    },
+    {
+      ...small(smallCount, 32),
+      id: 's3-small',
+      title: `S3: ${smallCount} × 4 KiB, 32 concurrent`,
+      servers: S3,
+    },
+  ];
+}
 const WITH_FSYNC: ServerKey[] = ['nestjs', 'nestjs-fsync', 'tus', 'raw'];
 
 function single(size: number, chunk: number, servers: ServerKey[]): Workload {
@@ -93,6 +117,7 @@ export function plan(mode: 'full' | 'smoke', rounds?: number): Plan {
         small(50, 32),
         ...[1, 4, 16, 64].map((n) => parallel(n, 1 * MiB)),
         { ...single(big, 8 * MiB, TUS), id: 'single-256m' },
+        ...s3Workloads(8 * MiB, 4 * MiB, MiB, 20),
       ],
     };
   }
@@ -109,6 +134,7 @@ export function plan(mode: 'full' | 'smoke', rounds?: number): Plan {
       small(2000, 32),
       ...[1, 4, 16, 64].map((n) => parallel(n, 32 * MiB)),
       single(GiB, 256 * MiB, TUS),
+      ...s3Workloads(GiB, 64 * MiB, 32 * MiB, 300),
     ],
   };
 }
@@ -160,7 +186,14 @@ export interface Summary {
 export interface WorkloadResult extends Workload {
   results: Partial<Record<ServerKey, { summary: Summary; trials: Trial[] }>>;
   /** nestjs-tussi's median value divided by the other server's (fsync: the fsync variant's). */
-  ratios: { vsTus?: number; vsRaw?: number; fsyncVsTus?: number; fsyncVsRaw?: number };
+  ratios: {
+    vsTus?: number;
+    vsRaw?: number;
+    fsyncVsTus?: number;
+    fsyncVsRaw?: number;
+    /** nestjs-tussi on S3 over @tus/server with @tus/s3-store. */
+    s3VsTus?: number;
+  };
 }
 
 export interface ServerInfo {

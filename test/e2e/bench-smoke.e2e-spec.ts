@@ -80,9 +80,15 @@ describe('bench smoke run', () => {
       'parallel-16',
       'parallel-64',
       'single-256m',
+      's3-single',
+      's3-parallel-16',
+      's3-small',
     ]);
     for (const workload of results.workloads) {
-      for (const server of ['nestjs', 'tus', 'raw']) {
+      const servers = workload.id.startsWith('s3-')
+        ? ['nestjs-s3', 'tus-s3']
+        : ['nestjs', 'tus', 'raw'];
+      for (const server of servers) {
         const result = workload.results[server];
         expect({ workload: workload.id, server, present: result !== undefined }).toEqual({
           workload: workload.id,
@@ -96,7 +102,7 @@ describe('bench smoke run', () => {
     expect(results.workloads[0].results['nestjs-fsync']?.summary.value).toBeGreaterThan(0);
 
     const md = readFileSync(join(out, 'latest.md'), 'utf8');
-    for (const label of ['nestjs-tussi', '@tus/server', 'raw node:http'])
+    for (const label of ['nestjs-tussi', '@tus/server', 'raw node:http', '@tus/s3-store'])
       expect(md).toContain(label);
     const svg = readFileSync(join(out, 'latest.svg'), 'utf8');
     expect(svg.startsWith('<svg')).toBe(true);
