@@ -35,8 +35,6 @@ export interface Manifest extends ManifestState {
   length: number | null;
   /** The state before the last write. */
   previous: ManifestState | null;
-  /** The multipart upload was completed: the bytes are the object `{prefix}{id}`. */
-  sealed: boolean;
 }
 
 export function parseManifest(text: string): Manifest {

@@ -157,7 +157,6 @@ export class S3Storage implements UploadStorage {
       tail: null,
       end: 0,
       previous: null,
-      sealed: false,
     };
     try {
       await this.putManifest(id, manifest);
@@ -185,7 +184,6 @@ export class S3Storage implements UploadStorage {
   ): Promise<BodyWriteResult> {
     const manifest = await this.manifest(id);
     if (!manifest) throw notFound(id);
-    if (manifest.sealed) throw new Error(`${id}: the upload is complete`);
     const current: ManifestState = {
       parts: manifest.parts,
       tail: manifest.tail,
@@ -221,7 +219,7 @@ export class S3Storage implements UploadStorage {
   async copyFrom(id: string, offset: number, sourceId: string, length: number): Promise<boolean> {
     if (length < MIN_PART_SIZE) return false;
     const [manifest, source] = await Promise.all([this.manifest(id), this.manifest(sourceId)]);
-    if (!manifest || manifest.sealed || !source?.sealed) return false;
+    if (!manifest || !source || !(await this.isComplete(sourceId, source))) return false;
     const base = baseFor(manifest, offset);
     if (!base || base.tail) return false;
     const count = Math.ceil(length / MAX_PART_SIZE);
@@ -348,7 +346,30 @@ export class S3Storage implements UploadStorage {
     let error = result.error ?? state.failure;
     let tail: ManifestTail | null = null;
     const spool = state.spool;
-    if (!state.failure && spool && spool.size > 0) {
+    // The write that brings the last byte sends what is left as the last part (S3 takes a last
+    // part of any size): no trailing piece to copy in and delete when the upload completes.
+    const last =
+      state.manifest.length !== null &&
+      partsEnd(state.parts) + (spool?.size ?? 0) === state.manifest.length;
+    if (!state.failure && spool && spool.size > 0 && last) {
+      await spool.close();
+      const partNumber = state.parts.length + 1;
+      try {
+        const sent = await this.client.send(
+          new UploadPartCommand({
+            Bucket: this.bucket,
+            Key: this.key(id),
+            UploadId: state.manifest.uploadId,
+            PartNumber: partNumber,
+            ContentLength: spool.size,
+            Body: createReadStream(spool.path, { highWaterMark: 256 * 1024 }),
+          }),
+        );
+        state.parts.push({ etag: sent.ETag ?? '', size: spool.size });
+      } catch (e) {
+        error ??= e as Error;
+      }
+    } else if (!state.failure && spool && spool.size > 0) {
       await spool.close();
       const key = `${this.key(id)}.tail.${randomBytes(6).toString('hex')}`;
       try {
@@ -405,7 +426,9 @@ export class S3Storage implements UploadStorage {
   async complete(id: string): Promise<void> {
     const manifest = await this.manifest(id);
     if (!manifest) throw notFound(id);
-    if (manifest.sealed) return;
+    if (manifest.length !== null && manifest.end !== manifest.length) {
+      throw new Error(`${id}: S3 holds ${manifest.end} of ${manifest.length} bytes`);
+    }
     const parts = [...manifest.parts];
     try {
       if (manifest.tail) {
@@ -450,17 +473,21 @@ export class S3Storage implements UploadStorage {
       const size = await this.objectSize(id);
       if (size !== manifest.end) throw e;
     }
+    // The manifest is left as it is (one write less per upload): the object that now exists
+    // with every byte says the upload is complete (see `isComplete`); a call again after this
+    // finds the multipart upload gone and the object whole.
     const tails = [manifest.tail?.key, manifest.previous?.tail?.key].filter(
       (k): k is string => k !== undefined,
     );
-    await this.putManifest(id, {
-      ...manifest,
-      parts: [],
-      tail: null,
-      previous: null,
-      sealed: true,
-    });
     await this.deleteKeys(tails);
+  }
+
+  /**
+   * The multipart upload was completed: `{prefix}{id}` exists (it does only once completed)
+   * and holds every byte.
+   */
+  private async isComplete(id: string, manifest: Manifest): Promise<boolean> {
+    return (await this.objectSize(id)) === manifest.end;
   }
 
   read(id: string, start: number, length: number): Readable {
@@ -472,7 +499,9 @@ export class S3Storage implements UploadStorage {
     void (async () => {
       const manifest = await this.manifest(id);
       if (!manifest) throw notFound(id);
-      if (!manifest.sealed) throw new Error(`${id}: the bytes of an open upload cannot be read`);
+      if (!(await this.isComplete(id, manifest))) {
+        throw new Error(`${id}: the bytes of an open upload cannot be read`);
+      }
       const got = await this.client.send(
         new GetObjectCommand({
           Bucket: this.bucket,
@@ -514,7 +543,7 @@ export class S3Storage implements UploadStorage {
 
   async remove(id: string): Promise<void> {
     const manifest = await this.manifest(id).catch(() => null);
-    if (manifest && !manifest.sealed) await this.abort(id, manifest.uploadId);
+    if (manifest) await this.abort(id, manifest.uploadId);
     const keys = new Set<string>([this.key(id)]);
     for (const object of await this.listKeys(`${this.key(id)}.tail.`)) keys.add(object.key);
     await this.deleteKeys(keys);
