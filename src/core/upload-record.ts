@@ -3,6 +3,12 @@ import { readFile } from 'node:fs/promises';
 /** Client metadata: keys and their decoded values (`Upload-Metadata`). */
 export type UploadMetadata = Record<string, string>;
 
+/**
+ * What a storage keeps of an upload's bytes in its record (an object store's multipart upload
+ * and parts), stored with the offset in one write: opaque to everything but that storage.
+ */
+export type StorageState = Record<string, unknown>;
+
 /** The on-disk JSON of a record, with tussi's field names so either side can read the other's. */
 export interface UploadRecordJson {
   length: number | null;
@@ -29,6 +35,8 @@ export interface UploadRecordJson {
   owner?: string;
   /** The upload sat idle and its remaining bytes are no longer promised (ignored by tussi). */
   promise_lapsed?: boolean;
+  /** The storage's state of the bytes (an object store's parts; ignored by tussi). */
+  storage?: StorageState;
 }
 
 /** What the server knows about one upload. */
@@ -69,6 +77,11 @@ export class UploadRecord {
    * it is promised again when its client resumes.
    */
   promiseLapsed = false;
+  /**
+   * The storage's state of the bytes (`UploadStorage` returns it with each write), stored with
+   * the offset that counts them; `null` for storages that keep none (the filesystem).
+   */
+  storage: StorageState | null = null;
   /** The client's Base64 of the metadata values that decoding would alter (bytes that are not UTF-8, unpadded Base64), for HEAD. */
   encodedMetadata: Record<string, string> = {};
 
@@ -128,6 +141,7 @@ export class UploadRecord {
       ...(this.waitingFinals.length > 0 && { waiting_finals: this.waitingFinals }),
       ...(this.owner !== null && { owner: this.owner }),
       ...(this.promiseLapsed && { promise_lapsed: true }),
+      ...(this.storage !== null && { storage: this.storage }),
     };
   }
 
@@ -160,6 +174,9 @@ export class UploadRecord {
     record.encodedMetadata = stringMap(json.metadata_encoded);
     if (typeof json.owner === 'string') record.owner = json.owner;
     record.promiseLapsed = json.promise_lapsed === true;
+    if (typeof json.storage === 'object' && json.storage !== null && !Array.isArray(json.storage)) {
+      record.storage = json.storage;
+    }
     return record;
   }
 

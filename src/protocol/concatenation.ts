@@ -55,7 +55,7 @@ export async function completeUpload(
   // Its bytes become readable (an object store completes its multipart upload); the finals
   // are assembled after this request lets go of the partial's lock (assembly takes the
   // partials' locks to remove them), so the work is handed over, not awaited here.
-  await context.store.storage.complete?.(id);
+  await context.store.storage.complete?.(id, record.storage);
   wakeFinals(record.waitingFinals, context);
 }
 
@@ -114,7 +114,7 @@ export async function assembleFinal(finalId: string, context: TusContext): Promi
       let position = 0;
       for (const [index, partId] of final.parts.entries()) {
         const partLength = complete[index].length ?? 0;
-        await copyPart(partId, partLength, finalId, position, lock, context);
+        await copyPart(partId, partLength, final, finalId, position, lock, context);
         position += partLength;
       }
       const promised = final.promised;
@@ -142,6 +142,7 @@ export async function assembleFinal(finalId: string, context: TusContext): Promi
 async function copyPart(
   partId: string,
   length: number,
+  final: UploadRecord,
   finalId: string,
   position: number,
   lock: UploadLock,
@@ -150,12 +151,25 @@ async function copyPart(
   const { store, options } = context;
   try {
     await store.withLock(partId, options.lockWaitMs, async () => {
-      if (!(await store.getRecord(partId))) throw TusErrors.partialGone();
+      const part = await store.getRecord(partId);
+      if (!part) throw TusErrors.partialGone();
       // Completed when its last byte came, unless a crash came between.
-      await store.storage.complete?.(partId);
-      // Copied inside the storage when it can (an object store), else streamed through.
-      if (await store.storage.copyFrom?.(finalId, position, partId, length)) return;
-      const source = store.storage.read(partId, 0, length);
+      await store.storage.complete?.(partId, part.storage);
+      // Copied inside the storage when it can (an object store), else streamed through. The
+      // final's storage state follows; it is stored with the final's offset once all are in.
+      const copied = await store.storage.copyFrom?.(
+        finalId,
+        position,
+        partId,
+        length,
+        final.storage,
+        part.storage,
+      );
+      if (copied) {
+        final.storage = copied;
+        return;
+      }
+      const source = store.storage.read(partId, 0, length, part.storage);
       // The body pump takes a failing source for a cut body: its error is kept to be told.
       let readError: Error | undefined;
       source.once('error', (e: Error) => (readError = e));
@@ -163,7 +177,9 @@ async function copyPart(
         limit: length,
         idleTimeoutMs: 0,
         signal: lock.signal,
+        state: final.storage,
       });
+      if (result.state) final.storage = result.state;
       if (lock.signal?.aborted) throw TusErrors.lockLost();
       if (result.error) throw result.error;
       if (readError !== undefined) throw readError;

@@ -16,7 +16,7 @@ export async function finalizeUpload(
   if (!context.queue) return;
   const { storage, records } = context.store;
   try {
-    await storage.complete?.(id);
+    await storage.complete?.(id, record.storage);
   } catch (e) {
     // Handed over before a crash kept the record from being dropped: only that is left to do.
     const queued =
@@ -37,13 +37,14 @@ export async function finalizeUpload(
     ? { object }
     : path !== undefined
       ? { path }
-      : { read: () => storage.read(id, 0, record.length ?? 0) };
+      : { read: () => storage.read(id, 0, record.length ?? 0, record.storage) };
+  // The queue's entry has no storage state: the bytes are where it says.
+  const state = record.storage;
+  record.storage = null;
   await context.queue.enqueue(id, record, bytes);
-  // The storage forgets the object before the record goes: a crash between leaves a record
-  // that recovery drops (above), never data without a record that the janitor would delete.
-  if (object) await storage.handedOver?.(id);
+  // A crash before the record goes leaves one that recovery drops (the queue knows the upload).
   await records.remove(id);
-  if ('read' in bytes) await storage.remove(id);
+  if ('read' in bytes) await storage.remove(id, state);
   context.progress.forget(id);
   context.emit(new UploadCompletedEvent(id, record));
 }

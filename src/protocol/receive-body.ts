@@ -18,7 +18,7 @@ import {
 import { TusErrors, isNoSpaceError } from './tus-error.js';
 import { UploadProgressEvent } from './tus-events.js';
 import type { TusRequest } from './tus-request.js';
-import type { UploadRecord } from '../core/upload-record.js';
+import type { StorageState, UploadRecord } from '../core/upload-record.js';
 import type { UploadLock } from '../storage/storage.interfaces.js';
 
 /** What a body brings with it to check its bytes: a checksum header, or one in a trailer. */
@@ -89,6 +89,7 @@ export async function receiveBody(
       // A lock with a lease (Redis) that is lost mid-body stops the write as DELETE does.
       signal: lock?.signal ? AbortSignal.any([stop.signal, lock.signal]) : stop.signal,
       lockedFile: lock?.file,
+      state: record.storage,
       onChunk: (chunk) => {
         hasher?.update(chunk);
         received += chunk.length;
@@ -142,7 +143,10 @@ export async function receiveBody(
     takePendingFinals(id, record, context);
     // A length declared on this request is stored with its bytes, never by a refused request.
     if (accepted > 0 || how.lengthChanged || pendingFinals) {
-      record.offset += await commitOffset(context, id, record, accepted);
+      // The storage's state that counts the bytes is stored with them; refused bytes leave
+      // the state as it was.
+      const state = accepted > 0 && accepted === result.bytes ? result.state : undefined;
+      record.offset += await commitOffset(context, id, record, accepted, state);
     }
     // A PATCH cut by an error or a limit may still have brought the last byte: finish the upload
     // before answering the refusal, so it does not linger in staging looking complete. (A POST
@@ -213,12 +217,15 @@ async function commitOffset(
   id: string,
   record: UploadRecord,
   accepted: number,
+  state?: StorageState,
 ): Promise<number> {
   const { store } = context;
   const base = record.offset;
+  const baseState = record.storage;
   for (let claim = accepted, attempt = 0; ; attempt++) {
     record.offset = base + claim;
     record.lastWrite = Date.now() / 1000;
+    if (state && claim === accepted) record.storage = state;
     try {
       await store.records.put(id, record);
       record.offset = base;
@@ -227,6 +234,7 @@ async function commitOffset(
       return claim;
     } catch (e) {
       record.offset = base;
+      record.storage = baseState;
       // Only a file that grows as it is written (deferred length) is given back: shortening a
       // pre-allocated one would only move the shortage to its next write.
       const growing = record.length === null;

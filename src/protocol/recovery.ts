@@ -28,6 +28,17 @@ export async function recoverFinalizes(context: TusContext): Promise<number> {
     }
     // A complete partial waits for its final; it never enters the queue on its own.
     if (!record?.isComplete || record.isPartial) continue;
+    // Bytes that stay where they are (an object store) were handed over if the queue has the
+    // upload: only the record is left (no data file moved away says so, as on the filesystem).
+    if (store.storage.finishedObject) {
+      const queued = await queue.lookup(id);
+      if (queued) {
+        await store.records.remove(id);
+        context.emit(new UploadCompletedEvent(id, queued));
+        finished++;
+        continue;
+      }
+    }
     try {
       await store.withLock(id, 0, async () => {
         const current = await store.getRecord(id);

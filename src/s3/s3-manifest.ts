@@ -12,20 +12,12 @@ export interface ManifestTail {
   size: number;
 }
 
-/** Where an upload's bytes stood after a write: `end` bytes in `parts` then `tail`. */
-export interface ManifestState {
-  parts: ManifestPart[];
-  tail: ManifestTail | null;
-  end: number;
-}
-
 /**
- * What the S3 storage knows of one upload's bytes (`{prefix}{id}.upload`). It holds the state of
- * the last write and the one before: the protocol stores the upload's offset after the bytes,
- * so a write whose offset was not stored (a crash between, a refused checksum) is rolled back
- * to the state before it by the next write, which starts at the offset stored.
+ * What the S3 storage knows of one upload's bytes: its storage state, kept in the upload's
+ * record (`{prefix}{id}.info`) and stored with the offset in one write, so the two never
+ * disagree. `end` bytes are in `parts`, then `tail`.
  */
-export interface Manifest extends ManifestState {
+export interface Manifest {
   v: 1;
   /** The S3 multipart upload of `{prefix}{id}`. */
   uploadId: string;
@@ -33,21 +25,25 @@ export interface Manifest extends ManifestState {
   headers: { ContentType?: string; ContentDisposition?: string };
   /** Declared length (`null` while deferred): the part size grows so that it fits. */
   length: number | null;
-  /** The state before the last write. */
-  previous: ManifestState | null;
+  parts: ManifestPart[];
+  tail: ManifestTail | null;
+  end: number;
+  /** Trailing pieces this state replaced: deleted by the next write (this state is stored). */
+  garbage: string[];
 }
 
-export function parseManifest(text: string): Manifest {
-  const m = JSON.parse(text) as Partial<Manifest>;
+/** The state a record holds; throws when it holds none (not an upload of this storage). */
+export function parseManifest(state: unknown): Manifest {
+  const m = state as Partial<Manifest> | null | undefined;
   if (
     m?.v !== 1 ||
     typeof m.uploadId !== 'string' ||
     !Array.isArray(m.parts) ||
     !Number.isSafeInteger(m.end)
   ) {
-    throw new SyntaxError('not an upload manifest');
+    throw new SyntaxError('the record holds no S3 upload state');
   }
-  return m as Manifest;
+  return { ...m, garbage: Array.isArray(m.garbage) ? m.garbage : [] } as Manifest;
 }
 
 /** The bytes the parts hold (the tail not counted). */

@@ -17,7 +17,7 @@ import {
   UploadPartCopyCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import type { UploadMetadata } from '../core/upload-record.js';
+import type { StorageState, UploadMetadata } from '../core/upload-record.js';
 import type { ObjectLocation, StoredObjects } from '../queue/completed-upload.queue.js';
 import { safeFilename } from '../queue/safe-filename.js';
 import { pumpBody } from '../storage/body-pump.js';
@@ -41,7 +41,6 @@ import {
   partsEnd,
   type Manifest,
   type ManifestPart,
-  type ManifestState,
   type ManifestTail,
 } from './s3-manifest.js';
 import { S3CompletedEntries } from './s3-completed.entries.js';
@@ -55,9 +54,8 @@ const notFound = (what: string) => Object.assign(new Error(`${what} is gone`), {
 
 /** The bytes of an upload as S3 has them, for one write. */
 interface WriteState {
-  manifest: Manifest;
   /** The stored state the write starts from. */
-  base: ManifestState;
+  manifest: Manifest;
   parts: ManifestPart[];
   /** Parts on their way, in order. */
   inFlight: Promise<ManifestPart>[];
@@ -114,10 +112,6 @@ export class S3Storage implements UploadStorage {
     return `${this.prefix}${id}`;
   }
 
-  private manifestKey(id: string): string {
-    return `${this.prefix}${id}.upload`;
-  }
-
   /** Fails with one clear line when the bucket is missing or the credentials are refused. */
   async check(): Promise<void> {
     try {
@@ -140,7 +134,11 @@ export class S3Storage implements UploadStorage {
     }
   }
 
-  async create(id: string, length: number | null, metadata: UploadMetadata = {}): Promise<void> {
+  async create(
+    id: string,
+    length: number | null,
+    metadata: UploadMetadata = {},
+  ): Promise<StorageState> {
     if (length !== null && length > this.maxLength) {
       throw Object.assign(new Error('larger than an S3 object can be'), { code: 'EFBIG' });
     }
@@ -156,24 +154,16 @@ export class S3Storage implements UploadStorage {
       parts: [],
       tail: null,
       end: 0,
-      previous: null,
+      garbage: [],
     };
-    try {
-      await this.putManifest(id, manifest);
-    } catch (e) {
-      await this.abort(id, manifest.uploadId);
-      throw e;
-    }
+    return toState(manifest);
   }
 
-  async allocate(id: string, length: number): Promise<void> {
-    const manifest = await this.manifest(id);
-    if (!manifest) throw notFound(id);
+  async allocate(id: string, length: number, state?: StorageState | null): Promise<StorageState> {
     if (length > this.maxLength) {
       throw Object.assign(new Error('larger than an S3 object can be'), { code: 'EFBIG' });
     }
-    manifest.length = length;
-    await this.putManifest(id, manifest);
+    return toState({ ...parseManifest(state), length });
   }
 
   async write(
@@ -182,21 +172,19 @@ export class S3Storage implements UploadStorage {
     body: Readable,
     options: BodyWriteOptions,
   ): Promise<BodyWriteResult> {
-    const manifest = await this.manifest(id);
-    if (!manifest) throw notFound(id);
-    const current: ManifestState = {
-      parts: manifest.parts,
-      tail: manifest.tail,
-      end: manifest.end,
-    };
-    // The offset the protocol stored is the truth: the write before it was not counted (a
-    // crash before its offset was stored, a refused checksum) is undone.
-    const base = offset === manifest.end ? current : baseFor(manifest, offset);
-    if (!base) throw new Error(`${id}: S3 holds ${manifest.end} bytes, the record says ${offset}`);
+    const manifest = parseManifest(options.state);
+    // The record's offset and this state are stored together: they never disagree.
+    if (offset !== manifest.end) {
+      throw new Error(`${id}: S3 holds ${manifest.end} bytes, the record says ${offset}`);
+    }
+    // Pieces the stored state replaced, and those of writes never counted (refused, cut by a
+    // crash of the request) that this process knows of: no state names them any more.
+    const stale = [...manifest.garbage, ...this.takeUncounted(id)].filter(
+      (key) => key !== manifest.tail?.key,
+    );
     const state: WriteState = {
       manifest,
-      base,
-      parts: [...base.parts],
+      parts: [...manifest.parts],
       inFlight: [],
       sending: 0,
       spool: null,
@@ -204,28 +192,42 @@ export class S3Storage implements UploadStorage {
     };
     const result = await pumpBody(body, (chunks) => this.spoolChunks(id, state, chunks), options);
     try {
-      return await this.commit(id, state, current, offset, result);
+      return await this.commit(id, state, offset, result);
     } finally {
       await state.spool?.remove();
+      await this.deleteKeys(stale).catch(() => {});
     }
+  }
+
+  /** Trailing pieces stored by writes of `id` whose state was not (yet) stored. */
+  private readonly uncounted = new Map<string, Set<string>>();
+
+  private takeUncounted(id: string): string[] {
+    const keys = this.uncounted.get(id);
+    this.uncounted.delete(id);
+    return keys ? [...keys] : [];
   }
 
   /**
    * Appends a completed upload's bytes to an open one inside S3 (`UploadPartCopy`: nothing
    * passes through this server), as concatenation does with partials. Only whole parts can be
-   * copied: false (the caller streams the bytes instead) when the source is below S3's smallest
-   * part or the target has a trailing piece to put first.
+   * copied: `null` (the caller streams the bytes instead) when the source is below S3's
+   * smallest part or the target has a trailing piece to put first.
    */
-  async copyFrom(id: string, offset: number, sourceId: string, length: number): Promise<boolean> {
-    if (length < MIN_PART_SIZE) return false;
-    const [manifest, source] = await Promise.all([this.manifest(id), this.manifest(sourceId)]);
-    if (!manifest || !source || !(await this.isComplete(sourceId, source))) return false;
-    const base = baseFor(manifest, offset);
-    if (!base || base.tail) return false;
+  async copyFrom(
+    id: string,
+    offset: number,
+    sourceId: string,
+    length: number,
+    state?: StorageState | null,
+  ): Promise<StorageState | null> {
+    if (length < MIN_PART_SIZE) return null;
+    const manifest = parseManifest(state);
+    if (offset !== manifest.end || manifest.tail) return null;
     const count = Math.ceil(length / MAX_PART_SIZE);
     const size = Math.ceil(length / count);
-    if (base.parts.length + count > MAX_PARTS) return false;
-    const parts = [...base.parts];
+    if (manifest.parts.length + count > MAX_PARTS) return null;
+    const parts = [...manifest.parts];
     for (let start = 0; start < length; start += size) {
       const last = Math.min(length, start + size) - 1;
       const copied = await this.client.send(
@@ -240,17 +242,7 @@ export class S3Storage implements UploadStorage {
       );
       parts.push({ etag: copied.CopyPartResult?.ETag ?? '', size: last - start + 1 });
     }
-    await this.putManifest(id, {
-      ...manifest,
-      parts,
-      tail: null,
-      end: offset + length,
-      previous: base,
-    });
-    // No stored state names these any more (the base this copy started from has no tail).
-    const garbage = [manifest.tail, manifest.previous?.tail].filter((t) => !!t);
-    await this.deleteKeys(garbage.map((t) => t.key));
-    return true;
+    return toState({ ...manifest, parts, end: offset + length, garbage: [] });
   }
 
   /** Collects chunks into the current part; a full part is sent while the next is collected. */
@@ -259,8 +251,8 @@ export class S3Storage implements UploadStorage {
     if (!state.spool) {
       state.spool = await this.newSpool(id, state);
       // The trailing piece of the last write goes first: it is the start of this part.
-      if (state.base.tail) {
-        await state.spool.appendStream(await this.getStream(state.base.tail.key));
+      if (state.manifest.tail) {
+        await state.spool.appendStream(await this.getStream(state.manifest.tail.key));
       }
     }
     let rest = chunks;
@@ -325,107 +317,85 @@ export class S3Storage implements UploadStorage {
   }
 
   /**
-   * After the body: waits for the parts in flight, stores what is left as the trailing piece,
-   * then the manifest. Counts the bytes of the body that are in S3 and listed in the manifest.
+   * After the body: waits for the parts in flight, then stores what is left as the trailing
+   * piece (or, when it is the last byte of the upload, as the last part). Counts the bytes of
+   * the body that are in S3, and returns the state that lists them.
    */
   private async commit(
     id: string,
     state: WriteState,
-    current: ManifestState,
     offset: number,
     result: BodyWriteResult,
   ): Promise<BodyWriteResult> {
     while (state.inFlight.length > 0) await this.settleOldest(state);
-    // Tails no stored state needs any more: the one of a write undone, and the one the write
-    // before replaced (its offset is stored now, so it is not undone).
-    const garbage = new Set<string>();
-    for (const t of [current.tail, state.manifest.previous?.tail]) {
-      if (t && t.key !== state.base.tail?.key) garbage.add(t.key);
-    }
-
+    const { manifest } = state;
     let error = result.error ?? state.failure;
     let tail: ManifestTail | null = null;
     const spool = state.spool;
+    const rest = !state.failure && spool !== null && spool.size > 0 ? spool : null;
     // The write that brings the last byte sends what is left as the last part (S3 takes a last
     // part of any size): no trailing piece to copy in and delete when the upload completes.
     const last =
-      state.manifest.length !== null &&
-      partsEnd(state.parts) + (spool?.size ?? 0) === state.manifest.length;
-    if (!state.failure && spool && spool.size > 0 && last) {
-      await spool.close();
-      const partNumber = state.parts.length + 1;
+      manifest.length !== null && partsEnd(state.parts) + (rest?.size ?? 0) === manifest.length;
+    if (rest) {
+      await rest.close();
       try {
-        const sent = await this.client.send(
-          new UploadPartCommand({
-            Bucket: this.bucket,
-            Key: this.key(id),
-            UploadId: state.manifest.uploadId,
-            PartNumber: partNumber,
-            ContentLength: spool.size,
-            Body: createReadStream(spool.path, { highWaterMark: 256 * 1024 }),
-          }),
-        );
-        state.parts.push({ etag: sent.ETag ?? '', size: spool.size });
-      } catch (e) {
-        error ??= e as Error;
-      }
-    } else if (!state.failure && spool && spool.size > 0) {
-      await spool.close();
-      const key = `${this.key(id)}.tail.${randomBytes(6).toString('hex')}`;
-      try {
-        await this.client.send(
-          new PutObjectCommand({
-            Bucket: this.bucket,
-            Key: key,
-            ContentLength: spool.size,
-            Body: createReadStream(spool.path, { highWaterMark: 256 * 1024 }),
-          }),
-        );
-        tail = { key, size: spool.size };
+        if (last) {
+          const sent = await this.client.send(
+            new UploadPartCommand({
+              Bucket: this.bucket,
+              Key: this.key(id),
+              UploadId: manifest.uploadId,
+              PartNumber: state.parts.length + 1,
+              ContentLength: rest.size,
+              Body: createReadStream(rest.path, { highWaterMark: 256 * 1024 }),
+            }),
+          );
+          state.parts.push({ etag: sent.ETag ?? '', size: rest.size });
+        } else {
+          const key = `${this.key(id)}.tail.${randomBytes(6).toString('hex')}`;
+          await this.client.send(
+            new PutObjectCommand({
+              Bucket: this.bucket,
+              Key: key,
+              ContentLength: rest.size,
+              Body: createReadStream(rest.path, { highWaterMark: 256 * 1024 }),
+            }),
+          );
+          tail = { key, size: rest.size };
+          let keys = this.uncounted.get(id);
+          if (!keys) this.uncounted.set(id, (keys = new Set()));
+          keys.add(key);
+        }
       } catch (e) {
         error ??= e as Error;
       }
     }
     const end = partsEnd(state.parts) + (tail?.size ?? 0);
-    // Nothing new (the body brought nothing, or a failure lost the bytes past the stored
-    // offset): the stored state stays as it is.
+    // Nothing new (the body brought nothing, or a failure lost the bytes past the offset):
+    // the stored state stays as it is.
     if (end <= offset) {
-      if (tail) garbage.add(tail.key);
-      try {
-        // An undone write is undone in the manifest too, before its tail goes.
-        if (state.base !== current) {
-          await this.putManifest(id, { ...state.manifest, ...state.base, previous: null });
-        }
-        await this.deleteKeys(garbage);
-      } catch (e) {
-        error ??= e as Error;
-      }
+      if (tail) await this.deleteKeys([tail.key]).catch(() => {});
       return { ...result, bytes: 0, ...(error && { error }) };
     }
-    const manifest: Manifest = {
-      ...state.manifest,
+    const next: Manifest = {
+      ...manifest,
       parts: state.parts,
       tail,
       end,
-      previous: state.base,
+      // The trailing piece this one replaces goes once this state is stored.
+      garbage: manifest.tail ? [manifest.tail.key] : [],
     };
-    try {
-      await this.putManifest(id, manifest);
-    } catch (e) {
-      if (tail) await this.deleteKeys([tail.key]);
-      return { ...result, bytes: 0, error: error ?? (e as Error) };
-    }
-    await this.deleteKeys(garbage);
-    return { ...result, bytes: end - offset, ...(error && { error }) };
+    return { ...result, bytes: end - offset, state: toState(next), ...(error && { error }) };
   }
 
   /**
    * Completes the multipart upload: the trailing piece becomes the last part (copied inside
-   * S3), and `{prefix}{id}` holds every byte. Safe to call again (after a crash, a retry).
+   * S3), and `{prefix}{id}` holds every byte. Safe to call again (after a crash, a retry): the
+   * multipart upload is gone then, and the object whole.
    */
-  async complete(id: string): Promise<void> {
-    const manifest = await this.manifest(id);
-    if (!manifest) throw notFound(id);
+  async complete(id: string, state?: StorageState | null): Promise<void> {
+    const manifest = parseManifest(state);
     if (manifest.length !== null && manifest.end !== manifest.length) {
       throw new Error(`${id}: S3 holds ${manifest.end} of ${manifest.length} bytes`);
     }
@@ -468,28 +438,15 @@ export class S3Storage implements UploadStorage {
         );
       }
     } catch (e) {
-      // Completed before a crash kept the manifest from saying so: the object is there whole.
       if (!isNotFound(e)) throw e;
-      const size = await this.objectSize(id);
-      if (size !== manifest.end) throw e;
+      // Completed before (a crash, a retry): the object is there whole. Otherwise it is gone.
+      if ((await this.objectSize(id)) !== manifest.end) throw notFound(id);
     }
-    // The manifest is left as it is (one write less per upload): the object that now exists
-    // with every byte says the upload is complete (see `isComplete`); a call again after this
-    // finds the multipart upload gone and the object whole.
-    const tails = [manifest.tail?.key, manifest.previous?.tail?.key].filter(
-      (k): k is string => k !== undefined,
-    );
-    await this.deleteKeys(tails);
+    const tails = [manifest.tail?.key, ...manifest.garbage, ...this.takeUncounted(id)];
+    await this.deleteKeys(tails.filter((k): k is string => k !== undefined)).catch(() => {});
   }
 
-  /**
-   * The multipart upload was completed: `{prefix}{id}` exists (it does only once completed)
-   * and holds every byte.
-   */
-  private async isComplete(id: string, manifest: Manifest): Promise<boolean> {
-    return (await this.objectSize(id)) === manifest.end;
-  }
-
+  /** Reads a completed upload's object (an open one cannot be read: see `readsOpenUploads`). */
   read(id: string, start: number, length: number): Readable {
     const out = new PassThrough();
     if (length === 0) {
@@ -497,11 +454,6 @@ export class S3Storage implements UploadStorage {
       return out;
     }
     void (async () => {
-      const manifest = await this.manifest(id);
-      if (!manifest) throw notFound(id);
-      if (!(await this.isComplete(id, manifest))) {
-        throw new Error(`${id}: the bytes of an open upload cannot be read`);
-      }
       const got = await this.client.send(
         new GetObjectCommand({
           Bucket: this.bucket,
@@ -520,11 +472,6 @@ export class S3Storage implements UploadStorage {
     return { bucket: this.bucket, key: this.key(id) };
   }
 
-  /** The completed queue holds `{prefix}{id}` now: the manifest goes. */
-  async handedOver(id: string): Promise<void> {
-    await this.deleteKeys([this.manifestKey(id)]);
-  }
-
   readonly objects: StoredObjects = {
     read: async (location) => {
       const got = await this.client.send(
@@ -541,38 +488,44 @@ export class S3Storage implements UploadStorage {
     },
   };
 
-  async remove(id: string): Promise<void> {
-    const manifest = await this.manifest(id).catch(() => null);
+  async remove(id: string, state?: StorageState | null): Promise<void> {
+    let manifest: Manifest | undefined;
+    try {
+      manifest = parseManifest(state);
+    } catch {
+      // No state: nothing to abort, the objects are still deleted.
+    }
     if (manifest) await this.abort(id, manifest.uploadId);
+    this.uncounted.delete(id);
     const keys = new Set<string>([this.key(id)]);
     for (const object of await this.listKeys(`${this.key(id)}.tail.`)) keys.add(object.key);
     await this.deleteKeys(keys);
-    await this.deleteKeys([this.manifestKey(id)]);
   }
 
+  /** The uploads with a record (their state is in it), and how old it is. */
   async list(): Promise<{ id: string; ageMs: number }[]> {
     const now = Date.now();
     const found: { id: string; ageMs: number }[] = [];
     for (const { key, modified } of await this.listKeys(this.prefix)) {
       const name = key.slice(this.prefix.length);
-      if (name.endsWith('.upload')) {
-        found.push({ id: name.slice(0, -'.upload'.length), ageMs: now - modified });
+      if (name.endsWith('.info')) {
+        found.push({ id: name.slice(0, -'.info'.length), ageMs: now - modified });
       }
     }
     return found;
   }
 
   /**
-   * Clean-up for the janitor: aborts multipart uploads older than `ageMs` that no manifest
-   * names (a crash between creating one and storing its manifest), and deletes trailing pieces
-   * as old that their upload's manifest no longer names (a crash before the next write or
-   * completion could). Returns how many it removed.
+   * Clean-up for the janitor: aborts multipart uploads older than `ageMs` that no record
+   * names (a crash between creating one and storing the record), and deletes trailing pieces
+   * as old that their upload's record no longer names (a crash, or a write never counted,
+   * before the next write could). Returns how many it removed.
    */
   async sweep(ageMs: number): Promise<number> {
     const before = Date.now() - ageMs;
     const manifests = new Map<string, Manifest | null>();
     const manifestOf = async (id: string) => {
-      if (!manifests.has(id)) manifests.set(id, await this.manifest(id).catch(() => null));
+      if (!manifests.has(id)) manifests.set(id, await this.stateOf(id).catch(() => null));
       return manifests.get(id)!;
     };
     let removed = 0;
@@ -602,7 +555,7 @@ export class S3Storage implements UploadStorage {
       const m = /^(.+)\.tail\.[0-9a-f]+$/.exec(key.slice(this.prefix.length));
       if (!m || modified > before) continue;
       const manifest = await manifestOf(m[1]);
-      const named = [manifest?.tail?.key, manifest?.previous?.tail?.key];
+      const named = [manifest?.tail?.key, ...(manifest?.garbage ?? [])];
       if (named.includes(key)) continue;
       await this.deleteKeys([key]);
       removed++;
@@ -616,27 +569,10 @@ export class S3Storage implements UploadStorage {
     await rm(this.spoolDir, { recursive: true, force: true });
   }
 
-  async manifest(id: string): Promise<Manifest | null> {
-    try {
-      const got = await this.client.send(
-        new GetObjectCommand({ Bucket: this.bucket, Key: this.manifestKey(id) }),
-      );
-      return parseManifest(await got.Body!.transformToString());
-    } catch (e) {
-      if (isNotFound(e)) return null;
-      throw e;
-    }
-  }
-
-  private async putManifest(id: string, manifest: Manifest): Promise<void> {
-    await this.client.send(
-      new PutObjectCommand({
-        Bucket: this.bucket,
-        Key: this.manifestKey(id),
-        Body: JSON.stringify(manifest),
-        ContentType: 'application/json',
-      }),
-    );
+  /** The state an upload's stored record holds, or `null` when it has no record. */
+  async stateOf(id: string): Promise<Manifest | null> {
+    const record = await this.recordStore.get(id);
+    return record ? parseManifest(record.storage) : null;
   }
 
   private async getStream(key: string): Promise<Readable> {
@@ -696,19 +632,6 @@ export class S3Storage implements UploadStorage {
   }
 }
 
-/**
- * The stored state a write at `offset` starts from: the last one, the one before it (the last
- * write was never counted), or nothing at all (an assembly starting over); `null` otherwise.
- */
-function baseFor(manifest: Manifest, offset: number): ManifestState | null {
-  if (offset === manifest.end) {
-    return { parts: manifest.parts, tail: manifest.tail, end: manifest.end };
-  }
-  if (manifest.previous?.end === offset) return manifest.previous;
-  if (offset === 0) return { parts: [], tail: null, end: 0 };
-  return null;
-}
-
 const toError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)));
 
 /** The first `room` bytes of the chunks, and the rest. */
@@ -756,4 +679,9 @@ export function objectHeaders(metadata: UploadMetadata): {
     headers.ContentDisposition = `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(safe)}`;
   }
   return headers;
+}
+
+/** A manifest as the opaque state a record keeps. */
+function toState(manifest: Manifest): StorageState {
+  return manifest as unknown as StorageState;
 }

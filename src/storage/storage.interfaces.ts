@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { UploadMetadata, UploadRecord } from '../core/upload-record.js';
+import type { StorageState, UploadMetadata, UploadRecord } from '../core/upload-record.js';
 import type { CompletedEntries } from '../queue/completed-entries.js';
 import type { ObjectLocation, StoredObjects } from '../queue/completed-upload.queue.js';
 
@@ -15,6 +15,8 @@ export interface BodyWriteOptions {
   signal?: AbortSignal;
   /** The file the upload's lock holds open (see `UploadLock.file`); storage may write through it. */
   lockedFile?: LockedFile;
+  /** The upload's storage state as its record has it (`UploadRecord.storage`). */
+  state?: StorageState | null;
 }
 
 /** A file held open read-write by a lock on it (the filesystem locker locks the data file). */
@@ -36,6 +38,11 @@ export interface BodyWriteResult {
   aborted: boolean;
   /** Writing failed after `bytes` bytes (e.g. ENOSPC). */
   error?: Error;
+  /**
+   * The storage state that counts these `bytes` (a storage that keeps one): the protocol
+   * stores it in the record with the new offset, or drops it with the bytes.
+   */
+  state?: StorageState;
 }
 
 /** Where the bytes of uploads live. The filesystem is the default; implement this for others. */
@@ -44,8 +51,13 @@ export interface UploadStorage {
    * Creates the (empty) data of a new upload of `length` bytes (`null`: deferred). Whether the
    * upload fits is decided before, by the space accounting: a storage need not reserve anything.
    * `metadata` is the client's (an object store names the finished object's type with it).
+   * Returns the upload's first storage state, for a storage that keeps one in the record.
    */
-  create(id: string, length: number | null, metadata?: UploadMetadata): Promise<void>;
+  create(
+    id: string,
+    length: number | null,
+    metadata?: UploadMetadata,
+  ): Promise<StorageState | void>;
   /** Writes the body at `offset`, streaming, up to `options.limit` bytes. */
   write(
     id: string,
@@ -57,7 +69,7 @@ export interface UploadStorage {
    * Reads `length` bytes of an upload's data from `start` (concatenation assembles with it).
    * A storage whose `readsOpenUploads` is false reads only an upload that was `complete`d.
    */
-  read(id: string, start: number, length: number): Readable;
+  read(id: string, start: number, length: number, state?: StorageState | null): Readable;
   /**
    * False when the bytes of an upload still open cannot be read back (an object store before
    * `complete`): a checksum sent as a trailer is then computed while the body streams.
@@ -68,7 +80,7 @@ export interface UploadStorage {
    * Told once every byte of an upload is stored, before it is finalized or assembled from
    * (an object store completes its multipart upload). Called again after a crash: idempotent.
    */
-  complete?(id: string): Promise<void>;
+  complete?(id: string, state?: StorageState | null): Promise<void>;
   /**
    * Where a complete upload's bytes stay for the completed queue, when they are an object of
    * the storage's own (an object store): the queue keeps the location, not the bytes, and
@@ -77,8 +89,6 @@ export interface UploadStorage {
   finishedObject?(id: string): ObjectLocation;
   /** How the completed queue reads and deletes finished objects (with `finishedObject`). */
   readonly objects?: StoredObjects;
-  /** The queue holds the finished object now: drop what else the storage kept of the upload. */
-  handedOver?(id: string): Promise<void>;
   /**
    * Deletes leftovers of writes a crash interrupted, older than `ageMs` (an object store's
    * multipart uploads and pieces no upload names); returns how many. For the janitor.
@@ -94,18 +104,26 @@ export interface UploadStorage {
   /**
    * Appends the bytes of another upload (a `complete`d one) to `id` at `offset` without
    * streaming them through the server, as concatenation assembles a final from its partials
-   * (an object store copies inside itself). False when it cannot here: the caller streams them.
+   * (an object store copies inside itself). Returns the new state, or
+   * `null` when it cannot here (the caller streams the bytes).
    */
-  copyFrom?(id: string, offset: number, sourceId: string, length: number): Promise<boolean>;
+  copyFrom?(
+    id: string,
+    offset: number,
+    sourceId: string,
+    length: number,
+    state?: StorageState | null,
+    sourceState?: StorageState | null,
+  ): Promise<StorageState | null>;
   /** Lets go of what the storage holds open (clients, scratch files), after the last request. */
   close?(): Promise<void>;
   /**
    * Told the length of an upload created with a deferred length, once it is known (a storage
    * that sizes its data ahead may do it here).
    */
-  allocate?(id: string, length: number): Promise<void>;
+  allocate?(id: string, length: number, state?: StorageState | null): Promise<StorageState | void>;
   /** Removes the data of an upload; a missing upload is not an error. */
-  remove(id: string): Promise<void>;
+  remove(id: string, state?: StorageState | null): Promise<void>;
   /** Shortens an upload's data to `length` bytes (frees space a full disk needs for records). */
   truncate?(id: string, length: number): Promise<void>;
   /**

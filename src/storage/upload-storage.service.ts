@@ -74,11 +74,12 @@ export class UploadStorageService {
     const promised = record.promised;
     await this.promise(promised);
     try {
-      await this.storage.create(id, record.length, record.metadata);
+      const state = await this.storage.create(id, record.length, record.metadata);
+      if (state) record.storage = state;
       try {
         await this.records.put(id, record);
       } catch (e) {
-        await this.storage.remove(id).catch(() => {});
+        await this.storage.remove(id, record.storage).catch(() => {});
         throw e;
       }
     } catch (e) {
@@ -105,7 +106,7 @@ export class UploadStorageService {
   async remove(id: string, record?: UploadRecord | null): Promise<void> {
     const known = record === undefined ? await this.records.get(id).catch(() => null) : record;
     await this.records.remove(id);
-    await this.storage.remove(id);
+    await this.storage.remove(id, known?.storage);
     if (known) await this.settle(known.promised);
   }
 }

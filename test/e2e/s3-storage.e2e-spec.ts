@@ -14,10 +14,10 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import { UploadRecord } from '../../src/core/upload-record.js';
+import { UploadRecord, type StorageState } from '../../src/core/upload-record.js';
 import { S3RecordStore } from '../../src/s3/s3-record.store.js';
 import { S3Storage } from '../../src/s3/s3.storage.js';
-import { nextPartSize } from '../../src/s3/s3-manifest.js';
+import { nextPartSize, parseManifest } from '../../src/s3/s3-manifest.js';
 import { startCephRgw, type CephRgw } from '../support/ceph-rgw.js';
 
 /**
@@ -100,43 +100,77 @@ describe('S3 storage on a real S3 server', () => {
     await refused.close();
   });
 
+  /**
+   * An upload as the protocol drives it: the state of each write it counts is kept, as the
+   * record keeps it (`UploadRecord.storage`), and handed to the next call.
+   */
+  class Upload {
+    state: StorageState | null = null;
+    constructor(readonly id = randomUUID()) {}
+
+    async create(length: number | null, metadata?: Record<string, string>) {
+      this.state = (await storage.create(this.id, length, metadata)) ?? null;
+      return this;
+    }
+    /** A write the protocol counts: its state is kept. */
+    async write(offset: number, body: Readable) {
+      const result = await storage.write(this.id, offset, body, {
+        ...writeOptions,
+        state: this.state,
+      });
+      if (result.state) this.state = result.state;
+      return result;
+    }
+    /** A write the protocol refuses (a checksum that does not match): its state is dropped. */
+    async refused(offset: number, body: Readable) {
+      return storage.write(this.id, offset, body, { ...writeOptions, state: this.state });
+    }
+    get manifest() {
+      return parseManifest(this.state);
+    }
+    /** The record, with the state, stored as the protocol stores it. */
+    async save(offset: number, length: number | null) {
+      const record = new UploadRecord(length, offset);
+      record.storage = this.state;
+      await records.put(this.id, record);
+    }
+    complete = () => storage.complete(this.id, this.state);
+    remove = async () => {
+      await storage.remove(this.id, this.state);
+      await records.remove(this.id);
+    };
+  }
+
   it('streams PATCH-sized pieces into parts, keeps the rest as a trailing piece, completes into one object', async () => {
-    const id = randomUUID();
     const data = randomBytes(13 * MiB + 12345);
-    await storage.create(id, data.length, {
+    const upload = await new Upload().create(data.length, {
       filename: 'report ü.pdf',
       filetype: 'application/pdf',
     });
+    const { id } = upload;
     // Pieces that end below, across and exactly at part boundaries.
     const cuts = [3 * MiB, 3 * MiB + 17, 10 * MiB, 10 * MiB + 1, data.length];
     let offset = 0;
     for (const cut of cuts) {
-      const result = await storage.write(
-        id,
-        offset,
-        chunked(data.subarray(offset, cut)),
-        writeOptions,
-      );
+      const result = await upload.write(offset, chunked(data.subarray(offset, cut)));
       expect(result).toMatchObject({ bytes: cut - offset, ended: true });
       expect(result.error).toBeUndefined();
       offset = cut;
       if (cut === 10 * MiB + 1) {
-        const open = await storage.manifest(id);
-        expect(open!.parts.map((p) => p.size)).toEqual([5 * MiB, 5 * MiB]);
-        expect(open!.tail!.size).toBe(1);
-        // Only the current trailing piece and the one before it are kept.
+        expect(upload.manifest.parts.map((p) => p.size)).toEqual([5 * MiB, 5 * MiB]);
+        expect(upload.manifest.tail!.size).toBe(1);
+        // The trailing pieces replaced before are deleted; the last replaced one goes next.
         const tails = (await keysOf(id)).filter((k) => k.startsWith('.tail.'));
         expect(tails.length).toBeLessThanOrEqual(2);
       }
     }
     // The write that brought the last byte sent the rest as the last part: no trailing piece.
-    const manifest = await storage.manifest(id);
-    expect(manifest!.end).toBe(data.length);
-    expect(manifest!.parts.map((p) => p.size)).toEqual([5 * MiB, 5 * MiB, 3 * MiB + 12345]);
-    expect(manifest!.tail).toBeNull();
+    expect(upload.manifest.end).toBe(data.length);
+    expect(upload.manifest.parts.map((p) => p.size)).toEqual([5 * MiB, 5 * MiB, 3 * MiB + 12345]);
+    expect(upload.manifest.tail).toBeNull();
 
-    await storage.complete(id);
-    await storage.complete(id); // again, as after a crash: nothing changes
+    await upload.complete();
+    await upload.complete(); // again, as after a crash: nothing changes
     const whole = await objectBytes(`${prefix}${id}`);
     expect(sha256(whole)).toBe(sha256(data));
     const head = await client.send(
@@ -146,157 +180,139 @@ describe('S3 storage on a real S3 server', () => {
     expect(head.ContentDisposition).toBe(
       `attachment; filename="report _.pdf"; filename*=UTF-8''report%20%C3%BC.pdf`,
     );
-    expect(await keysOf(id)).toEqual(['', '.upload']);
+    // No trailing piece is left once complete: the object alone.
+    expect(await keysOf(id)).toEqual(['']);
 
     // Ranged reads of the completed object (concatenation reads partials this way).
     const chunks: Buffer[] = [];
     for await (const c of storage.read(id, 5 * MiB - 3, 10)) chunks.push(c as Buffer);
     expect(Buffer.concat(chunks)).toEqual(data.subarray(5 * MiB - 3, 5 * MiB + 7));
 
-    await storage.remove(id);
+    await upload.remove();
     expect(await keysOf(id)).toEqual([]);
   });
 
-  it('undoes a write whose offset was never stored, and keeps every acknowledged byte', async () => {
-    const id = randomUUID();
+  it('leaves the stored state as it was after a write the protocol refused, and keeps every counted byte', async () => {
     const data = randomBytes(7 * MiB);
-    await storage.create(id, data.length);
-    const first = await storage.write(id, 0, chunked(data.subarray(0, 2 * MiB)), writeOptions);
-    expect(first.bytes).toBe(2 * MiB);
-    // A write the protocol refused (checksum mismatch): garbage, then the offset stays 2 MiB.
-    const refused = await storage.write(id, 2 * MiB, chunked(randomBytes(4 * MiB)), writeOptions);
+    const upload = await new Upload().create(data.length);
+    expect((await upload.write(0, chunked(data.subarray(0, 2 * MiB)))).bytes).toBe(2 * MiB);
+    // A write the protocol refused (a checksum mismatch): its parts and piece are not counted.
+    const refused = await upload.refused(2 * MiB, chunked(randomBytes(4 * MiB)));
     expect(refused.bytes).toBe(4 * MiB);
     // The client resumes at 2 MiB: the refused bytes are gone, the first ones kept.
-    const again = await storage.write(id, 2 * MiB, chunked(data.subarray(2 * MiB)), writeOptions);
-    expect(again.bytes).toBe(5 * MiB);
-    await storage.complete(id);
-    expect(sha256(await objectBytes(`${prefix}${id}`))).toBe(sha256(data));
-    // An offset neither stored state knows is refused, not guessed at.
-    const other = randomUUID();
-    await storage.create(other, 10);
-    await expect(storage.write(other, 5, chunked(Buffer.alloc(5)), writeOptions)).rejects.toThrow(
-      /record says 5/,
-    );
-    await storage.remove(other);
-    await storage.remove(id);
+    expect((await upload.write(2 * MiB, chunked(data.subarray(2 * MiB)))).bytes).toBe(5 * MiB);
+    await upload.complete();
+    expect(sha256(await objectBytes(`${prefix}${upload.id}`))).toBe(sha256(data));
+    // The refused write's trailing piece went with the next write.
+    expect(await keysOf(upload.id)).toEqual(['']);
+    // An offset the state does not hold is refused, not guessed at.
+    const other = await new Upload().create(10);
+    await expect(other.write(5, chunked(Buffer.alloc(5)))).rejects.toThrow(/record says 5/);
+    await other.remove();
+    await upload.remove();
   });
 
   it('keeps the bytes of a body cut mid-part (the client went away)', async () => {
-    const id = randomUUID();
     const data = randomBytes(6 * MiB);
-    await storage.create(id, data.length);
+    const upload = await new Upload().create(data.length);
     const body = new Readable({ read() {} });
     body.push(data.subarray(0, 5 * MiB + 100));
-    const writing = storage.write(id, 0, body, writeOptions);
+    const writing = upload.write(0, body);
     setTimeout(() => body.destroy(new Error('socket hang up')), 200);
     const cut = await writing;
     expect(cut).toMatchObject({ bytes: 5 * MiB + 100, aborted: true });
-    const rest = await storage.write(
-      id,
-      cut.bytes,
-      chunked(data.subarray(cut.bytes)),
-      writeOptions,
-    );
+    const rest = await upload.write(cut.bytes, chunked(data.subarray(cut.bytes)));
     expect(rest.bytes).toBe(data.length - cut.bytes);
-    await storage.complete(id);
-    expect(sha256(await objectBytes(`${prefix}${id}`))).toBe(sha256(data));
-    await storage.remove(id);
+    await upload.complete();
+    expect(sha256(await objectBytes(`${prefix}${upload.id}`))).toBe(sha256(data));
+    await upload.remove();
   });
 
   it('assembles an upload from completed ones inside S3 (UploadPartCopy), streaming only pieces below a part', async () => {
-    const big = randomUUID();
-    const small = randomUUID();
-    const final = randomUUID();
     const a = randomBytes(6 * MiB + 11);
     const b = randomBytes(MiB);
-    for (const [id, data] of [
-      [big, a],
-      [small, b],
-    ] as const) {
-      await storage.create(id, data.length);
-      await storage.write(id, 0, chunked(data), writeOptions);
-      await storage.complete(id);
-    }
-    await storage.create(final, a.length * 2 + b.length);
-    expect(await storage.copyFrom(final, 0, big, a.length)).toBe(true);
+    const big = await new Upload().create(a.length);
+    const small = await new Upload().create(b.length);
+    await big.write(0, chunked(a));
+    await big.complete();
+    await small.write(0, chunked(b));
+    await small.complete();
+    const final = await new Upload().create(a.length * 2 + b.length);
+    const copied = await storage.copyFrom(final.id, 0, big.id, a.length, final.state);
+    expect(copied).not.toBeNull();
+    final.state = copied;
     // Below S3's smallest part: the caller streams it (it becomes the trailing piece).
-    expect(await storage.copyFrom(final, a.length, small, b.length)).toBe(false);
-    await storage.write(final, a.length, storage.read(small, 0, b.length), writeOptions);
+    expect(await storage.copyFrom(final.id, a.length, small.id, b.length, final.state)).toBeNull();
+    await final.write(a.length, storage.read(small.id, 0, b.length));
     // A trailing piece must come first: no copy after it.
-    expect(await storage.copyFrom(final, a.length + b.length, big, a.length)).toBe(false);
-    await storage.write(final, a.length + b.length, storage.read(big, 0, a.length), writeOptions);
-    await storage.complete(final);
-    expect(sha256(await objectBytes(`${prefix}${final}`))).toBe(sha256(Buffer.concat([a, b, a])));
-    // An assembly a crash cut short starts over from 0.
-    const again = randomUUID();
-    await storage.create(again, a.length);
-    await storage.write(again, 0, chunked(randomBytes(MiB)), writeOptions);
-    expect(await storage.copyFrom(again, 0, big, a.length)).toBe(true);
-    await storage.complete(again);
-    expect(sha256(await objectBytes(`${prefix}${again}`))).toBe(sha256(a));
-    for (const id of [big, small, final, again]) await storage.remove(id);
+    expect(
+      await storage.copyFrom(final.id, a.length + b.length, big.id, a.length, final.state),
+    ).toBeNull();
+    await final.write(a.length + b.length, storage.read(big.id, 0, a.length));
+    await final.complete();
+    expect(sha256(await objectBytes(`${prefix}${final.id}`))).toBe(
+      sha256(Buffer.concat([a, b, a])),
+    );
+    for (const u of [big, small, final]) await u.remove();
   });
 
   it('completes an empty upload and one smaller than a part', async () => {
-    const empty = randomUUID();
-    await storage.create(empty, 0, { filetype: 'text/plain' });
-    await storage.complete(empty);
-    expect((await objectBytes(`${prefix}${empty}`)).length).toBe(0);
-    const small = randomUUID();
+    const empty = await new Upload().create(0, { filetype: 'text/plain' });
+    await empty.complete();
+    expect((await objectBytes(`${prefix}${empty.id}`)).length).toBe(0);
     const data = randomBytes(1000);
-    await storage.create(small, data.length);
-    await storage.write(small, 0, chunked(data), writeOptions);
-    await storage.complete(small);
-    expect(await objectBytes(`${prefix}${small}`)).toEqual(data);
-    await storage.remove(empty);
-    await storage.remove(small);
+    const small = await new Upload().create(data.length);
+    await small.write(0, chunked(data));
+    await small.complete();
+    expect(await objectBytes(`${prefix}${small.id}`)).toEqual(data);
+    await empty.remove();
+    await small.remove();
   });
 
   it('removes an open upload whole: its multipart upload is aborted, its objects deleted', async () => {
-    const id = randomUUID();
-    await storage.create(id, 20 * MiB);
-    await storage.write(id, 0, chunked(randomBytes(6 * MiB)), writeOptions);
-    expect((await storage.list()).map((u) => u.id)).toContain(id);
-    await storage.remove(id);
-    expect(await keysOf(id)).toEqual([]);
+    const upload = await new Upload().create(20 * MiB);
+    await upload.write(0, chunked(randomBytes(6 * MiB)));
+    await upload.save(6 * MiB, 20 * MiB);
+    expect((await storage.list()).map((u) => u.id)).toContain(upload.id);
+    await upload.remove();
+    expect(await keysOf(upload.id)).toEqual([]);
     const open = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
-    expect((open.Uploads ?? []).filter((u) => u.Key === `${prefix}${id}`)).toEqual([]);
-    expect((await storage.list()).map((u) => u.id)).not.toContain(id);
+    expect((open.Uploads ?? []).filter((u) => u.Key === `${prefix}${upload.id}`)).toEqual([]);
+    expect((await storage.list()).map((u) => u.id)).not.toContain(upload.id);
   });
 
   it('spools parts to its scratch directory and leaves nothing there', async () => {
-    const id = randomUUID();
-    await storage.create(id, 11 * MiB);
-    await storage.write(id, 0, chunked(randomBytes(11 * MiB)), writeOptions);
+    const upload = await new Upload().create(11 * MiB);
+    await upload.write(0, chunked(randomBytes(11 * MiB)));
     const [spool] = await readdir(scratch);
     expect(spool).toMatch(/^tussi-spool-/);
     expect(await readdir(join(scratch, spool))).toEqual([]);
-    await storage.remove(id);
+    await upload.remove();
   });
 
   it('sweeps multipart uploads and trailing pieces a crash left behind, never a live one', async () => {
-    const live = randomUUID();
-    await storage.create(live, 20 * MiB);
-    await storage.write(live, 0, chunked(randomBytes(MiB)), writeOptions);
-    const liveTail = (await storage.manifest(live))!.tail!.key;
-    // A crash between creating a multipart upload and storing its manifest.
+    const live = await new Upload().create(20 * MiB);
+    await live.write(0, chunked(randomBytes(MiB)));
+    await live.save(MiB, 20 * MiB);
+    const liveTail = live.manifest.tail!.key;
+    // A crash between creating a multipart upload and storing its record.
     const lost = randomUUID();
     await client.send(
       new CreateMultipartUploadCommand({ Bucket: bucket, Key: `${prefix}${lost}` }),
     );
-    // A trailing piece stored by a write whose manifest never was.
-    const stray = `${prefix}${live}.tail.0123456789ab`;
+    // A trailing piece stored by a write whose state was never stored.
+    const stray = `${prefix}${live.id}.tail.0123456789ab`;
     await client.send(new PutObjectCommand({ Bucket: bucket, Key: stray, Body: 'x' }));
     await new Promise((r) => setTimeout(r, 1100));
     expect(await storage.sweep(1000)).toBe(2);
     const open = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
     const openKeys = (open.Uploads ?? []).map((u) => u.Key);
-    expect(openKeys).toContain(`${prefix}${live}`);
+    expect(openKeys).toContain(`${prefix}${live.id}`);
     expect(openKeys).not.toContain(`${prefix}${lost}`);
-    const keys = await keysOf(live);
-    expect(keys).toContain(liveTail.slice(prefix.length + live.length));
+    const keys = await keysOf(live.id);
+    expect(keys).toContain(liveTail.slice(prefix.length + live.id.length));
     expect(keys).not.toContain('.tail.0123456789ab');
-    await storage.remove(live);
+    await live.remove();
   });
 
   it('stores records as objects beside the data', async () => {

@@ -117,7 +117,8 @@ async function settleLength(
   const { maxSize } = context.options;
   if (maxSize !== undefined && length > maxSize) throw TusErrors.maxSizeExceeded();
   if (length < record.offset) throw TusErrors.invalidUploadLength();
-  await context.store.storage.allocate?.(id, length);
+  const state = await context.store.storage.allocate?.(id, length, record.storage);
+  if (state) record.storage = state;
   await context.store.promise(length - record.offset);
   // Stored with the request's bytes (receiveBody), so a refused request leaves it unset.
   record.length = length;
