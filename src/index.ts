@@ -64,7 +64,7 @@ export {
 } from './storage/space-accounting.js';
 export { FileUploadLocker } from './storage/file-upload.locker.js';
 export { MemoryStorage, MemoryRecordStore, MemoryUploadLocker } from './storage/memory.storage.js';
-export { pumpBody, type BatchSink } from './storage/body-pump.js';
+export { pumpBody, writeBody, type BatchSink } from './protocol/body-pump.js';
 
 export {
   CompletedUploadQueue,

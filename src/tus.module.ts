@@ -28,7 +28,6 @@ import {
   redisCoordination,
   type RedisCoordination,
 } from './redis/redis-coordination.js';
-import { FileUploadLocker } from './storage/file-upload.locker.js';
 import { FilesystemRecordStore } from './storage/filesystem-record.store.js';
 import { FilesystemStorage } from './storage/filesystem.storage.js';
 import { FileSpaceLedger, SpaceAccounting } from './storage/space-accounting.js';
@@ -149,11 +148,7 @@ function nestLogger(): TusLogger {
         // Bytes that are local files are locked with flock on them (across the host's
         // processes); other bytes get locks that hold within this process only.
         const locker =
-          options.locker ??
-          coordination?.locker ??
-          (files.localPath
-            ? new FileUploadLocker((id) => files.localPath!(id), { log: (m) => logger.warn(m) })
-            : new MemoryUploadLocker());
+          options.locker ?? coordination?.locker ?? files.locker ?? new MemoryUploadLocker();
         // Promises of open uploads against the free space of the volume the bytes go to.
         const space =
           files.volume !== undefined

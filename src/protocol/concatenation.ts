@@ -4,6 +4,7 @@ import {
   UnsafeFileError,
   type UploadLock,
 } from '../storage/storage.interfaces.js';
+import { writeBody } from './body-pump.js';
 import { finalizeUpload } from './finalize.js';
 import { isUploadId } from './headers.js';
 import { runInBackground, type TusContext } from './tus-context.js';
@@ -173,7 +174,7 @@ async function copyPart(
       // The body pump takes a failing source for a cut body: its error is kept to be told.
       let readError: Error | undefined;
       source.once('error', (e: Error) => (readError = e));
-      const result = await store.storage.write(finalId, position, source, {
+      const result = await writeBody(store.storage, finalId, position, source, {
         limit: length,
         idleTimeoutMs: 0,
         signal: lock.signal,

@@ -6,6 +6,7 @@ import {
   requestChecksum,
   type Checksum,
 } from './checksum.js';
+import { writeBody } from './body-pump.js';
 import { completeUpload, takePendingFinals, wakeFinals } from './concatenation.js';
 import { headerValue } from './headers.js';
 import {
@@ -83,12 +84,11 @@ export async function receiveBody(
   const untrack = trackWrite(context, id, stop);
   let result;
   try {
-    result = await store.storage.write(id, offset, request.body, {
+    result = await writeBody(store.storage, id, offset, request.body, {
       limit,
       idleTimeoutMs: options.bodyIdleTimeoutMs,
       // A lock with a lease (Redis) that is lost mid-body stops the write as DELETE does.
       signal: lock?.signal ? AbortSignal.any([stop.signal, lock.signal]) : stop.signal,
-      lockedFile: lock?.file,
       state: record.storage,
       onChunk: (chunk) => {
         hasher?.update(chunk);

@@ -2,11 +2,11 @@ import { describe, expect, it, jest } from '@jest/globals';
 import { randomUUID } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import { MemoryRecordStore, MemoryStorage, MemoryUploadLocker } from '../storage/memory.storage.js';
-import type {
-  BodyWriteOptions,
-  BodyWriteResult,
-  UploadRecordStore,
-  UploadStorage,
+import {
+  PartialBatchError,
+  type BodySink,
+  type UploadRecordStore,
+  type UploadStorage,
 } from '../storage/storage.interfaces.js';
 import { UploadStorageService } from '../storage/upload-storage.service.js';
 import type { RequestHeaders } from './headers.js';
@@ -832,18 +832,22 @@ describe('TusHandler PATCH', () => {
   });
 
   it('answers 507 when the disk fills mid-body and keeps the bytes written before', async () => {
+    // Room for 3 bytes: the batch that brings more writes them, then fails (a short write).
     class FillingStorage extends MemoryStorage {
-      override async write(
-        id: string,
-        offset: number,
-        body: Readable,
-        options: BodyWriteOptions,
-      ): Promise<BodyWriteResult> {
-        const result = await super.write(id, offset, body, { ...options, limit: 3 });
+      override async openWrite(id: string, offset: number): Promise<BodySink> {
+        const sink = await super.openWrite(id, offset);
+        let room = 3;
         return {
-          ...result,
-          exceeded: false,
-          error: Object.assign(new Error('disk full'), { code: 'ENOSPC' }),
+          write: async (chunks, bytes) => {
+            const fit = Math.min(room, bytes);
+            room -= fit;
+            if (fit > 0) await sink.write([Buffer.concat(chunks).subarray(0, fit)], fit);
+            if (fit < bytes) {
+              const full = Object.assign(new Error('disk full'), { code: 'ENOSPC' });
+              throw fit > 0 ? new PartialBatchError(full, fit) : full;
+            }
+          },
+          finish: (written) => sink.finish(written),
         };
       }
     }
@@ -859,7 +863,7 @@ describe('TusHandler PATCH', () => {
   it('answers 500 and logs when the storage fails for another reason', async () => {
     const failure = Object.assign(new Error('I/O error'), { code: 'EIO' });
     class BrokenStorage extends MemoryStorage {
-      override async write(): Promise<BodyWriteResult> {
+      override async openWrite(): Promise<BodySink> {
         throw failure;
       }
     }

@@ -20,11 +20,11 @@ import {
 import type { StorageState, UploadMetadata } from '../core/upload-record.js';
 import type { ObjectLocation, StoredObjects } from '../queue/completed-upload.queue.js';
 import { safeFilename } from '../queue/safe-filename.js';
-import { pumpBody } from '../storage/body-pump.js';
 import type {
-  BodyWriteOptions,
-  BodyWriteResult,
+  BodySink,
   UploadStorage,
+  WriteOptions,
+  WriteOutcome,
 } from '../storage/storage.interfaces.js';
 import {
   MAX_PARTS,
@@ -166,12 +166,7 @@ export class S3Storage implements UploadStorage {
     return toState({ ...parseManifest(state), length });
   }
 
-  async write(
-    id: string,
-    offset: number,
-    body: Readable,
-    options: BodyWriteOptions,
-  ): Promise<BodyWriteResult> {
+  async openWrite(id: string, offset: number, options: WriteOptions): Promise<BodySink> {
     const manifest = parseManifest(options.state);
     // The record's offset and this state are stored together: they never disagree.
     if (offset !== manifest.end) {
@@ -190,13 +185,17 @@ export class S3Storage implements UploadStorage {
       spool: null,
       partSize: 0,
     };
-    const result = await pumpBody(body, (chunks) => this.spoolChunks(id, state, chunks), options);
-    try {
-      return await this.commit(id, state, offset, result);
-    } finally {
-      await state.spool?.remove();
-      await this.deleteKeys(stale).catch(() => {});
-    }
+    return {
+      write: (chunks) => this.spoolChunks(id, state, chunks),
+      finish: async () => {
+        try {
+          return await this.commit(id, state, offset);
+        } finally {
+          await state.spool?.remove();
+          await this.deleteKeys(stale).catch(() => {});
+        }
+      },
+    };
   }
 
   /** Trailing pieces stored by writes of `id` whose state was not (yet) stored. */
@@ -321,15 +320,10 @@ export class S3Storage implements UploadStorage {
    * piece (or, when it is the last byte of the upload, as the last part). Counts the bytes of
    * the body that are in S3, and returns the state that lists them.
    */
-  private async commit(
-    id: string,
-    state: WriteState,
-    offset: number,
-    result: BodyWriteResult,
-  ): Promise<BodyWriteResult> {
+  private async commit(id: string, state: WriteState, offset: number): Promise<WriteOutcome> {
     while (state.inFlight.length > 0) await this.settleOldest(state);
     const { manifest } = state;
-    let error = result.error ?? state.failure;
+    let error = state.failure;
     let tail: ManifestTail | null = null;
     const spool = state.spool;
     const rest = !state.failure && spool !== null && spool.size > 0 ? spool : null;
@@ -376,7 +370,7 @@ export class S3Storage implements UploadStorage {
     // the stored state stays as it is.
     if (end <= offset) {
       if (tail) await this.deleteKeys([tail.key]).catch(() => {});
-      return { ...result, bytes: 0, ...(error && { error }) };
+      return { bytes: 0, ...(error && { error }) };
     }
     const next: Manifest = {
       ...manifest,
@@ -386,7 +380,7 @@ export class S3Storage implements UploadStorage {
       // The trailing piece this one replaces goes once this state is stored.
       garbage: manifest.tail ? [manifest.tail.key] : [],
     };
-    return { ...result, bytes: end - offset, state: toState(next), ...(error && { error }) };
+    return { bytes: end - offset, state: toState(next), ...(error && { error }) };
   }
 
   /**

@@ -19,12 +19,22 @@ export interface FileUploadLockerOptions {
 export class FileUploadLocker implements UploadLocker {
   private readonly local = new KeyedMutex();
   private readonly log: ((message: string) => void) | undefined;
+  /** The descriptors of the files this process holds locked, by path. */
+  private readonly held = new Map<string, number>();
 
   constructor(
     private readonly pathOf: (id: string) => string,
     options: FileUploadLockerOptions = {},
   ) {
     this.log = options.log;
+  }
+
+  /**
+   * The read-write descriptor of `path` while this process holds its lock (the storage writes
+   * through it), else `undefined`. The in-process queue makes the holder the only writer.
+   */
+  heldFile(path: string): number | undefined {
+    return this.held.get(path);
   }
 
   async acquire(id: string, waitMs: number): Promise<UploadLock> {
@@ -34,9 +44,11 @@ export class FileUploadLocker implements UploadLocker {
       const path = this.pathOf(id);
       const wait = Math.max(0, waitMs - (Date.now() - started));
       const file = await lockFile(path, wait, undefined, undefined, this.log);
+      this.held.set(path, file.fd);
       return {
         file: { path, fd: file.fd },
         release: async () => {
+          this.held.delete(path);
           try {
             await file.release();
           } finally {

@@ -3,11 +3,16 @@ import { lstat, readdir, unlink } from 'node:fs/promises';
 import { isUploadId } from '../core/upload-id.js';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { PartialBatchError, pumpBody } from './body-pump.js';
 import { allocateRange, createReserved } from './fallocate.js';
 import { fdCall } from './fd.js';
+import { FileUploadLocker } from './file-upload.locker.js';
 import { openRegularFile, refusedFileError, warnToConsole } from './safe-file.js';
-import type { BodyWriteOptions, BodyWriteResult, UploadStorage } from './storage.interfaces.js';
+import {
+  PartialBatchError,
+  type BodySink,
+  type UploadStorage,
+  type WriteOptions,
+} from './storage.interfaces.js';
 
 export interface FilesystemStorageOptions {
   /** Staging directory: `{directory}/{id}` holds the bytes of an unfinished upload. */
@@ -54,12 +59,18 @@ export class FilesystemStorage implements UploadStorage {
   readonly fsync: boolean;
   private readonly fileMode: number;
   private readonly log: (message: string) => void;
+  /**
+   * Locks that hold across the host's processes: `flock` on the data file, whose descriptor a
+   * write under the lock goes through.
+   */
+  readonly locker: FileUploadLocker;
 
   constructor(options: FilesystemStorageOptions) {
     this.directory = options.directory;
     this.fsync = options.fsync ?? true;
     this.fileMode = options.fileMode ?? 0o600;
     this.log = options.log ?? warnToConsole;
+    this.locker = new FileUploadLocker((id) => this.pathOf(id), { log: this.log });
     mkdirSync(this.directory, { recursive: true, mode: options.directoryMode ?? 0o700 });
   }
 
@@ -97,54 +108,49 @@ export class FilesystemStorage implements UploadStorage {
     }
   }
 
-  async write(
-    id: string,
-    offset: number,
-    body: Readable,
-    options: BodyWriteOptions,
-  ): Promise<BodyWriteResult> {
+  async openWrite(id: string, offset: number, options: WriteOptions): Promise<BodySink> {
     const path = this.pathOf(id);
-    // Under a file lock on this very file, its descriptor is ours to write through (one open
-    // and close less per PATCH); it stays open for the lock.
-    const locked = options.lockedFile?.path === path ? options.lockedFile.fd : undefined;
+    // Under this storage's lock on this very file, its descriptor is ours to write through
+    // (one open and close less per PATCH); it stays open for the lock.
+    const locked = this.locker.heldFile(path);
     const fd = locked ?? (await this.open(path, true));
     let position = offset;
     const window = new AllocationWindow(fd, offset, offset + options.limit);
-    try {
-      const result = await pumpBody(
-        body,
-        async (chunks, bytes) => {
-          await window.cover(position, bytes);
-          let done = 0;
-          try {
-            while (done < bytes) {
-              done += (await fdCall.writev(fd, remaining(chunks, done), position + done))
-                .bytesWritten;
-            }
-          } catch (e) {
-            // A short write then ENOSPC: the bytes before the failure are on disk and count.
-            position += done;
-            throw done > 0 ? new PartialBatchError(e as Error, done) : e;
-          }
-          position += bytes;
-        },
-        options,
-      );
-      if (this.fsync && result.bytes > 0) {
+    return {
+      write: async (chunks, bytes) => {
+        await window.cover(position, bytes);
+        let done = 0;
         try {
-          await fdCall.fdatasync(fd);
+          while (done < bytes) {
+            done += (await fdCall.writev(fd, remaining(chunks, done), position + done))
+              .bytesWritten;
+          }
         } catch (e) {
-          // Nothing of this request can be claimed durable.
-          return { ...result, bytes: 0, error: e as Error };
+          // A short write then ENOSPC: the bytes before the failure are on disk and count.
+          position += done;
+          throw done > 0 ? new PartialBatchError(e as Error, done) : e;
         }
-      }
-      // What the body did not fill goes back to the disk (the slack first of all, which the
-      // record about to be written may need).
-      await window.release(position).catch(() => {});
-      return result;
-    } finally {
-      if (locked === undefined) await fdCall.close(fd);
-    }
+        position += bytes;
+      },
+      finish: async (written) => {
+        try {
+          if (this.fsync && written > 0) {
+            try {
+              await fdCall.fdatasync(fd);
+            } catch (e) {
+              // Nothing of this request can be claimed durable.
+              return { bytes: 0, error: e as Error };
+            }
+          }
+          // What the body did not fill goes back to the disk (the slack first of all, which
+          // the record about to be written may need).
+          await window.release(position).catch(() => {});
+          return { bytes: written };
+        } finally {
+          if (locked === undefined) await fdCall.close(fd);
+        }
+      },
+    };
   }
 
   read(id: string, start: number, length: number): Readable {

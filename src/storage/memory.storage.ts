@@ -1,11 +1,9 @@
 import { constants } from 'node:buffer';
 import { Readable } from 'node:stream';
 import { UploadRecord } from '../core/upload-record.js';
-import { pumpBody } from './body-pump.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import type {
-  BodyWriteOptions,
-  BodyWriteResult,
+  BodySink,
   UploadLock,
   UploadLocker,
   UploadRecordStore,
@@ -27,16 +25,10 @@ export class MemoryStorage implements UploadStorage {
     this.changed.set(id, Date.now());
   }
 
-  async write(
-    id: string,
-    offset: number,
-    body: Readable,
-    options: BodyWriteOptions,
-  ): Promise<BodyWriteResult> {
+  async openWrite(id: string, offset: number): Promise<BodySink> {
     let position = offset;
-    return pumpBody(
-      body,
-      async (chunks, bytes) => {
+    return {
+      write: async (chunks, bytes) => {
         const file = this.files.get(id);
         if (!file) throw Object.assign(new Error(`${id} is gone`), { code: 'ENOENT' });
         const grown = position + bytes > file.length ? Buffer.alloc(position + bytes) : file;
@@ -46,8 +38,8 @@ export class MemoryStorage implements UploadStorage {
         this.changed.set(id, Date.now());
         position += bytes;
       },
-      options,
-    );
+      finish: async (written) => ({ bytes: written }),
+    };
   }
 
   read(id: string, start: number, length: number): Readable {

@@ -41,6 +41,7 @@ import { createReserved, createReservedPortable } from './fallocate.js';
 import { portableLockAttempt, tryLockFile } from './file-lock.js';
 import { FileUploadLocker } from './file-upload.locker.js';
 import { FilesystemRecordStore } from './filesystem-record.store.js';
+import { writeBody } from '../protocol/body-pump.js';
 import { FilesystemStorage } from './filesystem.storage.js';
 import { nativeAddon } from './native.js';
 import {
@@ -347,7 +348,7 @@ describe.each(PLANTS)('the filesystem components with %s planted', (_name, plant
       [
         'write',
         () =>
-          storage.write(id, 0, Readable.from([Buffer.from('overwrite')]), {
+          writeBody(storage, id, 0, Readable.from([Buffer.from('overwrite')]), {
             limit: 9,
             idleTimeoutMs: 0,
           }),

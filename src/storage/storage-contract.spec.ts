@@ -6,13 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { UploadRecord } from '../core/upload-record.js';
+import { writeBody, type BodyWriteResult } from '../protocol/body-pump.js';
 import { preallocation } from './fallocate.js';
 import { FileUploadLocker } from './file-upload.locker.js';
 import { FilesystemRecordStore } from './filesystem-record.store.js';
 import { FilesystemStorage } from './filesystem.storage.js';
 import { MemoryRecordStore, MemoryStorage, MemoryUploadLocker } from './memory.storage.js';
 import {
-  type BodyWriteResult,
   LockTargetMissingError,
   LockTimeoutError,
   type UploadLocker,
@@ -121,27 +121,27 @@ function storageContract(name: string, make: () => Promise<Subject>) {
 
       it('writes a body at an offset, in place, and reports it ended', async () => {
         await s.storage.create(id, 10);
-        expect(await s.storage.write(id, 0, body('ab', 'cde'), options(10))).toEqual({
+        expect(await writeBody(s.storage, id, 0, body('ab', 'cde'), options(10))).toEqual({
           bytes: 5,
           ended: true,
           exceeded: false,
           aborted: false,
         } satisfies BodyWriteResult);
         expect(padded((await s.data(id))!, 10).toString('latin1')).toBe('abcde\0\0\0\0\0');
-        expect(await s.storage.write(id, 5, body('fghij'), options(5))).toMatchObject({
+        expect(await writeBody(s.storage, id, 5, body('fghij'), options(5))).toMatchObject({
           bytes: 5,
           ended: true,
         });
         expect((await s.data(id))!.toString('latin1')).toBe('abcdefghij');
         // Rewriting from an offset (a resumed upload): what lies past the new bytes was never
         // counted, and a storage may drop it.
-        await s.storage.write(id, 2, body('XY'), options(8));
+        await writeBody(s.storage, id, 2, body('XY'), options(8));
         expect((await s.data(id))!.subarray(0, 4).toString('latin1')).toBe('abXY');
       });
 
       it('an empty body writes nothing', async () => {
         await s.storage.create(id, 3);
-        expect(await s.storage.write(id, 0, body(), options(3))).toMatchObject({
+        expect(await writeBody(s.storage, id, 0, body(), options(3))).toMatchObject({
           bytes: 0,
           ended: true,
           exceeded: false,
@@ -151,7 +151,7 @@ function storageContract(name: string, make: () => Promise<Subject>) {
 
       it('stops at the limit and reports exceeded, storing nothing past it', async () => {
         await s.storage.create(id, 10);
-        const result = await s.storage.write(id, 6, body('01', '23456', '789'), options(4));
+        const result = await writeBody(s.storage, id, 6, body('01', '23456', '789'), options(4));
         expect(result).toMatchObject({ bytes: 4, exceeded: true, aborted: false });
         const data = (await s.data(id))!;
         expect(data.length).toBe(10);
@@ -160,7 +160,7 @@ function storageContract(name: string, make: () => Promise<Subject>) {
 
       it('a body of exactly the limit is not exceeded', async () => {
         await s.storage.create(id, 4);
-        expect(await s.storage.write(id, 0, body('01', '23'), options(4))).toMatchObject({
+        expect(await writeBody(s.storage, id, 0, body('01', '23'), options(4))).toMatchObject({
           bytes: 4,
           ended: true,
           exceeded: false,
@@ -169,7 +169,7 @@ function storageContract(name: string, make: () => Promise<Subject>) {
 
       it('a limit below the upload length leaves the rest untouched', async () => {
         await s.storage.create(id, 10);
-        expect(await s.storage.write(id, 0, body('0123456789'), options(3))).toMatchObject({
+        expect(await writeBody(s.storage, id, 0, body('0123456789'), options(3))).toMatchObject({
           bytes: 3,
           exceeded: true,
         });
@@ -181,7 +181,7 @@ function storageContract(name: string, make: () => Promise<Subject>) {
         const stream = new PassThrough();
         let accepted!: () => void;
         const gotChunk = new Promise<void>((resolve) => (accepted = resolve));
-        const pending = s.storage.write(id, 0, stream, {
+        const pending = writeBody(s.storage, id, 0, stream, {
           ...options(10),
           onChunk: () => accepted(),
         });
@@ -195,7 +195,7 @@ function storageContract(name: string, make: () => Promise<Subject>) {
       it('cuts an idle body and keeps its bytes', async () => {
         await s.storage.create(id, 10);
         const stream = new PassThrough();
-        const pending = s.storage.write(id, 0, stream, { limit: 10, idleTimeoutMs: 50 });
+        const pending = writeBody(s.storage, id, 0, stream, { limit: 10, idleTimeoutMs: 50 });
         stream.write(Buffer.from('abcd'));
         expect(await pending).toMatchObject({ bytes: 4, ended: false, aborted: true });
         expect(stream.destroyed).toBe(true);
@@ -203,7 +203,7 @@ function storageContract(name: string, make: () => Promise<Subject>) {
       });
 
       it('writing to an upload that is gone stores nothing', async () => {
-        const outcome = await s.storage.write(id, 0, body('abc'), options(3)).then(
+        const outcome = await writeBody(s.storage, id, 0, body('abc'), options(3)).then(
           (result) => result,
           (error: unknown) => ({ bytes: 0, error }),
         );
@@ -425,7 +425,7 @@ describe('FilesystemStorage specifics', () => {
     const stream = new PassThrough();
     let firstChunk!: () => void;
     const arrived = new Promise<void>((resolve) => (firstChunk = resolve));
-    const pending = storage.write(id, 0, stream, {
+    const pending = writeBody(storage, id, 0, stream, {
       limit: length,
       idleTimeoutMs: 0,
       onChunk: () => firstChunk(),
@@ -461,28 +461,26 @@ describe('FilesystemStorage specifics', () => {
     expect(await records.list()).toEqual([id]);
   });
 
-  it('writes through the descriptor of a file lock on the same file, and leaves it open', async () => {
+  it('writes through the descriptor of its own lock on the file, and leaves it open', async () => {
     const storage = new FilesystemStorage({ directory, log: () => {} });
-    const locker = new FileUploadLocker((id) => storage.pathOf(id));
     const id = randomUUID();
     const other = randomUUID();
     await storage.create(id, 6);
     await storage.create(other, 6);
-    const lock = await locker.acquire(id, 1000);
+    const lock = await storage.locker.acquire(id, 1000);
     try {
       expect(lock.file?.path).toBe(storage.pathOf(id));
-      const written = await storage.write(id, 0, body('abc'), {
-        ...options(6),
-        lockedFile: lock.file,
-      });
+      expect(storage.locker.heldFile(storage.pathOf(id))).toBe(lock.file!.fd);
+      const written = await writeBody(storage, id, 0, body('abc'), options(6));
       expect(written.bytes).toBe(3);
       // Still the lock's: a write through it works after the storage is done.
       writeSync(lock.file!.fd, Buffer.from('def'), 0, 3, 3);
-      // A locked file that is not this upload's is not used.
-      await storage.write(other, 0, body('xyz'), { ...options(6), lockedFile: lock.file });
+      // An upload whose lock is not held is written through its own descriptor.
+      await writeBody(storage, other, 0, body('xyz'), options(6));
     } finally {
       await lock.release();
     }
+    expect(storage.locker.heldFile(storage.pathOf(id))).toBeUndefined();
     expect((await readFile(storage.pathOf(id))).toString()).toBe('abcdef');
     expect((await readFile(storage.pathOf(other))).subarray(0, 3).toString()).toBe('xyz');
   });

@@ -3,22 +3,6 @@ import type { StorageState, UploadMetadata, UploadRecord } from '../core/upload-
 import type { CompletedEntries } from '../queue/completed-entries.js';
 import type { ObjectLocation, StoredObjects } from '../queue/completed-upload.queue.js';
 
-/** How much of a request body to take and how long to wait for it. */
-export interface BodyWriteOptions {
-  /** Most bytes to accept; a body with more stops at this count and reports `exceeded`. */
-  limit: number;
-  /** Cut the body when no byte arrives for this many milliseconds (0 = never). */
-  idleTimeoutMs: number;
-  /** Sees every accepted chunk in order, before it is written (checksums, progress). */
-  onChunk?: (chunk: Buffer) => void;
-  /** Stops reading when it fires (the bytes received before are still written). */
-  signal?: AbortSignal;
-  /** The file the upload's lock holds open (see `UploadLock.file`); storage may write through it. */
-  lockedFile?: LockedFile;
-  /** The upload's storage state as its record has it (`UploadRecord.storage`). */
-  state?: StorageState | null;
-}
-
 /** A file held open read-write by a lock on it (the filesystem locker locks the data file). */
 export interface LockedFile {
   readonly path: string;
@@ -26,23 +10,54 @@ export interface LockedFile {
   readonly fd: number;
 }
 
-/** What became of a request body. */
-export interface BodyWriteResult {
-  /** Bytes written to storage (and durable when the storage syncs). */
+/** What a write of bytes into an upload is told when it opens. */
+export interface WriteOptions {
+  /** The most bytes it will be given (a storage may reserve room ahead with it). */
+  limit: number;
+  /** The upload's storage state as its record has it (`UploadRecord.storage`). */
+  state?: StorageState | null;
+}
+
+/**
+ * One write of bytes into an upload. The protocol reads the request body (limits, idle cuts,
+ * checksums, progress are its own) and hands the bytes over in order; the storage only writes
+ * what it is given.
+ */
+export interface BodySink {
+  /**
+   * Writes a batch after every earlier one. One that fails after writing the start of the
+   * batch throws a `PartialBatchError` saying how much, so that start still counts.
+   */
+  write(chunks: Buffer[], bytes: number): Promise<void>;
+  /**
+   * Called once after the last batch, whatever ended the body (also when nothing was
+   * written): `written` bytes were written. Makes them durable and says how many count.
+   */
+  finish(written: number): Promise<WriteOutcome>;
+}
+
+/** What a write stored. */
+export interface WriteOutcome {
+  /** Bytes that count (durable when the storage syncs). */
   bytes: number;
-  /** The body ended normally. */
-  ended: boolean;
-  /** The body had more bytes than `limit`; reading stopped there. */
-  exceeded: boolean;
-  /** The client went away or stalled (the bytes received before are kept). */
-  aborted: boolean;
-  /** Writing failed after `bytes` bytes (e.g. ENOSPC). */
-  error?: Error;
   /**
    * The storage state that counts these `bytes` (a storage that keeps one): the protocol
    * stores it in the record with the new offset, or drops it with the bytes.
    */
   state?: StorageState;
+  /** Making the bytes durable failed (then none of them count), or storing them did. */
+  error?: Error;
+}
+
+/** A batch failed after its first `bytesWritten` bytes were written (a disk that filled up). */
+export class PartialBatchError extends Error {
+  constructor(
+    override readonly cause: Error,
+    readonly bytesWritten: number,
+  ) {
+    super(cause.message);
+    this.name = 'PartialBatchError';
+  }
 }
 
 /** Where the bytes of uploads live. The filesystem is the default; implement this for others. */
@@ -58,13 +73,8 @@ export interface UploadStorage {
     length: number | null,
     metadata?: UploadMetadata,
   ): Promise<StorageState | void>;
-  /** Writes the body at `offset`, streaming, up to `options.limit` bytes. */
-  write(
-    id: string,
-    offset: number,
-    body: Readable,
-    options: BodyWriteOptions,
-  ): Promise<BodyWriteResult>;
+  /** Opens a write of bytes at `offset` (the protocol feeds it the body's bytes). */
+  openWrite(id: string, offset: number, options: WriteOptions): Promise<BodySink>;
   /**
    * Reads `length` bytes of an upload's data from `start` (concatenation assembles with it).
    * A storage whose `readsOpenUploads` is false reads only an upload that was `complete`d.
@@ -94,6 +104,11 @@ export interface UploadStorage {
    * multipart uploads and pieces no upload names); returns how many. For the janitor.
    */
   sweep?(ageMs: number): Promise<number>;
+  /**
+   * The storage's own per-upload locks, when it has them (the filesystem's `flock` on the data
+   * file, whose descriptor its writes then go through). @default in-process locks
+   */
+  readonly locker?: UploadLocker;
   /** Where the records are when the storage keeps them beside its bytes (an object store). */
   readonly recordStore?: UploadRecordStore;
   /**

@@ -15,6 +15,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { UploadRecord, type StorageState } from '../../src/core/upload-record.js';
+import { writeBody } from '../../src/protocol/body-pump.js';
 import { S3RecordStore } from '../../src/s3/s3-record.store.js';
 import { S3Storage } from '../../src/s3/s3.storage.js';
 import { nextPartSize, parseManifest } from '../../src/s3/s3-manifest.js';
@@ -114,7 +115,7 @@ describe('S3 storage on a real S3 server', () => {
     }
     /** A write the protocol counts: its state is kept. */
     async write(offset: number, body: Readable) {
-      const result = await storage.write(this.id, offset, body, {
+      const result = await writeBody(storage, this.id, offset, body, {
         ...writeOptions,
         state: this.state,
       });
@@ -123,7 +124,7 @@ describe('S3 storage on a real S3 server', () => {
     }
     /** A write the protocol refuses (a checksum that does not match): its state is dropped. */
     async refused(offset: number, body: Readable) {
-      return storage.write(this.id, offset, body, { ...writeOptions, state: this.state });
+      return writeBody(storage, this.id, offset, body, { ...writeOptions, state: this.state });
     }
     get manifest() {
       return parseManifest(this.state);

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { pumpBody } from '../../storage/body-pump.js';
+import { pumpBody } from '../body-pump.js';
 import { LockTargetMissingError, LockTimeoutError } from '../../storage/storage.interfaces.js';
 import { assertNotExpired, expiresHeader } from '../expiration.js';
 import {

@@ -1,7 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals';
 import { PassThrough, Readable } from 'node:stream';
-import { type BatchSink, PartialBatchError, pumpBody } from './body-pump.js';
-import type { BodyWriteResult } from './storage.interfaces.js';
+import { type BatchSink, type BodyWriteResult, PartialBatchError, pumpBody } from './body-pump.js';
 
 const MiB = 1 << 20;
 const bytes = (text: string) => Buffer.from(text);

@@ -1,5 +1,8 @@
 import type { Readable } from 'node:stream';
-import type { BodyWriteOptions, BodyWriteResult } from './storage.interfaces.js';
+import type { StorageState } from '../core/upload-record.js';
+import { PartialBatchError, type UploadStorage } from '../storage/storage.interfaces.js';
+
+export { PartialBatchError };
 
 /**
  * Writes a batch of chunks that together hold `bytes` bytes, after every earlier batch. A sink
@@ -8,15 +11,55 @@ import type { BodyWriteOptions, BodyWriteResult } from './storage.interfaces.js'
  */
 export type BatchSink = (chunks: Buffer[], bytes: number) => Promise<void>;
 
-/** A batch failed after its first `bytesWritten` bytes were written (a disk that filled up). */
-export class PartialBatchError extends Error {
-  constructor(
-    override readonly cause: Error,
-    readonly bytesWritten: number,
-  ) {
-    super(cause.message);
-    this.name = 'PartialBatchError';
-  }
+/** How much of a request body to take and how long to wait for it. */
+export interface BodyWriteOptions {
+  /** Most bytes to accept; a body with more stops at this count and reports `exceeded`. */
+  limit: number;
+  /** Cut the body when no byte arrives for this many milliseconds (0 = never). */
+  idleTimeoutMs: number;
+  /** Sees every accepted chunk in order, before it is written (checksums, progress). */
+  onChunk?: (chunk: Buffer) => void;
+  /** Stops reading when it fires (the bytes received before are still written). */
+  signal?: AbortSignal;
+}
+
+/** What became of a request body. */
+export interface BodyWriteResult {
+  /** Bytes written to storage (and durable when the storage syncs). */
+  bytes: number;
+  /** The body ended normally. */
+  ended: boolean;
+  /** The body had more bytes than `limit`; reading stopped there. */
+  exceeded: boolean;
+  /** The client went away or stalled (the bytes received before are kept). */
+  aborted: boolean;
+  /** Writing failed after `bytes` bytes (e.g. ENOSPC). */
+  error?: Error;
+  /** The storage state that counts the bytes (see `WriteOutcome.state`). */
+  state?: StorageState;
+}
+
+/**
+ * Streams a request body into an upload at `offset`: the storage opens a write, this reads the
+ * body into it, then the storage says what counts. The storage sees only bytes.
+ */
+export async function writeBody(
+  storage: UploadStorage,
+  id: string,
+  offset: number,
+  body: Readable,
+  options: BodyWriteOptions & { state?: StorageState | null },
+): Promise<BodyWriteResult> {
+  const sink = await storage.openWrite(id, offset, { limit: options.limit, state: options.state });
+  const pumped = await pumpBody(body, (chunks, bytes) => sink.write(chunks, bytes), options);
+  const outcome = await sink.finish(pumped.bytes);
+  const error = pumped.error ?? outcome.error;
+  return {
+    ...pumped,
+    bytes: outcome.bytes,
+    ...(error && { error }),
+    ...(outcome.state && { state: outcome.state }),
+  };
 }
 
 /** A batch is written once this much is queued; one in flight plus one filling per body. */
