@@ -1,14 +1,14 @@
 /**
  * nestjs-tussi against @tus/server and a raw node:http baseline, in one bounded run.
  *
- *   npm run bench            full run (< 5 minutes on 2 cores): bench/results/latest.{md,json,svg}
+ *   npm run bench            full run (< 9 minutes on 2 cores): bench/results/latest.{md,json,svg}
  *   npm run bench:smoke      tiny sizes (< 30 s): bench/results/tmp/smoke/latest.*
  *
  * Options (after `--`): --smoke, --rounds N, --only ID,ID (workload ids: single-8m, single-64m,
  * small, parallel-1, parallel-4, parallel-16, parallel-64, single-256m), --servers KEY,KEY
  * (nestjs, nestjs-fsync, tus, raw), --out DIR, --cpu-prof (profile each server; summary in the
- * report), --budget-seconds N (start no round that would end past N s; default 270, smoke
- * 60), --max-seconds N (abort past it; default 600, smoke 120).
+ * report), --budget-seconds N (start no round that would end past N s; default 480, smoke
+ * 60), --max-seconds N (abort past it; default 900, smoke 120).
  *
  * Each server runs in its own child process on 127.0.0.1; the client runs here. Each round runs
  * every workload on every server, the servers taking turns in an order that rotates from round
@@ -72,8 +72,8 @@ if (args.help) {
   --out DIR             where latest.{md,json,svg} go (default bench/results/; a partial run,
                         with --only or --servers: bench/results/tmp/partial/)
   --cpu-prof            profile each server (node --cpu-prof); top functions in the report
-  --budget-seconds N    start no round that would end past N s (default 270; smoke 60)
-  --max-seconds N       abort past N s (default 600; smoke 120)
+  --budget-seconds N    start no round that would end past N s (default 480; smoke 60)
+  --max-seconds N       abort past N s (default 900; smoke 120)
   --quiet               no progress lines, no report on stdout
 `);
   process.exit(0);
@@ -110,9 +110,9 @@ const outDir = resolve(
         : RESULTS),
 );
 const workDir = join(RESULTS, 'tmp', `run-${process.pid}`);
-const maxSeconds = Number(args['max-seconds'] ?? (mode === 'smoke' ? 120 : 600));
+const maxSeconds = Number(args['max-seconds'] ?? (mode === 'smoke' ? 120 : 900));
 /** No round starts unless the last one's duration says it ends within this many seconds. */
-const budgetSeconds = Number(args['budget-seconds'] ?? (mode === 'smoke' ? 60 : 270));
+const budgetSeconds = Number(args['budget-seconds'] ?? (mode === 'smoke' ? 60 : 480));
 
 const servers = new Map<ServerKey, RunningServer>();
 let gateway: { dir: string; s3: S3Target } | undefined;

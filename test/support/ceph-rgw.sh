@@ -193,7 +193,9 @@ mgr data = $dir/mgr
 rgw data = $dir/rgw
 
 osd objectstore = memstore
-memstore device bytes = 4294967296
+# memstore is allocated as objects are written, up to this; deleted objects are freed by the
+# gateway's garbage collection, which by default waits two hours: below, it runs every second.
+memstore device bytes = 6442450944
 osd pool default size = 1
 osd pool default min size = 1
 osd pool default pg num = 8
@@ -212,6 +214,9 @@ admin socket =
 
 [client.rgw.a]
 rgw frontends = beast endpoint=127.0.0.1:$rgw_port
+rgw gc obj min wait = 0
+rgw gc processor period = 1
+rgw gc processor max time = 1
 rgw init timeout = $timeout_s
 rgw enable usage log = false
 EOF
