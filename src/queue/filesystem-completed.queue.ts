@@ -192,11 +192,21 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
    */
   private async enqueueCopy(id: string, record: UploadRecord, read: () => Readable): Promise<void> {
     // A temp file's name (see TEMP_FILE): the janitor sweeps one a crash left behind.
-    const temp = join(this.directory, `.${id}.${randomBytes(6).toString('hex')}.tmp`);
-    try {
+    await this.arrive(id, async (temp) => {
       const out = createWriteStream(temp, { flags: 'wx', mode: this.fileMode, flush: this.fsync });
       await pipeline(read(), out);
       await this.writeRecordFile(this.recordPath(id), JSON.stringify(record), this.fsync);
+    });
+  }
+
+  /**
+   * A data file arrives: `fill` writes it under a temp name of the queue (one no consumer looks
+   * at; the janitor sweeps one a crash left), then it is renamed into place and waiters woken.
+   */
+  private async arrive(id: string, fill: (temp: string) => Promise<void>): Promise<void> {
+    const temp = join(this.directory, `.${id}.${randomBytes(6).toString('hex')}.tmp`);
+    try {
+      await fill(temp);
       await this.renameInto(temp, this.dataPath(id));
     } catch (e) {
       await unlink(temp).catch(() => {});
@@ -218,16 +228,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
     if (!this.objects) throw new Error('this queue has no object store for finished objects');
     const json = JSON.stringify({ ...record.toJSON(), object: location });
     await this.writeRecordFile(this.recordPath(id), json, this.fsync);
-    const temp = join(this.directory, `.${id}.${randomBytes(6).toString('hex')}.tmp`);
-    try {
-      await writeFile(temp, '', { flag: 'wx', mode: this.fileMode });
-      await this.renameInto(temp, this.dataPath(id));
-    } catch (e) {
-      await unlink(temp).catch(() => {});
-      throw e;
-    }
-    if (this.fsync) await syncDirectory(this.directory);
-    this.wake();
+    await this.arrive(id, (temp) => writeFile(temp, '', { flag: 'wx', mode: this.fileMode }));
   }
 
   /** Where the bytes of a queued upload are when they stayed in an object store. */

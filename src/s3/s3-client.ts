@@ -1,4 +1,4 @@
-import { S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 
 /** Where the S3 storage keeps uploads: `storage: { s3: { ... } }` of `TusModule.forRoot()`. */
 export interface S3StorageOptions {
@@ -56,6 +56,26 @@ export function createS3Client(options: S3StorageOptions): S3Client {
     responseChecksumValidation: 'WHEN_REQUIRED',
     ...options.client,
   });
+}
+
+/** Every object whose key starts with `prefix`, with when it was last written (ms). */
+export async function listObjects(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+): Promise<{ key: string; modified: number }[]> {
+  const found: { key: string; modified: number }[] = [];
+  let token: string | undefined;
+  do {
+    const page = await client.send(
+      new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+    );
+    for (const o of page.Contents ?? []) {
+      if (o.Key) found.push({ key: o.Key, modified: o.LastModified?.getTime() ?? Date.now() });
+    }
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return found;
 }
 
 /** True for the SDK's "no such key / upload / bucket" answers (404s). */

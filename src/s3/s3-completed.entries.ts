@@ -1,15 +1,10 @@
-import {
-  DeleteObjectCommand,
-  GetObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-} from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { isUploadId } from '../core/upload-id.js';
 import { UploadRecord } from '../core/upload-record.js';
 import type { CompletedEntries, OpenedEntry } from '../queue/completed-entries.js';
 import type { CompletedUpload } from '../queue/completed-upload.js';
 import type { FinishedBytes, ObjectLocation } from '../queue/completed-upload.queue.js';
-import { isNotFound } from './s3-client.js';
+import { isNotFound, listObjects } from './s3-client.js';
 import type { S3Storage } from './s3.storage.js';
 
 const ENTRY = '.finished';
@@ -174,28 +169,11 @@ export class S3CompletedEntries implements CompletedEntries {
 
   /** Names below the prefix, with their age. */
   private async listNames(): Promise<{ name: string; modified: number }[]> {
-    const names: { name: string; modified: number }[] = [];
-    const { prefix } = this.storage;
-    let token: string | undefined;
-    do {
-      const page = await this.storage.client.send(
-        new ListObjectsV2Command({
-          Bucket: this.storage.bucket,
-          Prefix: prefix,
-          ContinuationToken: token,
-        }),
-      );
-      for (const o of page.Contents ?? []) {
-        if (o.Key) {
-          names.push({
-            name: o.Key.slice(prefix.length),
-            modified: o.LastModified?.getTime() ?? Date.now(),
-          });
-        }
-      }
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
-    return names;
+    const { client, bucket, prefix } = this.storage;
+    return (await listObjects(client, bucket, prefix)).map((o) => ({
+      name: o.key.slice(prefix.length),
+      modified: o.modified,
+    }));
   }
 }
 

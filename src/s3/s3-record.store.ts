@@ -1,14 +1,13 @@
 import {
   DeleteObjectCommand,
   GetObjectCommand,
-  ListObjectsV2Command,
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { isUploadId } from '../core/upload-id.js';
 import { UploadRecord } from '../core/upload-record.js';
 import type { UploadRecordStore } from '../storage/storage.interfaces.js';
-import { isNotFound } from './s3-client.js';
+import { isNotFound, listObjects } from './s3-client.js';
 
 const SUFFIX = '.info';
 
@@ -60,24 +59,10 @@ export class S3RecordStore implements UploadRecordStore {
   }
 
   async list(): Promise<string[]> {
-    const ids: string[] = [];
-    let token: string | undefined;
-    do {
-      const page = await this.client.send(
-        new ListObjectsV2Command({
-          Bucket: this.bucket,
-          Prefix: this.prefix,
-          ContinuationToken: token,
-        }),
-      );
-      for (const o of page.Contents ?? []) {
-        const name = o.Key?.slice(this.prefix.length) ?? '';
-        if (name.endsWith(SUFFIX) && isUploadId(name.slice(0, -SUFFIX.length))) {
-          ids.push(name.slice(0, -SUFFIX.length));
-        }
-      }
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
-    return ids;
+    return (await listObjects(this.client, this.bucket, this.prefix))
+      .map((o) => o.key.slice(this.prefix.length))
+      .filter((name) => name.endsWith(SUFFIX))
+      .map((name) => name.slice(0, -SUFFIX.length))
+      .filter((id) => isUploadId(id));
   }
 }

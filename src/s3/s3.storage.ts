@@ -32,6 +32,7 @@ import {
   MIN_PART_SIZE,
   createS3Client,
   isNotFound,
+  listObjects,
   type S3StorageOptions,
 } from './s3-client.js';
 import {
@@ -229,19 +230,32 @@ export class S3Storage implements UploadStorage {
     const parts = [...manifest.parts];
     for (let start = 0; start < length; start += size) {
       const last = Math.min(length, start + size) - 1;
-      const copied = await this.client.send(
-        new UploadPartCopyCommand({
-          Bucket: this.bucket,
-          Key: this.key(id),
-          UploadId: manifest.uploadId,
-          PartNumber: parts.length + 1,
-          CopySource: `${this.bucket}/${encodeKey(this.key(sourceId))}`,
-          CopySourceRange: `bytes=${start}-${last}`,
-        }),
-      );
-      parts.push({ etag: copied.CopyPartResult?.ETag ?? '', size: last - start + 1 });
+      const range = `bytes=${start}-${last}`;
+      const etag = await this.copyPart(id, manifest, parts.length + 1, this.key(sourceId), range);
+      parts.push({ etag, size: last - start + 1 });
     }
     return toState({ ...manifest, parts, end: offset + length, garbage: [] });
+  }
+
+  /** Copies an object (or a range of it) in as part `partNumber`, inside S3; its ETag. */
+  private async copyPart(
+    id: string,
+    manifest: Manifest,
+    partNumber: number,
+    sourceKey: string,
+    range?: string,
+  ): Promise<string> {
+    const copied = await this.client.send(
+      new UploadPartCopyCommand({
+        Bucket: this.bucket,
+        Key: this.key(id),
+        UploadId: manifest.uploadId,
+        PartNumber: partNumber,
+        CopySource: `${this.bucket}/${encodeKey(sourceKey)}`,
+        ...(range && { CopySourceRange: range }),
+      }),
+    );
+    return copied.CopyPartResult?.ETag ?? '';
   }
 
   /** Collects chunks into the current part; a full part is sent while the next is collected. */
@@ -396,16 +410,8 @@ export class S3Storage implements UploadStorage {
     const parts = [...manifest.parts];
     try {
       if (manifest.tail) {
-        const copied = await this.client.send(
-          new UploadPartCopyCommand({
-            Bucket: this.bucket,
-            Key: this.key(id),
-            UploadId: manifest.uploadId,
-            PartNumber: parts.length + 1,
-            CopySource: `${this.bucket}/${encodeKey(manifest.tail.key)}`,
-          }),
-        );
-        parts.push({ etag: copied.CopyPartResult?.ETag ?? '', size: manifest.tail.size });
+        const etag = await this.copyPart(id, manifest, parts.length + 1, manifest.tail.key);
+        parts.push({ etag, size: manifest.tail.size });
       }
       if (parts.length === 0) {
         // S3 cannot complete a multipart upload of no part: an empty object instead.
@@ -600,19 +606,8 @@ export class S3Storage implements UploadStorage {
     }
   }
 
-  private async listKeys(prefix: string): Promise<{ key: string; modified: number }[]> {
-    const keys: { key: string; modified: number }[] = [];
-    let token: string | undefined;
-    do {
-      const page = await this.client.send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
-      );
-      for (const o of page.Contents ?? []) {
-        if (o.Key) keys.push({ key: o.Key, modified: o.LastModified?.getTime() ?? Date.now() });
-      }
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
-    return keys;
+  private listKeys(prefix: string): Promise<{ key: string; modified: number }[]> {
+    return listObjects(this.client, this.bucket, prefix);
   }
 
   private async deleteKeys(keys: Iterable<string>): Promise<void> {

@@ -9,10 +9,10 @@ import {
   HeadObjectCommand,
   ListPartsCommand,
   PutObjectCommand,
-  S3Client,
+  type S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
-import { startCephRgw, type CephRgw } from '../support/ceph-rgw.js';
+import { s3ClientOf, startCephRgw, type CephRgw } from '../support/ceph-rgw.js';
 
 /**
  * The S3 test server (a single-node Ceph RADOS Gateway, see test/support/ceph-rgw.sh) answers the
@@ -39,16 +39,7 @@ describe('S3 test server (Ceph RADOS Gateway)', () => {
 
   beforeAll(async () => {
     gateway = await startCephRgw();
-    s3 = new S3Client({
-      endpoint: gateway.endpoint,
-      region: gateway.region,
-      credentials: { accessKeyId: gateway.accessKeyId, secretAccessKey: gateway.secretAccessKey },
-      forcePathStyle: true,
-      // else streamed bodies go out aws-chunked with trailing checksums, which this gateway
-      // refuses (411 Length Required)
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-    });
+    s3 = s3ClientOf(gateway);
   }, 120_000);
 
   afterAll(async () => {

@@ -3,8 +3,8 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { CreateBucketCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import { startCephRgw, type CephRgw } from '../support/ceph-rgw.js';
+import { CreateBucketCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { s3ClientOf, startCephRgw, type CephRgw } from '../support/ceph-rgw.js';
 import { ensureCliBuilt, startServer, type ServerProcess } from '../support/cli-process.js';
 import { request, type RawResponse } from '../support/http.js';
 import { startRedisServer, type RedisServer } from '../support/redis-server.js';
@@ -83,14 +83,7 @@ describe('three replicas on S3 and Redis, no shared directory', () => {
     await ensureCliBuilt();
     [gateway, redis] = await Promise.all([startCephRgw(), startRedisServer()]);
     root = await mkdtemp(join(tmpdir(), 'tussi-s3-replicas-'));
-    s3 = new S3Client({
-      endpoint: gateway.endpoint,
-      region: gateway.region,
-      credentials: { accessKeyId: gateway.accessKeyId, secretAccessKey: gateway.secretAccessKey },
-      forcePathStyle: true,
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-    });
+    s3 = s3ClientOf(gateway);
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     replicas.push(...(await Promise.all([0, 1, 2].map(start))));
   }, 180_000);

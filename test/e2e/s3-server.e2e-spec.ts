@@ -8,7 +8,7 @@ import {
   CreateBucketCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
-  S3Client,
+  type S3Client,
 } from '@aws-sdk/client-s3';
 import {
   cliEnv,
@@ -20,7 +20,7 @@ import {
 } from '../support/cli-process.js';
 import { runPythonScript, tuspyMissing } from '../support/clients-python.js';
 import { startUpload } from '../support/clients-tus-js.js';
-import { startCephRgw, type CephRgw } from '../support/ceph-rgw.js';
+import { s3ClientOf, startCephRgw, type CephRgw } from '../support/ceph-rgw.js';
 import { pollUntil, request } from '../support/http.js';
 import { spawn } from 'node:child_process';
 
@@ -131,14 +131,7 @@ describe('tussi-server on S3 (Ceph RADOS Gateway)', () => {
     await ensureCliBuilt();
     gateway = await startCephRgw();
     work = await mkdtemp(join(tmpdir(), 'tussi-s3-server-'));
-    s3 = new S3Client({
-      endpoint: gateway.endpoint,
-      region: gateway.region,
-      credentials: { accessKeyId: gateway.accessKeyId, secretAccessKey: gateway.secretAccessKey },
-      forcePathStyle: true,
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-    });
+    s3 = s3ClientOf(gateway);
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     server = await start();
   }, 180_000);

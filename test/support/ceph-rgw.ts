@@ -1,3 +1,4 @@
+import { S3Client } from '@aws-sdk/client-s3';
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -74,6 +75,20 @@ function parseCredentials(stdout: string): Credentials | undefined {
     return undefined;
   }
   return { endpoint, accessKeyId, secretAccessKey, region };
+}
+
+/** An SDK client for the gateway, set up as this S3 server needs. `destroy()` it when done. */
+export function s3ClientOf(gateway: CephRgw): S3Client {
+  return new S3Client({
+    endpoint: gateway.endpoint,
+    region: gateway.region,
+    credentials: { accessKeyId: gateway.accessKeyId, secretAccessKey: gateway.secretAccessKey },
+    forcePathStyle: true,
+    // else streamed bodies go out aws-chunked with trailing checksums, which this gateway
+    // refuses (411 Length Required)
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
 }
 
 /** Starts a gateway in a new temporary directory; rejects (leaving nothing running) if it cannot. */
