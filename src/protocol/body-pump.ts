@@ -48,9 +48,13 @@ export async function writeBody(
   id: string,
   offset: number,
   body: Readable,
-  options: BodyWriteOptions & { state?: StorageState | null },
+  options: BodyWriteOptions & { state?: StorageState | null; lost?: AbortSignal },
 ): Promise<BodyWriteResult> {
-  const sink = await storage.openWrite(id, offset, { limit: options.limit, state: options.state });
+  const sink = await storage.openWrite(id, offset, {
+    limit: options.limit,
+    state: options.state,
+    lost: options.lost,
+  });
   const pumped = await pumpBody(body, (chunks, bytes) => sink.write(chunks, bytes), options);
   const outcome = await sink.finish(pumped.bytes);
   const error = pumped.error ?? outcome.error;

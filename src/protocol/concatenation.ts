@@ -178,6 +178,7 @@ async function copyPart(
         limit: length,
         idleTimeoutMs: 0,
         signal: lock.signal,
+        lost: lock.signal,
         state: final.storage,
       });
       if (result.state) final.storage = result.state;

@@ -89,6 +89,7 @@ export async function receiveBody(
       idleTimeoutMs: options.bodyIdleTimeoutMs,
       // A lock with a lease (Redis) that is lost mid-body stops the write as DELETE does.
       signal: lock?.signal ? AbortSignal.any([stop.signal, lock.signal]) : stop.signal,
+      lost: lock?.signal,
       state: record.storage,
       onChunk: (chunk) => {
         hasher?.update(chunk);

@@ -65,6 +65,8 @@ interface WriteState {
   spool: SpoolFile | null;
   partSize: number;
   failure?: Error;
+  /** The write no longer counts (its lock was lost): nothing more is sent. */
+  lost?: AbortSignal;
 }
 
 /**
@@ -185,6 +187,7 @@ export class S3Storage implements UploadStorage {
       sending: 0,
       spool: null,
       partSize: 0,
+      lost: options.lost,
     };
     return {
       write: (chunks) => this.spoolChunks(id, state, chunks),
@@ -292,6 +295,8 @@ export class S3Storage implements UploadStorage {
 
   /** Sends the full spool file as the next part; at most `PARTS_IN_FLIGHT` at once. */
   private async sendPart(id: string, state: WriteState): Promise<void> {
+    if (state.lost?.aborted) state.failure ??= lockLost();
+    if (state.failure) return;
     const spool = state.spool!;
     await spool.close();
     const partNumber = state.parts.length + state.inFlight.length + 1;
@@ -337,6 +342,7 @@ export class S3Storage implements UploadStorage {
   private async commit(id: string, state: WriteState, offset: number): Promise<WriteOutcome> {
     while (state.inFlight.length > 0) await this.settleOldest(state);
     const { manifest } = state;
+    if (state.lost?.aborted) state.failure ??= lockLost();
     let error = state.failure;
     let tail: ManifestTail | null = null;
     const spool = state.spool;
@@ -620,6 +626,8 @@ export class S3Storage implements UploadStorage {
     );
   }
 }
+
+const lockLost = () => new Error('the upload lock was lost: this write no longer counts');
 
 const toError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)));
 

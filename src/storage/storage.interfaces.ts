@@ -16,6 +16,11 @@ export interface WriteOptions {
   limit: number;
   /** The upload's storage state as its record has it (`UploadRecord.storage`). */
   state?: StorageState | null;
+  /**
+   * Fires when the write stops counting whatever it stores (its lock, a lease, was lost and
+   * another holder may write): a storage sends nothing more that could land on the new holder's.
+   */
+  lost?: AbortSignal;
 }
 
 /**

@@ -213,6 +213,22 @@ describe('S3 storage on a real S3 server', () => {
     await upload.remove();
   });
 
+  it('sends nothing more once its lock is lost (another holder may be writing)', async () => {
+    const upload = await new Upload().create(20 * MiB);
+    const lost = new AbortController();
+    lost.abort();
+    const result = await writeBody(storage, upload.id, 0, chunked(randomBytes(3 * MiB)), {
+      ...writeOptions,
+      state: upload.state,
+      lost: lost.signal,
+    });
+    expect(result.bytes).toBe(0);
+    expect(result.error?.message).toMatch(/lock was lost/);
+    expect(result.state).toBeUndefined();
+    expect((await keysOf(upload.id)).filter((k) => k.startsWith('.tail.'))).toEqual([]);
+    await upload.remove();
+  });
+
   it('keeps the bytes of a body cut mid-part (the client went away)', async () => {
     const data = randomBytes(6 * MiB);
     const upload = await new Upload().create(data.length);
