@@ -3,7 +3,7 @@ import { SERVER_LABELS, type ServerKey } from './servers.js';
 import { formatNumber, GiB, MiB } from './stats.js';
 import type { BenchResults, Summary, WorkloadResult } from './workloads.js';
 
-const ORDER: ServerKey[] = ['nestjs', 'nestjs-fsync', 'tus', 'raw'];
+const ORDER: ServerKey[] = ['nestjs', 'nestjs-fsync', 'nestjs-v8', 'tus', 'raw'];
 
 function cell(
   summary: Summary | undefined,
@@ -76,6 +76,11 @@ export function markdown(results: BenchResults): string {
     if (w.ratios.fsyncVsTus !== undefined) {
       lines.push(
         `| ↳ with fsync: nestjs-tussi (fsync) / … | ${servers.map(() => '').join(' | ')} | ${ratio(w.ratios.fsyncVsTus)} | ${ratio(w.ratios.fsyncVsRaw)} |`,
+      );
+    }
+    if (w.ratios.v8VsTus !== undefined) {
+      lines.push(
+        `| ↳ with V8's defaults: nestjs-tussi (V8 defaults) / … | ${servers.map(() => '').join(' | ')} | ${ratio(w.ratios.v8VsTus)} | ${ratio(w.ratios.v8VsRaw)} |`,
       );
     }
     if (w.kind === 'small') {

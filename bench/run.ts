@@ -364,6 +364,8 @@ async function main(): Promise<void> {
         fsyncVsTus: over('nestjs-fsync', 'tus'),
         fsyncVsRaw: over('nestjs-fsync', 'raw'),
         s3VsTus: over('nestjs-s3', 'tus-s3'),
+        v8VsTus: over('nestjs-v8', 'tus'),
+        v8VsRaw: over('nestjs-v8', 'raw'),
       },
     };
   });

@@ -19,11 +19,14 @@ import {
 const SERVERS_DIR = fileURLToPath(new URL('./servers/', import.meta.url));
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
-export type ServerKey = 'nestjs' | 'nestjs-fsync' | 'tus' | 'raw' | 'nestjs-s3' | 'tus-s3';
+export type ServerKey =
+  'nestjs' | 'nestjs-fsync' | 'nestjs-v8' | 'tus' | 'raw' | 'nestjs-s3' | 'tus-s3';
 
 export const SERVER_LABELS: Record<ServerKey, string> = {
   nestjs: 'nestjs-tussi',
   'nestjs-fsync': 'nestjs-tussi (fsync)',
+  // The sample as the two others run: no V8 flag (the sample sets --heap-growing-percent=200).
+  'nestjs-v8': 'nestjs-tussi (V8 defaults)',
   tus: '@tus/server',
   raw: 'raw node:http',
   'nestjs-s3': 'nestjs-tussi on S3',
@@ -137,7 +140,7 @@ export async function startServer(
           .reduce((sum, o) => sum + o.size, 0);
     }
   }
-  if (key === 'nestjs' || key === 'nestjs-fsync' || key === 'nestjs-s3') {
+  if (key === 'nestjs' || key === 'nestjs-fsync' || key === 'nestjs-v8' || key === 'nestjs-s3') {
     const uploads = join(dir, 'uploads');
     const completed = join(dir, 'completed');
     const dest = join(dir, 'dest');
@@ -156,6 +159,7 @@ export async function startServer(
       TUS_DEST_DIR: dest,
       TUS_FSYNC: key === 'nestjs-fsync' ? 'true' : 'false',
       TUS_MAX_SIZE: String(options.maxSize),
+      ...(key === 'nestjs-v8' && { TUS_HEAP_GROWING_PERCENT: 'default' }),
       // Neither of the other servers writes a line per upload; the sample's logs stay on for
       // warnings and errors.
       LOG_LEVEL: 'warn',

@@ -29,6 +29,9 @@ export interface Plan {
 }
 
 const TUS: ServerKey[] = ['nestjs', 'tus', 'raw'];
+/** Where memory and GC matter most, nestjs-tussi also runs with V8's defaults, as the others do. */
+const WITH_V8: ServerKey[] = ['nestjs', 'nestjs-v8', 'tus', 'raw'];
+const WITH_FSYNC_V8: ServerKey[] = ['nestjs', 'nestjs-fsync', 'nestjs-v8', 'tus', 'raw'];
 const S3: ServerKey[] = ['nestjs-s3', 'tus-s3'];
 
 /** The S3 section: both servers on one S3 server (a local Ceph RADOS Gateway), a bucket each. */
@@ -113,10 +116,11 @@ export function plan(mode: 'full' | 'smoke', rounds?: number): Plan {
       warmup: { small: 4, size: 1 * MiB },
       workloads: [
         { ...single(big, 1 * MiB, WITH_FSYNC), id: 'single-8m' },
-        { ...single(big, 4 * MiB, WITH_FSYNC), id: 'single-64m' },
-        small(50, 32),
-        ...[1, 4, 16, 64].map((n) => parallel(n, 1 * MiB)),
-        { ...single(big, 8 * MiB, TUS), id: 'single-256m' },
+        { ...single(big, 4 * MiB, WITH_FSYNC_V8), id: 'single-64m' },
+        { ...small(50, 32), servers: WITH_V8 },
+        ...[1, 4, 16].map((n) => parallel(n, 1 * MiB)),
+        { ...parallel(64, 1 * MiB), servers: WITH_V8 },
+        { ...single(big, 8 * MiB, WITH_V8), id: 'single-256m' },
         ...s3Workloads(8 * MiB, 4 * MiB, MiB, 20),
       ],
     };
@@ -130,10 +134,11 @@ export function plan(mode: 'full' | 'smoke', rounds?: number): Plan {
     warmup: { small: 2000, size: 64 * MiB },
     workloads: [
       single(GiB, 8 * MiB, WITH_FSYNC),
-      single(GiB, 64 * MiB, WITH_FSYNC),
-      small(2000, 32),
-      ...[1, 4, 16, 64].map((n) => parallel(n, 32 * MiB)),
-      single(GiB, 256 * MiB, TUS),
+      single(GiB, 64 * MiB, WITH_FSYNC_V8),
+      { ...small(2000, 32), servers: WITH_V8 },
+      ...[1, 4, 16].map((n) => parallel(n, 32 * MiB)),
+      { ...parallel(64, 32 * MiB), servers: WITH_V8 },
+      single(GiB, 256 * MiB, WITH_V8),
       ...s3Workloads(GiB, 64 * MiB, 32 * MiB, 300),
     ],
   };
@@ -193,6 +198,9 @@ export interface WorkloadResult extends Workload {
     fsyncVsRaw?: number;
     /** nestjs-tussi on S3 over @tus/server with @tus/s3-store. */
     s3VsTus?: number;
+    /** nestjs-tussi with V8's defaults (as the others run) over @tus/server, and over raw. */
+    v8VsTus?: number;
+    v8VsRaw?: number;
   };
 }
 

@@ -66,12 +66,18 @@ export async function bootstrap(options: BootstrapOptions = {}): Promise<Bootstr
  * GC. While uploads stream hundreds of MiB/s of request Buffers through the process, the
  * headroom fills before young-generation GCs free them, and V8 runs full GCs back to back:
  * measured at ~70 per GiB uploaded, halving throughput and tripling CPU per GiB. A fixed growing
- * factor of 3 keeps the headroom clear of it (0–1 full GCs per GiB). A process started with its
- * own `--heap-growing-percent` keeps it.
+ * factor of 3 keeps the headroom clear of it (0–1 full GCs per GiB), at the price of memory. A
+ * process started with its own `--heap-growing-percent` keeps it.
  */
 function tuneGarbageCollector(): void {
   if (process.execArgv.some((arg) => arg.startsWith('--heap-growing-percent'))) return;
-  v8.setFlagsFromString('--heap-growing-percent=200');
+  // TUS_HEAP_GROWING_PERCENT: another percentage, or `default` for V8's own (the benchmark
+  // runs the sample both ways).
+  const wanted = process.env.TUS_HEAP_GROWING_PERCENT?.trim() || '200';
+  if (wanted === 'default') return;
+  if (!/^\d+$/.test(wanted))
+    throw new Error(`TUS_HEAP_GROWING_PERCENT=${wanted}: a number or default`);
+  v8.setFlagsFromString(`--heap-growing-percent=${wanted}`);
 }
 
 /** `LOG_LEVEL=warn` keeps warnings and errors only (no line per upload); default `log`. */

@@ -100,6 +100,15 @@ describe('bench smoke run', () => {
       }
     }
     expect(results.workloads[0].results['nestjs-fsync']?.summary.value).toBeGreaterThan(0);
+    // nestjs-tussi also runs with V8's defaults (no flag, as the others) where GC matters most.
+    for (const id of ['single-64m', 'small', 'parallel-64', 'single-256m']) {
+      const workload = results.workloads.find((w) => w.id === id)!;
+      expect({ id, value: workload.results['nestjs-v8']?.summary.value ?? 0 }).toEqual({
+        id,
+        value: expect.any(Number),
+      });
+      expect(workload.results['nestjs-v8'].summary.value).toBeGreaterThan(0);
+    }
 
     const md = readFileSync(join(out, 'latest.md'), 'utf8');
     for (const label of ['nestjs-tussi', '@tus/server', 'raw node:http', '@tus/s3-store'])
