@@ -130,6 +130,18 @@ export function markdown(results: BenchResults): string {
         : row(w.title, w, (s) => s.cpuSecondsPerGiB, false),
     ),
     '',
+    'Garbage collections of the server per trial, until it was done with the uploads (full Mark-Compacts / minor Scavenges; every server runs with `--trace-gc`, the same V8 flags for all):',
+    '',
+    ...header('Workload'),
+    ...onDisk.map((w) => {
+      const cells = servers.map((k) => {
+        const r = w.results[k];
+        const n = (x: number) => Math.round(x).toLocaleString('en-US');
+        return r ? `${n(r.summary.fullGcs)} / ${n(r.summary.minorGcs)}` : '–';
+      });
+      return `| ${w.title} | ${cells.join(' | ')} |`;
+    }),
+    '',
     'Per process over the whole run (MiB):',
     '',
     `| Server | RSS idle after warm-up | highest peak RSS of any trial |`,

@@ -177,6 +177,7 @@ async function trial(server: RunningServer, w: Workload, round: number): Promise
   const client = new TusClient(server.endpoint);
   const watch = new ProcessWatch(server.pid);
   const clientStart = process.cpuUsage();
+  const gcBefore = server.gcCounts();
   const start = performance.now();
   try {
     const durations =
@@ -190,6 +191,9 @@ async function trial(server: RunningServer, w: Workload, round: number): Promise
     const settleSeconds = (performance.now() - start) / 1000 - seconds;
     const cpuSecondsSettled = watch.cpu();
     const peakRssBytes = watch.peakRss();
+    // The trace lines of the last GCs may still be on their way: a moment for them.
+    await new Promise((r) => setTimeout(r, 20));
+    const gcAfter = server.gcCounts();
     const bytes = w.size * w.count;
     const stored = await server.storedBytes();
     if (stored !== bytes) {
@@ -212,6 +216,8 @@ async function trial(server: RunningServer, w: Workload, round: number): Promise
       cpuSecondsSettled,
       settleSeconds,
       peakRssBytes,
+      fullGcs: gcAfter.full - gcBefore.full,
+      minorGcs: gcAfter.minor - gcBefore.minor,
       clientCpuSeconds: (client_.user + client_.system) / 1e6,
     };
   } catch (e) {
@@ -243,6 +249,8 @@ function summarize(w: Workload, trials: Trial[]): Summary {
     cpuSecondsPerGiB: pick((t) => t.cpuSeconds / (t.bytes / GiB)),
     cpuMsPerUpload: pick((t) => (1000 * t.cpuSeconds) / t.uploads),
     peakRssBytes: pick((t) => t.peakRssBytes),
+    fullGcs: pick((t) => t.fullGcs),
+    minorGcs: pick((t) => t.minorGcs),
     clientCores: pick((t) => t.clientCpuSeconds / t.seconds),
     settleSeconds: pick((t) => t.settleSeconds),
   };

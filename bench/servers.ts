@@ -67,6 +67,8 @@ export interface RunningServer {
   clean(): Promise<void>;
   /** Whatever the child printed (stdout is drained so the logging never blocks it). */
   output(): string;
+  /** Garbage collections the server ran since it started (from `--trace-gc`). */
+  gcCounts(): { full: number; minor: number };
   stop(): Promise<void>;
 }
 
@@ -190,9 +192,14 @@ export async function startServer(
     args = [join(SERVERS_DIR, 'raw-server.js'), dir];
     dataDirs = [dir];
   }
-  const nodeArgs = options.cpuProfDir
-    ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`, `--cpu-prof-name=${key}.cpuprofile`]
-    : [];
+  // Every server runs with the same V8 flags: `--trace-gc` (one line per GC, counted per
+  // trial; it changes nothing of how V8 collects), and the profiler when asked.
+  const nodeArgs = [
+    '--trace-gc',
+    ...(options.cpuProfDir
+      ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`, `--cpu-prof-name=${key}.cpuprofile`]
+      : []),
+  ];
 
   const child: ChildProcess = spawn(process.execPath, [...nodeArgs, ...args], {
     cwd: ROOT,
@@ -200,9 +207,18 @@ export async function startServer(
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let out = '';
-  // Keep the start of the output and its last lines: enough to explain a failure.
+  const gcs = { full: 0, minor: 0 };
+  let partial = '';
+  // Keep the start of the output and its last lines: enough to explain a failure. GC trace
+  // lines are counted, not kept.
   const keep = (chunk: Buffer) => {
-    out += chunk.toString();
+    const lines = (partial + chunk.toString()).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      if (/ms: (Mark-Compact|Mark-Sweep)/.test(line)) gcs.full++;
+      else if (/ms: (Scavenge|Minor)/.test(line)) gcs.minor++;
+      else out += `${line}\n`;
+    }
     if (out.length > 200_000) out = out.slice(0, 20_000) + '\n[...]\n' + out.slice(-100_000);
   };
   child.stdout!.on('data', keep);
@@ -248,7 +264,8 @@ export async function startServer(
         for (const d of dataDirs) await emptyDir(d);
         await cleanS3();
       },
-      output: () => out,
+      output: () => out + partial,
+      gcCounts: () => ({ ...gcs }),
       stop,
     };
   } catch (e) {

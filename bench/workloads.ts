@@ -166,6 +166,9 @@ export interface Trial {
   settleSeconds: number;
   /** Peak RSS of the server process during the trial. */
   peakRssBytes: number;
+  /** Full (Mark-Compact) and minor (Scavenge) GCs of the server, until it was done. */
+  fullGcs: number;
+  minorGcs: number;
   /** CPU of the bench process (the client) during the requests. */
   clientCpuSeconds: number;
 }
@@ -182,6 +185,9 @@ export interface Summary {
   cpuSecondsPerGiB: number;
   cpuMsPerUpload: number;
   peakRssBytes: number;
+  /** Medians of the trials' GC counts. */
+  fullGcs: number;
+  minorGcs: number;
   /** Client CPU seconds per wall second (1 = one core busy). */
   clientCores: number;
   /** Seconds after the last answer until the server was done (nestjs-tussi's consumer). */
