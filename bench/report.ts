@@ -179,6 +179,20 @@ export function markdown(results: BenchResults): string {
     ...clientRows,
     '',
   );
+  if (results.syscalls) {
+    lines.push(
+      '## Syscalls per small upload',
+      '',
+      'POST and one 4 KiB PATCH, 32 at once, until the server was done with them (nestjs-tussi: its consumer delivered them); `strace -c -f` on the server and all its threads, one unmeasured trial of 200 uploads (`--syscalls`):',
+      '',
+      '| Server | syscalls per upload |',
+      '| --- | ---: |',
+      ...Object.entries(results.syscalls).map(
+        ([k, n]) => `| ${SERVER_LABELS[k as ServerKey]} | ${formatNumber(n)} |`,
+      ),
+      '',
+    );
+  }
   if (results.profiles) {
     lines.push('## CPU profiles', '');
     for (const [key, text] of Object.entries(results.profiles)) {

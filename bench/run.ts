@@ -14,8 +14,8 @@
  * every workload on every server, the servers taking turns in an order that rotates from round
  * to round; the report gives the median over the rounds.
  */
-import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -54,6 +54,7 @@ const { values: args } = parseArgs({
     servers: { type: 'string' },
     out: { type: 'string' },
     'cpu-prof': { type: 'boolean', default: false },
+    syscalls: { type: 'boolean', default: false },
     'max-seconds': { type: 'string' },
     'budget-seconds': { type: 'string' },
     quiet: { type: 'boolean', default: false },
@@ -72,6 +73,8 @@ if (args.help) {
   --out DIR             where latest.{md,json,svg} go (default bench/results/; a partial run,
                         with --only or --servers: bench/results/tmp/partial/)
   --cpu-prof            profile each server (node --cpu-prof); top functions in the report
+  --syscalls            after the rounds, count each server's syscalls per small upload
+                        (strace -c -f, one unmeasured trial of 200 uploads each; needs strace)
   --budget-seconds N    start no round that would end past N s (default 480; smoke 60)
   --max-seconds N       abort past N s (default 900; smoke 120)
   --quiet               no progress lines, no report on stdout
@@ -236,6 +239,48 @@ async function trial(server: RunningServer, w: Workload, round: number): Promise
   }
 }
 
+/**
+ * Syscalls per small upload of each server (POST + 4 KiB PATCH, 32 at once, until the server is
+ * done with them): one more trial of 200 uploads, not measured, with `strace -c -f` attached to
+ * the server and all its threads. strace slows the server a lot: only the counts are read.
+ */
+async function countSyscalls(keys: ServerKey[]): Promise<BenchResults['syscalls']> {
+  const counted: NonNullable<BenchResults['syscalls']> = {};
+  const uploads = 200;
+  for (const key of keys.filter((k) => !S3_SERVERS.includes(k))) {
+    const server = servers.get(key)!;
+    const file = join(workDir, `strace-${key}.txt`);
+    const strace = spawn('strace', ['-c', '-f', '-o', file, '-p', String(server.pid)], {
+      stdio: 'ignore',
+    });
+    const ended = new Promise<void>((resolve) => strace.once('exit', () => resolve()));
+    const failed = await Promise.race([
+      ended.then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 500)),
+    ]);
+    if (failed) {
+      log(`strace could not attach to ${key}: no syscall count`);
+      continue;
+    }
+    const client = new TusClient(server.endpoint);
+    try {
+      await runPool(uploads, 32, () => client.upload(4096, 4096));
+      await server.settle(uploads);
+    } finally {
+      client.close();
+      strace.kill('SIGINT');
+      await ended;
+      await server.clean();
+    }
+    const total = /^\s*100\.00\s+\S+\s+\S+\s+(\d+)\s+(?:\d+\s+)?total$/m.exec(
+      readFileSync(file, 'utf8'),
+    );
+    if (total) counted[key] = Number(total[1]) / uploads;
+    log(`syscalls per small upload, ${SERVER_LABELS[key]}: ${counted[key]?.toFixed(1) ?? '?'}`);
+  }
+  return counted;
+}
+
 function summarize(w: Workload, trials: Trial[]): Summary {
   const values = trials.map((t) => t.value);
   const pick = (f: (t: Trial) => number) => median(trials.map(f));
@@ -378,6 +423,8 @@ async function main(): Promise<void> {
     };
   });
 
+  const syscalls = args.syscalls ? await countSyscalls(keys) : undefined;
+
   const serverInfo: BenchResults['servers'] = {};
   for (const key of keys) {
     const peaks = results.flatMap((w) => w.results[key]?.trials.map((t) => t.peakRssBytes) ?? []);
@@ -413,6 +460,7 @@ async function main(): Promise<void> {
     servers: serverInfo,
     workloads: results,
     ...(profiles ? { profiles } : {}),
+    ...(syscalls ? { syscalls } : {}),
   };
   writeFileSync(join(outDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
   writeFileSync(join(outDir, 'latest.md'), markdown(report));

@@ -233,4 +233,6 @@ export interface BenchResults {
   servers: Partial<Record<ServerKey, ServerInfo>>;
   workloads: WorkloadResult[];
   profiles?: Partial<Record<ServerKey, string>>;
+  /** Syscalls per small upload (`--syscalls`), by server. */
+  syscalls?: Partial<Record<ServerKey, number>>;
 }
