@@ -185,10 +185,11 @@ export function markdown(results: BenchResults): string {
       '',
       'POST and one 4 KiB PATCH, 32 at once, until the server was done with them (nestjs-tussi: its consumer delivered them); `strace -c -f` on the server and all its threads, one unmeasured trial of 200 uploads (`--syscalls`):',
       '',
-      '| Server | syscalls per upload |',
-      '| --- | ---: |',
+      '| Server | syscalls per upload | the most frequent, per upload |',
+      '| --- | ---: | --- |',
       ...Object.entries(results.syscalls).map(
-        ([k, n]) => `| ${SERVER_LABELS[k as ServerKey]} | ${formatNumber(n)} |`,
+        ([k, s]) =>
+          `| ${SERVER_LABELS[k as ServerKey]} | ${formatNumber(s.perUpload)} | ${s.top.map((t) => `${t.name} ${formatNumber(t.calls)}`).join(', ')} |`,
       ),
       '',
     );

@@ -272,11 +272,21 @@ async function countSyscalls(keys: ServerKey[]): Promise<BenchResults['syscalls'
       await ended;
       await server.clean();
     }
-    const total = /^\s*100\.00\s+\S+\s+\S+\s+(\d+)\s+(?:\d+\s+)?total$/m.exec(
-      readFileSync(file, 'utf8'),
-    );
-    if (total) counted[key] = Number(total[1]) / uploads;
-    log(`syscalls per small upload, ${SERVER_LABELS[key]}: ${counted[key]?.toFixed(1) ?? '?'}`);
+    // strace -c rows: % time, seconds, usecs/call, calls, [errors,] syscall; then `total`.
+    const rows = [
+      ...readFileSync(file, 'utf8').matchAll(
+        /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$/gm,
+      ),
+    ].map((m) => ({ name: m[2]!, calls: Number(m[1]) / uploads }));
+    const total = rows.find((r) => r.name === 'total');
+    if (total) {
+      const top = rows
+        .filter((r) => r.name !== 'total')
+        .sort((a, b) => b.calls - a.calls)
+        .slice(0, 6);
+      counted[key] = { perUpload: total.calls, top };
+    }
+    log(`syscalls per small upload, ${SERVER_LABELS[key]}: ${total?.calls.toFixed(1) ?? '?'}`);
   }
   return counted;
 }

@@ -233,6 +233,8 @@ export interface BenchResults {
   servers: Partial<Record<ServerKey, ServerInfo>>;
   workloads: WorkloadResult[];
   profiles?: Partial<Record<ServerKey, string>>;
-  /** Syscalls per small upload (`--syscalls`), by server. */
-  syscalls?: Partial<Record<ServerKey, number>>;
+  /** Syscalls per small upload (`--syscalls`), by server, with the most frequent. */
+  syscalls?: Partial<
+    Record<ServerKey, { perUpload: number; top: { name: string; calls: number }[] }>
+  >;
 }
