@@ -277,7 +277,7 @@ async function countSyscalls(keys: ServerKey[]): Promise<BenchResults['syscalls'
       ...readFileSync(file, 'utf8').matchAll(
         /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$/gm,
       ),
-    ].map((m) => ({ name: m[2]!, calls: Number(m[1]) / uploads }));
+    ].map((m) => ({ name: m[2], calls: Number(m[1]) / uploads }));
     const total = rows.find((r) => r.name === 'total');
     if (total) {
       const top = rows
