@@ -22,8 +22,7 @@ export async function finalizeUpload(
     const queued =
       (e as NodeJS.ErrnoException).code === 'ENOENT' ? await context.queue.lookup(id) : null;
     if (!queued) throw e;
-    await records.remove(id);
-    context.emit(new UploadCompletedEvent(id, queued));
+    await dropHandedOver(id, queued, context);
     return;
   }
   const finishedAt = new Date();
@@ -47,4 +46,18 @@ export async function finalizeUpload(
   if ('read' in bytes) await storage.remove(id, state);
   context.progress.forget(id);
   context.emit(new UploadCompletedEvent(id, record));
+}
+
+/**
+ * A crash came after the upload reached the queue and before its staging record was dropped:
+ * only the record is left to drop, and the completed event (with the queue's record) was
+ * never sent.
+ */
+export async function dropHandedOver(
+  id: string,
+  queued: UploadRecord,
+  context: TusContext,
+): Promise<void> {
+  await context.store.records.remove(id);
+  context.emit(new UploadCompletedEvent(id, queued));
 }

@@ -1,9 +1,8 @@
 import { LockTargetMissingError, LockTimeoutError } from '../storage/storage.interfaces.js';
 import { assembleFinal } from './concatenation.js';
-import { finalizeUpload } from './finalize.js';
+import { dropHandedOver, finalizeUpload } from './finalize.js';
 import { TusError } from './tus-error.js';
 import type { TusContext } from './tus-context.js';
-import { UploadCompletedEvent } from './tus-events.js';
 
 /**
  * Finishes what a crash interrupted in finalize: a complete upload still in staging is handed to
@@ -33,8 +32,7 @@ export async function recoverFinalizes(context: TusContext): Promise<number> {
     if (store.storage.finishedObject) {
       const queued = await queue.lookup(id);
       if (queued) {
-        await store.records.remove(id);
-        context.emit(new UploadCompletedEvent(id, queued));
+        await dropHandedOver(id, queued, context);
         finished++;
         continue;
       }
@@ -49,10 +47,8 @@ export async function recoverFinalizes(context: TusContext): Promise<number> {
     } catch (e) {
       const moved = e instanceof LockTargetMissingError ? await queue.lookup(id) : null;
       if (moved) {
-        // The crash came after the data reached the queue: only the staging record is left,
-        // and the completed event was never sent.
-        await store.records.remove(id);
-        context.emit(new UploadCompletedEvent(id, moved));
+        // The crash came after the data reached the queue (its data file is gone from staging).
+        await dropHandedOver(id, moved, context);
         finished++;
       } else if (!(e instanceof LockTimeoutError) && !(e instanceof LockTargetMissingError)) {
         context.logger.error(`recovering upload ${id} failed`, e);

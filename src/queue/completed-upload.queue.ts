@@ -9,6 +9,14 @@ export interface ObjectLocation {
   key: string;
 }
 
+/** The `object` a queue entry's JSON names (bytes left in an object store), if any. */
+export function objectLocationOf(json: unknown): ObjectLocation | undefined {
+  const object = (json as { object?: Partial<ObjectLocation> } | null)?.object;
+  return typeof object?.bucket === 'string' && typeof object.key === 'string'
+    ? { bucket: object.bucket, key: object.key }
+    : undefined;
+}
+
 /**
  * The object store a queue hands out finished uploads from without moving their bytes (the S3
  * storage): read to stream or save them, deleted once a consumer is done or they expire.

@@ -29,6 +29,7 @@ import { WakeSignal } from './wake-signal.js';
 import {
   CompletedUploadQueue,
   type FinishedBytes,
+  objectLocationOf,
   type ObjectLocation,
   type StoredObjects,
   type WaitForFileOptions,
@@ -234,7 +235,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
   /** Where the bytes of a queued upload are when they stayed in an object store. */
   private async objectOf(id: string): Promise<ObjectLocation | undefined> {
     try {
-      return objectLocation(JSON.parse(await readSmallFile(this.recordPath(id))));
+      return objectLocationOf(JSON.parse(await readSmallFile(this.recordPath(id))));
     } catch {
       return undefined;
     }
@@ -348,7 +349,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
       return null;
     }
     await this.writeReceipt(id, record);
-    const object = objectLocation(json);
+    const object = objectLocationOf(json);
     return {
       record,
       dataPath,
@@ -536,7 +537,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
   ): Promise<{ record: UploadRecord; object?: ObjectLocation } | null> {
     try {
       const json: unknown = JSON.parse(await readSmallFile(this.recordPath(id)));
-      return { record: UploadRecord.fromJSON(json), object: objectLocation(json) };
+      return { record: UploadRecord.fromJSON(json), object: objectLocationOf(json) };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
         await lock.release();
@@ -616,12 +617,4 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
   private wake(): void {
     this.wakeSignal.wake();
   }
-}
-
-/** The `object` a queued record names (bytes left in an object store), if any. */
-function objectLocation(json: unknown): ObjectLocation | undefined {
-  const object = (json as { object?: Partial<ObjectLocation> } | null)?.object;
-  return typeof object?.bucket === 'string' && typeof object.key === 'string'
-    ? { bucket: object.bucket, key: object.key }
-    : undefined;
 }

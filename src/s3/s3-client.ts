@@ -1,4 +1,11 @@
-import { ListObjectsV2Command, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
 
 /** Where the S3 storage keeps uploads: `storage: { s3: { ... } }` of `TusModule.forRoot()`. */
 export interface S3StorageOptions {
@@ -76,6 +83,41 @@ export async function listObjects(
     token = page.IsTruncated ? page.NextContinuationToken : undefined;
   } while (token);
   return found;
+}
+
+/** A small JSON object (a record, a queue entry), parsed; `null` when there is none. */
+export async function getJson(client: S3Client, bucket: string, key: string): Promise<unknown> {
+  try {
+    const got = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    return JSON.parse(await got.Body!.transformToString()) as unknown;
+  } catch (e) {
+    if (isNotFound(e)) return null;
+    throw e;
+  }
+}
+
+/** Stores `value` as JSON under `key`, replacing any object there whole. */
+export async function putJson(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  value: unknown,
+): Promise<void> {
+  await client.send(
+    new PutObjectCommand({
+      Bucket: bucket,
+      Key: key,
+      Body: JSON.stringify(value),
+      ContentType: 'application/json',
+    }),
+  );
+}
+
+/** Deletes an object; one that is not there is not an error. */
+export async function deleteObject(client: S3Client, bucket: string, key: string): Promise<void> {
+  await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key })).catch((e) => {
+    if (!isNotFound(e)) throw e;
+  });
 }
 
 /** True for the SDK's "no such key / upload / bucket" answers (404s). */

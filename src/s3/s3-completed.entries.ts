@@ -1,10 +1,13 @@
-import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { isUploadId } from '../core/upload-id.js';
 import { UploadRecord } from '../core/upload-record.js';
 import type { CompletedEntries, OpenedEntry } from '../queue/completed-entries.js';
 import type { CompletedUpload } from '../queue/completed-upload.js';
-import type { FinishedBytes, ObjectLocation } from '../queue/completed-upload.queue.js';
-import { isNotFound, listObjects } from './s3-client.js';
+import {
+  objectLocationOf,
+  type FinishedBytes,
+  type ObjectLocation,
+} from '../queue/completed-upload.queue.js';
+import { deleteObject, getJson, listObjects, putJson } from './s3-client.js';
 import type { S3Storage } from './s3.storage.js';
 
 const ENTRY = '.finished';
@@ -65,7 +68,7 @@ export class S3CompletedEntries implements CompletedEntries {
     let location: ObjectLocation | undefined;
     try {
       record = UploadRecord.fromJSON(json);
-      location = objectOf(json);
+      location = objectLocationOf(json);
       if (!location) throw new SyntaxError('no object');
     } catch (e) {
       // Never handed out: moved aside under a name no listing takes for an entry.
@@ -91,13 +94,19 @@ export class S3CompletedEntries implements CompletedEntries {
   }
 
   async removeEntry(id: string): Promise<boolean> {
-    const json = await this.get(this.key(id, ENTRY));
     const receipt = await this.get(this.key(id, RECEIPT));
-    const location = json === null ? undefined : objectOf(json);
+    const entry = await this.dropEntry(id);
+    await this.delete(this.key(id, RECEIPT));
+    return entry || receipt !== null;
+  }
+
+  /** Deletes an entry and the object it names; false when there was no entry. */
+  private async dropEntry(id: string): Promise<boolean> {
+    const json = await this.get(this.key(id, ENTRY));
+    const location = json === null ? undefined : objectLocationOf(json);
     if (location) await this.storage.objects.remove(location);
     await this.delete(this.key(id, ENTRY));
-    await this.delete(this.key(id, RECEIPT));
-    return json !== null || receipt !== null;
+    return json !== null;
   }
 
   async sweepExpired(
@@ -118,10 +127,7 @@ export class S3CompletedEntries implements CompletedEntries {
       const release = await hold(id);
       if (!release) continue;
       try {
-        const json = await this.get(this.key(id, ENTRY));
-        const location = json === null ? undefined : objectOf(json);
-        if (location) await this.storage.objects.remove(location);
-        await this.delete(this.key(id, ENTRY));
+        await this.dropEntry(id);
         expired++;
       } finally {
         await release();
@@ -136,35 +142,16 @@ export class S3CompletedEntries implements CompletedEntries {
 
   async close(): Promise<void> {}
 
-  private async get(key: string): Promise<unknown> {
-    try {
-      const got = await this.storage.client.send(
-        new GetObjectCommand({ Bucket: this.storage.bucket, Key: key }),
-      );
-      return JSON.parse(await got.Body!.transformToString()) as unknown;
-    } catch (e) {
-      if (isNotFound(e)) return null;
-      throw e;
-    }
+  private get(key: string): Promise<unknown> {
+    return getJson(this.storage.client, this.storage.bucket, key);
   }
 
-  private async put(key: string, value: unknown): Promise<void> {
-    await this.storage.client.send(
-      new PutObjectCommand({
-        Bucket: this.storage.bucket,
-        Key: key,
-        Body: JSON.stringify(value),
-        ContentType: 'application/json',
-      }),
-    );
+  private put(key: string, value: unknown): Promise<void> {
+    return putJson(this.storage.client, this.storage.bucket, key, value);
   }
 
-  private async delete(key: string): Promise<void> {
-    await this.storage.client
-      .send(new DeleteObjectCommand({ Bucket: this.storage.bucket, Key: key }))
-      .catch((e) => {
-        if (!isNotFound(e)) throw e;
-      });
+  private delete(key: string): Promise<void> {
+    return deleteObject(this.storage.client, this.storage.bucket, key);
   }
 
   /** Names below the prefix, with their age. */
@@ -175,11 +162,4 @@ export class S3CompletedEntries implements CompletedEntries {
       modified: o.modified,
     }));
   }
-}
-
-function objectOf(json: unknown): ObjectLocation | undefined {
-  const object = (json as { object?: Partial<ObjectLocation> } | null)?.object;
-  return typeof object?.bucket === 'string' && typeof object.key === 'string'
-    ? { bucket: object.bucket, key: object.key }
-    : undefined;
 }

@@ -1,13 +1,8 @@
-import {
-  DeleteObjectCommand,
-  GetObjectCommand,
-  PutObjectCommand,
-  type S3Client,
-} from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { isUploadId } from '../core/upload-id.js';
 import { UploadRecord } from '../core/upload-record.js';
 import type { UploadRecordStore } from '../storage/storage.interfaces.js';
-import { isNotFound, listObjects } from './s3-client.js';
+import { deleteObject, getJson, listObjects, putJson } from './s3-client.js';
 
 const SUFFIX = '.info';
 
@@ -28,41 +23,29 @@ export class S3RecordStore implements UploadRecordStore {
 
   async get(id: string): Promise<UploadRecord | null> {
     if (!isUploadId(id)) return null;
-    try {
-      const got = await this.client.send(
-        new GetObjectCommand({ Bucket: this.bucket, Key: this.key(id) }),
-      );
-      return UploadRecord.fromJSON(JSON.parse(await got.Body!.transformToString()));
-    } catch (e) {
-      if (isNotFound(e)) return null;
-      throw e;
-    }
+    const json = await getJson(this.client, this.bucket, this.key(id));
+    return json === null ? null : UploadRecord.fromJSON(json);
   }
 
   async put(id: string, record: UploadRecord): Promise<void> {
-    await this.client.send(
-      new PutObjectCommand({
-        Bucket: this.bucket,
-        Key: this.key(id),
-        Body: JSON.stringify(record),
-        ContentType: 'application/json',
-      }),
-    );
+    await putJson(this.client, this.bucket, this.key(id), record);
   }
 
   async remove(id: string): Promise<void> {
-    await this.client
-      .send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.key(id) }))
-      .catch((e) => {
-        if (!isNotFound(e)) throw e;
-      });
+    await deleteObject(this.client, this.bucket, this.key(id));
   }
 
   async list(): Promise<string[]> {
+    return (await this.listAged()).map((r) => r.id);
+  }
+
+  /** The ids of every stored record, and how long ago each was written (ms). */
+  async listAged(): Promise<{ id: string; ageMs: number }[]> {
+    const now = Date.now();
     return (await listObjects(this.client, this.bucket, this.prefix))
-      .map((o) => o.key.slice(this.prefix.length))
-      .filter((name) => name.endsWith(SUFFIX))
-      .map((name) => name.slice(0, -SUFFIX.length))
-      .filter((id) => isUploadId(id));
+      .map((o) => ({ name: o.key.slice(this.prefix.length), ageMs: now - o.modified }))
+      .filter(({ name }) => name.endsWith(SUFFIX))
+      .map(({ name, ageMs }) => ({ id: name.slice(0, -SUFFIX.length), ageMs }))
+      .filter(({ id }) => isUploadId(id));
   }
 }

@@ -7,7 +7,6 @@ import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
-  DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
@@ -31,6 +30,7 @@ import {
   MAX_PART_SIZE,
   MIN_PART_SIZE,
   createS3Client,
+  deleteObject,
   isNotFound,
   listObjects,
   type S3StorageOptions,
@@ -240,6 +240,26 @@ export class S3Storage implements UploadStorage {
     return toState({ ...manifest, parts, end: offset + length, garbage: [] });
   }
 
+  /** Sends a closed spool file as part `partNumber` of the upload (streamed from the file). */
+  private async uploadPart(
+    id: string,
+    manifest: Manifest,
+    partNumber: number,
+    spool: SpoolFile,
+  ): Promise<ManifestPart> {
+    const sent = await this.client.send(
+      new UploadPartCommand({
+        Bucket: this.bucket,
+        Key: this.key(id),
+        UploadId: manifest.uploadId,
+        PartNumber: partNumber,
+        ContentLength: spool.size,
+        Body: createReadStream(spool.path, { highWaterMark: 256 * 1024 }),
+      }),
+    );
+    return { etag: sent.ETag ?? '', size: spool.size };
+  }
+
   /** Copies an object (or a range of it) in as part `partNumber`, inside S3; its ETag. */
   private async copyPart(
     id: string,
@@ -301,19 +321,9 @@ export class S3Storage implements UploadStorage {
     await spool.close();
     const partNumber = state.parts.length + state.inFlight.length + 1;
     const size = spool.size;
-    const sending = this.client
-      .send(
-        new UploadPartCommand({
-          Bucket: this.bucket,
-          Key: this.key(id),
-          UploadId: state.manifest.uploadId,
-          PartNumber: partNumber,
-          ContentLength: size,
-          Body: createReadStream(spool.path, { highWaterMark: 256 * 1024 }),
-        }),
-      )
-      .then((sent) => ({ etag: sent.ETag ?? '', size }))
-      .finally(() => spool.remove());
+    const sending = this.uploadPart(id, state.manifest, partNumber, spool).finally(() =>
+      spool.remove(),
+    );
     // Rejections are read in order by `settleParts`; none is left unhandled meanwhile.
     sending.catch(() => {});
     state.inFlight.push(sending);
@@ -355,17 +365,7 @@ export class S3Storage implements UploadStorage {
       await rest.close();
       try {
         if (last) {
-          const sent = await this.client.send(
-            new UploadPartCommand({
-              Bucket: this.bucket,
-              Key: this.key(id),
-              UploadId: manifest.uploadId,
-              PartNumber: state.parts.length + 1,
-              ContentLength: rest.size,
-              Body: createReadStream(rest.path, { highWaterMark: 256 * 1024 }),
-            }),
-          );
-          state.parts.push({ etag: sent.ETag ?? '', size: rest.size });
+          state.parts.push(await this.uploadPart(id, manifest, state.parts.length + 1, rest));
         } else {
           const key = `${this.key(id)}.tail.${randomBytes(6).toString('hex')}`;
           await this.client.send(
@@ -485,13 +485,7 @@ export class S3Storage implements UploadStorage {
       );
       return got.Body as Readable;
     },
-    remove: async (location) => {
-      await this.client
-        .send(new DeleteObjectCommand({ Bucket: location.bucket, Key: location.key }))
-        .catch((e) => {
-          if (!isNotFound(e)) throw e;
-        });
-    },
+    remove: (location) => deleteObject(this.client, location.bucket, location.key),
   };
 
   async remove(id: string, state?: StorageState | null): Promise<void> {
@@ -509,16 +503,8 @@ export class S3Storage implements UploadStorage {
   }
 
   /** The uploads with a record (their state is in it), and how old it is. */
-  async list(): Promise<{ id: string; ageMs: number }[]> {
-    const now = Date.now();
-    const found: { id: string; ageMs: number }[] = [];
-    for (const { key, modified } of await this.listKeys(this.prefix)) {
-      const name = key.slice(this.prefix.length);
-      if (name.endsWith('.info')) {
-        found.push({ id: name.slice(0, -'.info'.length), ageMs: now - modified });
-      }
-    }
-    return found;
+  list(): Promise<{ id: string; ageMs: number }[]> {
+    return this.recordStore.listAged();
   }
 
   /**
@@ -617,13 +603,7 @@ export class S3Storage implements UploadStorage {
   }
 
   private async deleteKeys(keys: Iterable<string>): Promise<void> {
-    await Promise.all(
-      [...keys].map((key) =>
-        this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })).catch((e) => {
-          if (!isNotFound(e)) throw e;
-        }),
-      ),
-    );
+    await Promise.all([...keys].map((key) => deleteObject(this.client, this.bucket, key)));
   }
 }
 
