@@ -48,10 +48,15 @@ export async function writeBody(
   id: string,
   offset: number,
   body: Readable,
-  options: BodyWriteOptions & { state?: StorageState | null; lost?: AbortSignal },
+  options: BodyWriteOptions & {
+    state?: StorageState | null;
+    lost?: AbortSignal;
+    expected?: number;
+  },
 ): Promise<BodyWriteResult> {
   const sink = await storage.openWrite(id, offset, {
     limit: options.limit,
+    ...(options.expected !== undefined && { expected: options.expected }),
     state: options.state,
     lost: options.lost,
   });

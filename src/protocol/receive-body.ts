@@ -86,6 +86,7 @@ export async function receiveBody(
   try {
     result = await writeBody(store.storage, id, offset, request.body, {
       limit,
+      expected: contentLength,
       idleTimeoutMs: options.bodyIdleTimeoutMs,
       // A lock with a lease (Redis) that is lost mid-body stops the write as DELETE does.
       signal: lock?.signal ? AbortSignal.any([stop.signal, lock.signal]) : stop.signal,

@@ -41,6 +41,12 @@ const WINDOW_BYTES = 64 << 20;
  * is then written into, so the bytes already written are counted.
  */
 const SLACK_BYTES = 256 << 10;
+/**
+ * A body that says it has at most this many bytes (its Content-Length) is written with no
+ * room reserved ahead: two syscalls (fallocate, then ftruncate back) would cost more than the
+ * extents they save, and the space accounting's margin covers the record after it.
+ */
+const SMALL_BODY_BYTES = 64 << 10;
 
 /**
  * Upload bytes as files, tussi's layout: `{directory}/{id}`, written in place at each offset.
@@ -115,7 +121,8 @@ export class FilesystemStorage implements UploadStorage {
     const locked = this.locker.heldFile(path);
     const fd = locked ?? (await this.open(path, true));
     let position = offset;
-    const window = new AllocationWindow(fd, offset, offset + options.limit);
+    const small = options.expected !== undefined && options.expected <= SMALL_BODY_BYTES;
+    const window = new AllocationWindow(fd, offset, offset + options.limit, !small);
     return {
       write: async (chunks, bytes) => {
         await window.cover(position, bytes);
@@ -211,13 +218,14 @@ export class FilesystemStorage implements UploadStorage {
  */
 class AllocationWindow {
   private end: number;
-  private reserving = true;
   private reserved = false;
 
   constructor(
     private readonly fd: number,
     private readonly start: number,
     private readonly limit: number,
+    /** False: nothing is reserved (a small body). */
+    private reserving = true,
   ) {
     this.end = start;
   }
@@ -247,7 +255,11 @@ class AllocationWindow {
    * counted, and it must not trail the upload's bytes when it completes).
    */
   async release(position: number): Promise<void> {
-    if (this.reserved) await fdCall.ftruncate(this.fd, position);
+    // With nothing reserved, a body that filled its limit may have brought the upload's last
+    // byte: whatever an earlier write left past it goes too.
+    if (this.reserved || (position === this.limit && position > this.start)) {
+      await fdCall.ftruncate(this.fd, position);
+    }
   }
 }
 

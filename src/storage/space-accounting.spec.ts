@@ -140,3 +140,67 @@ describe('SpaceAccounting', () => {
     expect(margin).toBe(Math.min(64 << 20, Math.floor(size * 0.05)));
   });
 });
+
+describe('SpaceAccounting: the pool of small promises', () => {
+  /** A ledger that counts its updates. */
+  class CountingLedger extends MemorySpaceLedger {
+    updates = 0;
+    override async reserve(bytes: number, capacity: number): Promise<boolean> {
+      this.updates++;
+      return super.reserve(bytes, capacity);
+    }
+    override async release(bytes: number): Promise<void> {
+      this.updates++;
+      return super.release(bytes);
+    }
+  }
+  const KiB = 1024;
+
+  it('a thousand 4 KiB uploads come and go with a handful of ledger updates', async () => {
+    const ledger = new CountingLedger();
+    const space = new SpaceAccounting(ledger, directory, { poolBytes: 1 << 20 });
+    await Promise.all(Array.from({ length: 1000 }, () => space.reserve(4 * KiB)));
+    expect((await space.usage()).promised).toBe(1000 * 4 * KiB);
+    for (let i = 0; i < 1000; i++) await space.release(4 * KiB);
+    expect((await space.usage()).promised).toBe(0);
+    // Never more than two units held back from the other processes.
+    expect(await ledger.total()).toBeLessThanOrEqual(2 << 20);
+    expect(ledger.updates).toBeLessThan(20);
+    await space.close();
+    expect(await ledger.total()).toBe(0);
+  });
+
+  it('large promises and releases go to the ledger exactly', async () => {
+    const ledger = new CountingLedger();
+    const space = new SpaceAccounting(ledger, directory, { poolBytes: 1 << 20 });
+    await space.reserve(5 << 20);
+    expect(await ledger.total()).toBe(5 << 20);
+    await space.release(2 << 20);
+    expect(await ledger.total()).toBe(3 << 20);
+    await space.reserve(0);
+    expect(await ledger.total()).toBe(3 << 20);
+  });
+
+  it('near a full volume the pool goes back and promises are exact again', async () => {
+    const MiB = 1 << 20;
+    const volume = await statfs(directory);
+    const free = volume.bavail * volume.bsize;
+    const margin = MiB;
+    const ledger = new CountingLedger();
+    const space = new SpaceAccounting(ledger, directory, {
+      marginBytes: margin,
+      poolBytes: 4 * MiB,
+    });
+    await space.reserve(4 * KiB); // 4 MiB more go into the pool
+    expect(await ledger.total()).toBe(4 * KiB + 4 * MiB);
+    await space.reserve(3 * MiB); // from the pool: 1 MiB left in it
+    expect(await ledger.total()).toBe(4 * KiB + 4 * MiB);
+    // Other processes promise all but 2.75 MiB of the room left.
+    const others = free - margin - (4 * KiB + 4 * MiB) - 2.75 * MiB;
+    await ledger.reserve(others, Number.MAX_SAFE_INTEGER);
+    // 3 MiB and a refill do not fit; the pool's 1 MiB goes back and the 3 MiB alone fit.
+    await space.reserve(3 * MiB);
+    expect(await ledger.total()).toBe(others + 4 * KiB + 6 * MiB);
+    await expect(space.reserve(3 * MiB)).rejects.toMatchObject({ code: 'ENOSPC' });
+  });
+});

@@ -449,6 +449,27 @@ describe('FilesystemStorage specifics', () => {
     expect(after.blocks * 512).toBeLessThan(1 << 20);
   });
 
+  it('a small body with its length reserves nothing; one that completes cuts what lay past it', async () => {
+    const storage = new FilesystemStorage({ directory, log: () => {} });
+    const id = randomUUID();
+    await storage.create(id, 8192);
+    const path = join(directory, id);
+    // Bytes past the offset that a write cut by a crash (or a refused body) left behind.
+    await writeFile(path, Buffer.alloc(10_000, 9));
+    const small = (start: number, bytes: number, limit: number) =>
+      writeBody(storage, id, start, Readable.from([Buffer.alloc(bytes, 1)]), {
+        limit,
+        expected: bytes,
+        idleTimeoutMs: 0,
+      });
+    // Not the last byte: the file keeps its length (the scratch past the offset is never read).
+    expect(await small(0, 4096, 8192)).toMatchObject({ bytes: 4096, ended: true });
+    expect((await stat(path)).size).toBe(10_000);
+    // The last byte: the file ends where the upload does.
+    expect(await small(4096, 4096, 4096)).toMatchObject({ bytes: 4096, ended: true });
+    expect(await readFile(path)).toEqual(Buffer.alloc(8192, 1));
+  });
+
   it('list ignores data files, temp files and names that are not upload ids', async () => {
     const storage = new FilesystemStorage({ directory, log: () => {} });
     const records = new FilesystemRecordStore(directory);

@@ -14,6 +14,11 @@ export interface LockedFile {
 export interface WriteOptions {
   /** The most bytes it will be given (a storage may reserve room ahead with it). */
   limit: number;
+  /**
+   * The bytes the body says it has (its Content-Length), when it says: a hint, never trusted
+   * beyond `limit` (a storage may skip reserving room ahead for a small body).
+   */
+  expected?: number;
   /** The upload's storage state as its record has it (`UploadRecord.storage`). */
   state?: StorageState | null;
   /**

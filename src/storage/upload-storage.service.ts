@@ -52,12 +52,12 @@ export class UploadStorageService {
 
   /** Starts the space accounting: the ledger is rebuilt from the records if this is the first. */
   async start(): Promise<void> {
-    await this.space?.ledger.join(() => this.promisedByRecords());
+    await this.space?.join(() => this.promisedByRecords());
   }
 
   /** Stops the space accounting (after the last request). */
   async close(): Promise<void> {
-    await this.space?.ledger.close();
+    await this.space?.close();
     await this.storage.close?.();
   }
 
