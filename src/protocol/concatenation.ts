@@ -48,9 +48,10 @@ export async function completeUpload(
   id: string,
   record: UploadRecord,
   context: TusContext,
+  lock?: UploadLock,
 ): Promise<void> {
   if (!record.isPartial) {
-    await finalizeUpload(id, record, context);
+    await finalizeUpload(id, record, context, lock);
     return;
   }
   // Its bytes become readable (an object store completes its multipart upload); the finals

@@ -2,16 +2,20 @@ import type { TusContext } from './tus-context.js';
 import { UploadCompletedEvent } from './tus-events.js';
 import type { UploadRecord } from '../core/upload-record.js';
 import type { FinishedBytes } from '../queue/completed-upload.queue.js';
+import type { UploadLock } from '../storage/storage.interfaces.js';
 
 /**
  * Finalizes an upload whose last byte is durable: stamps `finished_at` and `duration`, hands
  * the upload to the completed queue (record, then data), then drops the staging record. Runs
- * under the upload's lock. Each step can be repeated after a crash (see `recoverFinalizes`).
+ * under the upload's lock (`lock`, when the caller has it: a lock on the very file the queue
+ * receives may become a consumer's claim). Each step can be repeated after a crash (see
+ * `recoverFinalizes`).
  */
 export async function finalizeUpload(
   id: string,
   record: UploadRecord,
   context: TusContext,
+  lock?: UploadLock,
 ): Promise<void> {
   if (!context.queue) return;
   const { storage, records } = context.store;
@@ -40,7 +44,12 @@ export async function finalizeUpload(
   // The queue's entry has no storage state: the bytes are where it says.
   const state = record.storage;
   record.storage = null;
-  await context.queue.enqueue(id, record, bytes);
+  const file = lock?.file;
+  const held =
+    file && lock.detachFile && 'path' in bytes && file.path === bytes.path
+      ? () => lock.detachFile!()
+      : undefined;
+  await context.queue.enqueue(id, record, bytes, held);
   // A crash before the record goes leaves one that recovery drops (the queue knows the upload).
   await records.remove(id);
   if ('read' in bytes) await storage.remove(id, state);

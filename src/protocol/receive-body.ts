@@ -155,7 +155,7 @@ export async function receiveBody(
     // refused this way is removed whole instead: its client never got the Location.)
     const refused = result.error !== undefined || result.exceeded;
     if (record.isComplete && (!refused || how.finishOnRefusal !== false)) {
-      await completeUpload(id, record, context);
+      await completeUpload(id, record, context, lock);
     }
     await recordLateFinals(id, record, context);
     if (result.error) throw result.error;

@@ -53,6 +53,12 @@ export interface WaitForFileOptions {
 }
 
 /**
+ * The `flock` a finalizing request holds on an upload's data file, offered to the queue: calling
+ * it takes the descriptor out of the request's lock (the queue closes it when done).
+ */
+export type HeldFileLock = () => number;
+
+/**
  * Finished uploads as work items: each is handed to exactly one consumer, across every process
  * that shares the queue. Inject it in a consumer service:
  *
@@ -73,9 +79,16 @@ export abstract class CompletedUploadQueue {
   /**
    * Hands a finished upload to the queue. Called by the server, under the upload's lock, with
    * where its bytes are (default: `{stagingDirectory}/{id}`): a local file is moved, the bytes of
-   * any other storage are copied in.
+   * any other storage are copied in. `held`, when given, takes the descriptor through which
+   * the caller holds a `flock` on that file: a queue that claims uploads by that very lock may
+   * take it to hand the upload to a consumer of this process at once.
    */
-  abstract enqueue(id: string, record: UploadRecord, bytes?: FinishedBytes): Promise<void>;
+  abstract enqueue(
+    id: string,
+    record: UploadRecord,
+    bytes?: FinishedBytes,
+    held?: HeldFileLock,
+  ): Promise<void>;
 
   /**
    * The record of an upload the queue holds or handed out recently (until it expires), so a

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { UploadRecord } from '../core/upload-record.js';
 import { tryLockFile } from '../storage/file-lock.js';
+import { FileUploadLocker } from '../storage/file-upload.locker.js';
 import { UnsafeFileError } from '../storage/storage.interfaces.js';
 import { AbortError, TimeoutError } from './completed-upload.queue.js';
 import { FilesystemCompletedQueue } from './filesystem-completed.queue.js';
@@ -235,5 +236,85 @@ describe('FilesystemCompletedQueue', () => {
     const upload = await queue.waitForFile({ timeout: 1000 });
     expect(upload.name).toBe(held);
     await upload.release();
+  });
+});
+
+describe('FilesystemCompletedQueue: uploads finished by this process', () => {
+  /** Finishes an upload as a request does: under its file lock, offered to the queue. */
+  async function finishUnderLock(content: string): Promise<string> {
+    const id = randomUUID();
+    await writeFile(join(staging, id), content);
+    const locker = new FileUploadLocker((name) => join(staging, name));
+    const lock = await locker.acquire(id, 1000);
+    const record = new UploadRecord(content.length, content.length, { filename: 'f.txt' });
+    record.finishedAt = new Date();
+    await queue.enqueue(id, record, { path: join(staging, id) }, () => lock.detachFile!());
+    await lock.release();
+    return id;
+  }
+  /** Another process's view of the queue (flock is per open file: its own descriptors). */
+  const otherProcess = () =>
+    new FilesystemCompletedQueue({ directory: completed, pollIntervalMs: 50, log: () => {} });
+  /** A consumer of this process that just finished a delivery (or waited in vain). */
+  const consumerHere = () =>
+    expect(queue.waitForFile({ timeout: 1 })).rejects.toBeInstanceOf(TimeoutError);
+
+  it("goes to this process's consumer with the request's lock as its claim: nobody else can take it between", async () => {
+    await consumerHere();
+    const id = await finishUnderLock('mine');
+    // The request let go of its lock; the file is still held, for this process's consumer.
+    expect(await tryLockFile(join(completed, id))).toBeNull();
+    const other = otherProcess();
+    try {
+      await expect(other.waitForFile({ timeout: 200 })).rejects.toBeInstanceOf(TimeoutError);
+      const upload = await queue.waitForFile({ timeout: 1000 });
+      expect(upload.name).toBe(id);
+      expect(upload.record.metadata.filename).toBe('f.txt');
+      expect(await readFile(upload.path, 'utf8')).toBe('mine');
+      await upload.release();
+      expect(await readdir(completed)).toEqual([`${id}.done`]);
+      await expect(other.waitForFile({ timeout: 200 })).rejects.toBeInstanceOf(TimeoutError);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('with no consumer in this process the lock goes with the request, and any consumer takes it', async () => {
+    const id = await finishUnderLock('theirs');
+    const other = otherProcess();
+    try {
+      const upload = await other.waitForFile({ timeout: 1000 });
+      expect(upload.name).toBe(id);
+      await upload.release();
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('one this process does not take within a second is let go for any consumer', async () => {
+    await consumerHere();
+    const id = await finishUnderLock('late');
+    const other = otherProcess();
+    try {
+      const started = Date.now();
+      const upload = await other.waitForFile({ timeout: 5000 });
+      expect(upload.name).toBe(id);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(800);
+      await upload.release();
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('a DELETE (remove) takes it with the claim this process holds; close lets go of the rest', async () => {
+    await consumerHere();
+    const removed = await finishUnderLock('gone');
+    const kept = await finishUnderLock('kept');
+    expect(await queue.remove(removed)).toBe('removed');
+    expect(existsSync(join(completed, removed))).toBe(false);
+    await queue.close();
+    const lock = await tryLockFile(join(completed, kept));
+    expect(lock).not.toBeNull();
+    await lock!.release();
   });
 });

@@ -29,6 +29,7 @@ import { WakeSignal } from './wake-signal.js';
 import {
   CompletedUploadQueue,
   type FinishedBytes,
+  type HeldFileLock,
   objectLocationOf,
   type ObjectLocation,
   type StoredObjects,
@@ -72,6 +73,24 @@ export const RECEIPT_SUFFIX = '.done';
 /** Where unreadable records and their data are moved aside. */
 export const QUARANTINE_DIR = '.quarantine';
 
+/**
+ * An upload finished by a request of this process waits this long for a consumer of this
+ * process with its claim held (no other process's consumer can take it meanwhile); then the
+ * claim is let go and any consumer may take it.
+ */
+const ADOPTED_MS = 1000;
+/** At most this many uploads wait with their claim held for this process's consumers. */
+const ADOPTED_MAX = 64;
+/** A consumer of this process counts as there this long after its last `waitForFile` ended. */
+const CONSUMER_GRACE_MS = 1000;
+
+/** A finished upload whose claim this process holds, for its own consumers. */
+interface Adopted {
+  record: UploadRecord;
+  lock: FileLock;
+  at: number;
+}
+
 const ignoreMissing = (e: NodeJS.ErrnoException) => {
   if (e.code !== 'ENOENT') throw e;
 };
@@ -101,8 +120,26 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
   /** Candidates of the last directory read not yet tried or still held by others. */
   private pending: string[] = [];
   private lastScan = 0;
+  /**
+   * Something may have changed in the directory that this process did not do itself since the
+   * last scan began (the watch said so, or there is no watch): only then is a scan that found
+   * nothing worth repeating before the poll interval.
+   */
+  private news = true;
   /** Arrival time (mtime) of each data file seen in the directory. */
   private readonly arrivals = new Map<string, number>();
+  /** Finished here with the finalizing request's lock kept as their claim (oldest first). */
+  private readonly adopted = new Map<string, Adopted>();
+  private adoptedTimer: NodeJS.Timeout | undefined;
+  /** `waitForFile` calls of this process under way, and when the last one ended. */
+  private waiters = 0;
+  private lastWaitEnd = 0;
+  /**
+   * Uploads this process handed to its own consumers: their files' comings and goings in the
+   * directory (the watch reports each) are no news to wake for. Two generations, bounded.
+   */
+  private ownIds = new Set<string>();
+  private ownIdsBefore = new Set<string>();
 
   constructor(options: FilesystemCompletedQueueOptions) {
     super();
@@ -150,9 +187,18 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
    * the rename); anything else planted in staging is moved aside, the record taken back, and
    * `UnsafeFileError` thrown. Its timestamps are set through that descriptor, never by name.
    */
-  async enqueue(id: string, record: UploadRecord, bytes?: FinishedBytes): Promise<void> {
+  async enqueue(
+    id: string,
+    record: UploadRecord,
+    bytes?: FinishedBytes,
+    held?: HeldFileLock,
+  ): Promise<void> {
     if (bytes && 'read' in bytes) return this.enqueueCopy(id, record, bytes.read);
     if (bytes && 'object' in bytes) return this.enqueueObject(id, record, bytes.object);
+    // A consumer of this process will take it with the finalizing request's lock, as soon as
+    // it is in place: no wake-up of the waiters for a file they would find locked.
+    const adopting = held !== undefined && this.adopts();
+    if (adopting) this.markOwn(id);
     await this.writeRecordFile(this.recordPath(id), JSON.stringify(record), this.fsync);
     if (!bytes && this.stagingDirectory === undefined) throw new Error('no staging directory');
     const staged = bytes?.path ?? join(this.stagingDirectory!, id);
@@ -183,7 +229,74 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
       await syncDirectory(this.directory);
       await syncDirectory(dirname(staged));
     }
-    this.wake();
+    if (adopting) this.adopt(id, record, held);
+    // Adopted: a waiter of this process takes it without reading the directory.
+    this.wake(!adopting);
+  }
+
+  /** Whether an upload finished now would be taken by a consumer of this process soon. */
+  private adopts(): boolean {
+    if (this.closing.signal.aborted || this.adopted.size >= ADOPTED_MAX) return false;
+    return this.waiters > 0 || Date.now() - this.lastWaitEnd < CONSUMER_GRACE_MS;
+  }
+
+  /**
+   * Keeps the finalizing request's `flock` on the data file (same inode, now in the queue) as
+   * this process's claim, for its next `waitForFile`; let go after {@link ADOPTED_MS}.
+   */
+  private adopt(id: string, record: UploadRecord, held: HeldFileLock): void {
+    const fd = held();
+    const lock: FileLock = {
+      fd,
+      release: async () => {
+        lock.release = async () => {};
+        await fdCall.close(fd);
+      },
+    };
+    // A copy: the request and its event listeners keep the record they have.
+    this.adopted.set(id, { record: UploadRecord.fromJSON(record.toJSON()), lock, at: Date.now() });
+    this.adoptedTimer ??= setTimeout(() => this.letGoOfAdopted(), ADOPTED_MS).unref();
+  }
+
+  /** Lets go of the claims adopted longer than {@link ADOPTED_MS} ago: any consumer may take them. */
+  private letGoOfAdopted(): void {
+    this.adoptedTimer = undefined;
+    const now = Date.now();
+    let released = false;
+    for (const [id, entry] of this.adopted) {
+      if (now - entry.at < ADOPTED_MS) {
+        this.adoptedTimer = setTimeout(
+          () => this.letGoOfAdopted(),
+          ADOPTED_MS - (now - entry.at),
+        ).unref();
+        break;
+      }
+      this.adopted.delete(id);
+      entry.lock.release().catch(() => {});
+      released = true;
+    }
+    if (released) this.wake();
+  }
+
+  /** The adopted claim of `id`, taken out of the waiting ones, if this process holds it. */
+  private takeAdopted(id?: string): [string, Adopted] | undefined {
+    const key = id ?? this.adopted.keys().next().value;
+    const entry = key === undefined ? undefined : this.adopted.get(key);
+    if (entry === undefined) return undefined;
+    this.adopted.delete(key!);
+    return [key!, entry];
+  }
+
+  private markOwn(id: string): void {
+    if (this.ownIds.size >= 1024) {
+      this.ownIdsBefore = this.ownIds;
+      this.ownIds = new Set();
+    }
+    this.ownIds.add(id);
+  }
+
+  private isOwn(id: string): boolean {
+    return this.ownIds.has(id) || this.ownIdsBefore.has(id);
   }
 
   /**
@@ -289,9 +402,9 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
 
   async remove(id: string): Promise<'removed' | 'held' | 'missing'> {
     if (!isUploadId(id)) return 'missing';
-    let lock: FileLock | null = null;
+    let lock: FileLock | null = this.takeAdopted(id)?.[1].lock ?? null;
     try {
-      lock = await tryLockFile(this.dataPath(id), undefined, this.log);
+      lock ??= await tryLockFile(this.dataPath(id), undefined, this.log);
       if (!lock) return 'held';
     } catch (e) {
       if (!(e instanceof LockTargetMissingError)) throw e;
@@ -429,30 +542,45 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
     // A file skipped because it was locked is usually one whose finalizing request has not let
     // go yet (the watch fired on its rename): look again soon, backing off to the poll interval.
     let busyRetry = 25;
-    return this.waitLoop(
-      options,
-      this.closing.signal,
-      this.wakeSignal,
-      this.pollIntervalMs,
-      async () => {
-        const { upload, skippedBusy } = await this.tryClaim();
-        const retryMs = skippedBusy ? busyRetry : undefined;
-        busyRetry = skippedBusy ? Math.min(busyRetry * 2, this.pollIntervalMs) : 25;
-        return { upload, retryMs };
-      },
-    );
+    this.waiters++;
+    try {
+      return await this.waitLoop(
+        options,
+        this.closing.signal,
+        this.wakeSignal,
+        this.pollIntervalMs,
+        async () => {
+          const { upload, skippedBusy } = await this.tryClaim();
+          const retryMs = skippedBusy ? busyRetry : undefined;
+          busyRetry = skippedBusy ? Math.min(busyRetry * 2, this.pollIntervalMs) : 25;
+          return { upload, retryMs };
+        },
+      );
+    } finally {
+      this.waiters--;
+      this.lastWaitEnd = Date.now();
+    }
   }
 
   async close(): Promise<void> {
     this.closing.abort(new Error('the completed-upload queue is closed'));
     this.watcher?.close();
     this.watcher = undefined;
+    clearTimeout(this.adoptedTimer);
+    this.adoptedTimer = undefined;
+    for (const { lock } of this.adopted.values()) await lock.release().catch(() => {});
+    this.adopted.clear();
   }
 
-  /** One pass over the directory: the oldest finished upload nobody holds, claimed. */
+  /**
+   * A claim: an upload finished here with its claim kept (no lock to take, no record to read),
+   * else one pass over the directory for the oldest finished upload nobody holds.
+   */
   private async tryClaim(): Promise<{ upload?: CompletedUpload; skippedBusy: boolean }> {
+    const adopted = this.takeAdopted();
+    if (adopted) return { upload: await this.handOut(adopted[0], adopted[1]), skippedBusy: false };
     let skippedBusy = false;
-    const candidates = await this.candidates();
+    const candidates = (await this.candidates()).filter((id) => !this.adopted.has(id));
     const keep: string[] = [];
     for (const [index, id] of candidates.entries()) {
       let lock: FileLock | null;
@@ -472,26 +600,36 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
       const claimed = await this.readClaimedRecord(id, lock);
       if (claimed) {
         const { record, object } = claimed;
-        try {
-          await this.writeReceipt(id, record);
-        } catch (e) {
-          await lock.release();
-          throw e;
-        }
-        const upload = new CompletedUpload(
-          id,
-          this.dataPath(id),
-          this.recordPath(id),
-          record,
-          (u) => this.endClaim(u, lock),
-          this.fsync,
-          object && { location: object, objects: this.requireObjects() },
-        );
-        return { upload, skippedBusy };
+        return { upload: await this.handOut(id, { record, lock }, object), skippedBusy };
       }
     }
     this.pending = keep;
     return { skippedBusy };
+  }
+
+  /** A claimed upload, its receipt written (HEAD answers from it once the files are moved). */
+  private async handOut(
+    id: string,
+    { record, lock }: { record: UploadRecord; lock: FileLock },
+    object?: ObjectLocation,
+  ): Promise<CompletedUpload> {
+    try {
+      await this.writeReceipt(id, record);
+    } catch (e) {
+      await lock.release();
+      throw e;
+    }
+    // Its files leave the directory under this claim: no news for the waiters.
+    this.markOwn(id);
+    return new CompletedUpload(
+      id,
+      this.dataPath(id),
+      this.recordPath(id),
+      record,
+      (u) => this.endClaim(u, lock),
+      this.fsync,
+      object && { location: object, objects: this.requireObjects() },
+    );
   }
 
   /**
@@ -500,7 +638,18 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
    * thousands must not cost a directory read per claim.
    */
   private async candidates(): Promise<string[]> {
-    if (this.pending.length > 0 && Date.now() - this.lastScan < 250) return this.pending;
+    const sinceScan = Date.now() - this.lastScan;
+    if (this.pending.length > 0 && sinceScan < 250) return this.pending;
+    // Found nothing last time, and the watch has seen nothing new since.
+    if (
+      this.pending.length === 0 &&
+      !this.news &&
+      this.watcher &&
+      sinceScan < this.pollIntervalMs
+    ) {
+      return [];
+    }
+    this.news = false;
     this.lastScan = Date.now();
     const names = new Set(await readdir(this.directory));
     const ids = [...names].filter(
@@ -602,7 +751,10 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
       // can make an upload claimable. Records, receipts, temp files and timestamps change
       // around it several times per upload; waking on each would rescan the directory as often.
       this.watcher = watch(this.directory, { persistent: false }, (event, name) => {
-        if (name === null || (event === 'rename' && isUploadId(String(name)))) this.wake();
+        if (name === null) return this.wake();
+        if (event === 'rename' && isUploadId(String(name)) && !this.isOwn(String(name))) {
+          this.wake();
+        }
       });
       this.watcher.on('error', () => {
         // The rescan interval keeps the queue going without the watch.
@@ -614,7 +766,9 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
     }
   }
 
-  private wake(): void {
+  /** Wakes the waiters; `news`: for something a scan of the directory would find. */
+  private wake(news = true): void {
+    if (news) this.news = true;
     this.wakeSignal.wake();
   }
 }

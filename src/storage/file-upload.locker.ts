@@ -45,12 +45,18 @@ export class FileUploadLocker implements UploadLocker {
       const wait = Math.max(0, waitMs - (Date.now() - started));
       const file = await lockFile(path, wait, undefined, undefined, this.log);
       this.held.set(path, file.fd);
+      let detached = false;
       return {
         file: { path, fd: file.fd },
+        detachFile: () => {
+          detached = true;
+          this.held.delete(path);
+          return file.fd;
+        },
         release: async () => {
           this.held.delete(path);
           try {
-            await file.release();
+            if (!detached) await file.release();
           } finally {
             releaseLocal();
           }

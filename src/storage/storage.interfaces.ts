@@ -189,6 +189,12 @@ export interface UploadLock {
   readonly signal?: AbortSignal;
   /** File locks only: the locked file, open read-write until `release()`. */
   readonly file?: LockedFile;
+  /**
+   * File locks only: takes the locked file's descriptor out of the lock, its `flock` still
+   * held (the completed queue hands a finished upload to a consumer with it). `release()`
+   * then lets go of the rest and leaves it open; closing it drops the `flock`.
+   */
+  detachFile?(): number;
 }
 
 /** Thrown by `UploadLocker.acquire` when the lock was not free within the wait. */

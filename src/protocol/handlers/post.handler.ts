@@ -86,7 +86,7 @@ export const handlePost: MethodHandler = async (request, context) => {
             });
           } else {
             // "Such an upload is immediately complete after its creation".
-            await completeUpload(id, record, context);
+            await completeUpload(id, record, context, lock);
           }
         });
       }
