@@ -380,6 +380,78 @@ class OpenWorker : public PromiseWorker {
   int fd_ = -1;
 };
 
+// Moves `from` to `to` through `temp` (beside `to`), publishing only the inode checked: `from`
+// is opened as a regular file of its own (OpenRegular), renamed to `temp`, and `temp` lstat'ed;
+// if that is not the inode opened (something was swapped in between), `temp` is removed and
+// "replaced" resolved. Else the file gets `mode` (fchmod, when >= 0), is renamed to `to`, and
+// `dir` (the directory of `to`) is fsync'ed when `durable`. Resolves "moved", or "exdev" when
+// `from` and `to` are on different filesystems (nothing done: the caller copies).
+class MoveWorker : public PromiseWorker {
+ public:
+  MoveWorker(Napi::Env env, std::string from, std::string temp, std::string to, std::string dir,
+             int mode, bool durable)
+      : PromiseWorker(env), from_(std::move(from)), temp_(std::move(temp)), to_(std::move(to)),
+        dir_(std::move(dir)), mode_(mode), durable_(durable) {}
+
+  void Execute() override {
+    int fd = OpenRegular(from_, O_RDONLY, &failure_);
+    if (fd < 0) return;
+    Move(fd);
+    CloseQuietly(fd);
+    if (failure_.err == 0 && result_[0] == 'm' && durable_) SyncDirectoryAt(dir_, &failure_);
+  }
+
+ protected:
+  Napi::Value Result(Napi::Env env) override { return Napi::String::New(env, result_); }
+
+ private:
+  void Move(int fd) {
+    struct stat source, moved;
+    if (::fstat(fd, &source) != 0) {
+      failure_.Set("fstat", from_);
+      return;
+    }
+    if (::rename(from_.c_str(), temp_.c_str()) != 0) {
+      if (errno == EXDEV) {
+        result_ = "exdev";
+      } else {
+        failure_.Set("rename", from_);
+      }
+      return;
+    }
+    // The rename took whatever was under `from` at that moment.
+    if (::lstat(temp_.c_str(), &moved) != 0) {
+      failure_.Set("lstat", temp_);
+      ::unlink(temp_.c_str());
+      return;
+    }
+    if (moved.st_ino != source.st_ino || moved.st_dev != source.st_dev) {
+      ::unlink(temp_.c_str());
+      result_ = "replaced";
+      return;
+    }
+    if (mode_ >= 0 && ::fchmod(fd, static_cast<mode_t>(mode_)) != 0) {
+      failure_.Set("fchmod", from_);
+      ::unlink(temp_.c_str());
+      return;
+    }
+    if (::rename(temp_.c_str(), to_.c_str()) != 0) {
+      failure_.Set("rename", temp_);
+      ::unlink(temp_.c_str());
+      return;
+    }
+    result_ = "moved";
+  }
+
+  std::string from_;
+  std::string temp_;
+  std::string to_;
+  std::string dir_;
+  int mode_;
+  bool durable_;
+  const char* result_ = "";
+};
+
 bool Usage(const Napi::CallbackInfo& info, bool ok, const char* usage) {
   if (!ok) Napi::TypeError::New(info.Env(), usage).ThrowAsJavaScriptException();
   return ok;
@@ -453,6 +525,22 @@ Napi::Value OpenFile(const Napi::CallbackInfo& info) {
                            info[1].As<Napi::Boolean>().Value());
 }
 
+Napi::Value MoveFile(const Napi::CallbackInfo& info) {
+  if (!Usage(info,
+             info.Length() == 6 && info[0].IsString() && info[1].IsString() &&
+                 info[2].IsString() && info[3].IsString() && info[4].IsNumber() &&
+                 info[5].IsBoolean(),
+             "moveFile(from, temp, to, dir, mode, durable)")) {
+    return info.Env().Undefined();
+  }
+  return Start<MoveWorker>(info.Env(), info[0].As<Napi::String>().Utf8Value(),
+                           info[1].As<Napi::String>().Utf8Value(),
+                           info[2].As<Napi::String>().Utf8Value(),
+                           info[3].As<Napi::String>().Utf8Value(),
+                           info[4].As<Napi::Number>().Int32Value(),
+                           info[5].As<Napi::Boolean>().Value());
+}
+
 }  // namespace
 
 void InitDurableFile(Napi::Env env, Napi::Object exports) {
@@ -462,6 +550,7 @@ void InitDurableFile(Napi::Env env, Napi::Object exports) {
   exports.Set("lockFile", Napi::Function::New(env, LockFile));
   exports.Set("createFile", Napi::Function::New(env, CreateFile));
   exports.Set("openFile", Napi::Function::New(env, OpenFile));
+  exports.Set("moveFile", Napi::Function::New(env, MoveFile));
 }
 
 }  // namespace tussi

@@ -3,6 +3,7 @@ import { lstat, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { syncDirectory } from '../storage/durable-file.js';
 import { fdCall } from '../storage/fd.js';
+import { nativeAddon } from '../storage/native.js';
 import { CREATE_EXCLUSIVE, isRefusedFile, openRegularFile } from '../storage/safe-file.js';
 import { UnsafeFileError } from '../storage/storage.interfaces.js';
 
@@ -32,6 +33,40 @@ export async function moveFile(
   durable = true,
   options: SaveOptions = {},
 ): Promise<void> {
+  if (nativeAddon?.moveFile) {
+    // The same steps as one threadpool job (the copy across filesystems below excepted).
+    let result: 'moved' | 'exdev' | 'replaced';
+    try {
+      result = await nativeAddon.moveFile(
+        from,
+        tempBeside(to),
+        to,
+        dirname(to),
+        options.mode ?? -1,
+        durable,
+      );
+    } catch (e) {
+      const refused = (e as NodeJS.ErrnoException).syscall === 'open' && isRefusedFile(e);
+      throw refused ? new UnsafeFileError(from, { cause: e }) : e;
+    }
+    if (result === 'replaced') throw new UnsafeFileError(from);
+    if (result === 'moved') return;
+  }
+  return moveFilePortable(from, to, durable, options);
+}
+
+/** `.{name}.{random}.tmp` beside `to`. */
+function tempBeside(to: string): string {
+  return join(dirname(to), `.${basename(to)}.${randomBytes(6).toString('hex')}.tmp`);
+}
+
+/** {@link moveFile} with fs calls (one threadpool job each), and the copy across filesystems. */
+export async function moveFilePortable(
+  from: string,
+  to: string,
+  durable = true,
+  options: SaveOptions = {},
+): Promise<void> {
   let fd: number;
   try {
     fd = await openRegularFile(from, false);
@@ -39,7 +74,7 @@ export async function moveFile(
     if (isRefusedFile(e)) throw new UnsafeFileError(from, { cause: e });
     throw e;
   }
-  const temp = join(dirname(to), `.${basename(to)}.${randomBytes(6).toString('hex')}.tmp`);
+  const temp = tempBeside(to);
   try {
     const source = await fdCall.fstat(fd);
     let copied = false;

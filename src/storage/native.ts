@@ -43,6 +43,20 @@ export interface NativeAddon {
   ): Promise<'fallocate' | 'ftruncate' | 'none'>;
   /** Opens an existing regular file of one link (read-only or read-write): its descriptor. */
   openFile(path: string, writable: boolean): Promise<number>;
+  /**
+   * Moves `from` to `to` through `temp`, publishing only the inode opened and checked (see
+   * `moveFile` in `move-file.ts`); `mode` -1 keeps the mode; [fsyncs `dir`]. `'exdev'`: on
+   * different filesystems, nothing done; `'replaced'`: something was swapped in, not moved.
+   * Missing from an addon built by an older version.
+   */
+  moveFile?(
+    from: string,
+    temp: string,
+    to: string,
+    dir: string,
+    mode: number,
+    durable: boolean,
+  ): Promise<'moved' | 'exdev' | 'replaced'>;
 }
 
 function loadAddon(): NativeAddon | null {

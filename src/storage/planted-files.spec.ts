@@ -23,7 +23,13 @@ import { isUploadId } from '../protocol/headers.js';
 import { UploadRecord } from '../core/upload-record.js';
 import { TimeoutError } from '../queue/completed-upload.queue.js';
 import { FilesystemCompletedQueue } from '../queue/filesystem-completed.queue.js';
-import { moveFile } from '../queue/move-file.js';
+import { moveFile, moveFilePortable } from '../queue/move-file.js';
+
+/** Both ways of moving a file: the addon's one job (where built) and the fs calls. */
+const MOVES = [
+  ['moveFile', moveFile],
+  ['moveFilePortable', moveFilePortable],
+] as const;
 import { mountTmpfs, probeMount, unmountQuietly } from '../../test/support/robust-http.js';
 import {
   fingerprint,
@@ -397,28 +403,34 @@ describe.each(PLANTS)('the filesystem components with %s planted', (_name, plant
     await (await locker.acquire(id, 100)).release();
   });
 
-  it('moveFile: a planted source is refused and nothing reaches the destination', async () => {
-    const source = join(dir, 'source');
-    await planted(source);
-    const dest = join(dir, 'saved');
-    await expect(bounded(moveFile(source, dest, false))).rejects.toBeInstanceOf(UnsafeFileError);
-    await expect(lstat(dest)).rejects.toMatchObject({ code: 'ENOENT' });
-  });
+  it.each(MOVES)(
+    '%s: a planted source is refused and nothing reaches the destination',
+    async (_label, move) => {
+      const source = join(dir, 'source');
+      await planted(source);
+      const dest = join(dir, 'saved');
+      await expect(bounded(move(source, dest, false))).rejects.toBeInstanceOf(UnsafeFileError);
+      await expect(lstat(dest)).rejects.toMatchObject({ code: 'ENOENT' });
+    },
+  );
 
-  it('moveFile: whatever is planted at the destination is replaced (a directory refuses)', async () => {
-    const source = join(dir, 'source');
-    await writeFile(source, 'the upload', { mode: 0o600 });
-    const dest = join(dir, 'saved');
-    await planted(dest);
-    const moving = bounded(moveFile(source, dest, false));
-    if (code === 'EISDIR') {
-      await expect(moving).rejects.toMatchObject({ code: expect.stringMatching(/^E/) });
-      return;
-    }
-    await moving;
-    expect(await readFile(dest, 'utf8')).toBe('the upload');
-    expect((await lstat(dest)).isFile()).toBe(true);
-  });
+  it.each(MOVES)(
+    '%s: whatever is planted at the destination is replaced (a directory refuses)',
+    async (_label, move) => {
+      const source = join(dir, 'source');
+      await writeFile(source, 'the upload', { mode: 0o600 });
+      const dest = join(dir, 'saved');
+      await planted(dest);
+      const moving = bounded(move(source, dest, false));
+      if (code === 'EISDIR') {
+        await expect(moving).rejects.toMatchObject({ code: expect.stringMatching(/^E/) });
+        return;
+      }
+      await moving;
+      expect(await readFile(dest, 'utf8')).toBe('the upload');
+      expect((await lstat(dest)).isFile()).toBe(true);
+    },
+  );
 
   describe('completed queue', () => {
     let staging: string;
@@ -508,10 +520,10 @@ describe('modes', () => {
     expect(await mode(join(completed, `${id}.done`))).toBe(0o600);
   });
 
-  it('save(dest, { mode }) sets the mode asked exactly', async () => {
+  it.each(MOVES)('%s: save(dest, { mode }) sets the mode asked exactly', async (_label, move) => {
     const source = join(dir, 'source');
     await writeFile(source, 'x', { mode: 0o600 });
-    await moveFile(source, join(dir, 'saved'), false, { mode: 0o644 });
+    await move(source, join(dir, 'saved'), false, { mode: 0o644 });
     expect((await stat(join(dir, 'saved'))).mode & 0o777).toBe(0o644);
   });
 });
