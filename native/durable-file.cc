@@ -452,6 +452,55 @@ class MoveWorker : public PromiseWorker {
   const char* result_ = "";
 };
 
+// A finished upload's data file arrives in the completed queue: `from` is opened as a regular
+// file of its own (OpenRegular), renamed over `to` (a rename replaces what is there, never
+// follows it), and `to` lstat'ed: if that is not the inode opened (something was swapped in
+// between), "replaced" is resolved and the caller sets it aside. Else its timestamps are set to
+// now through the descriptor (its age in the queue counts from its arrival), and with `durable`
+// the directories of `to` and of `from` are fsync'ed. Resolves "moved".
+class ArriveWorker : public PromiseWorker {
+ public:
+  ArriveWorker(Napi::Env env, std::string from, std::string to, std::string from_dir,
+               std::string to_dir, bool durable)
+      : PromiseWorker(env), from_(std::move(from)), to_(std::move(to)),
+        from_dir_(std::move(from_dir)), to_dir_(std::move(to_dir)), durable_(durable) {}
+
+  void Execute() override {
+    int fd = OpenRegular(from_, O_RDONLY, &failure_);
+    if (fd < 0) return;
+    bool moved = Arrive(fd);
+    CloseQuietly(fd);
+    if (moved && durable_ && SyncDirectoryAt(to_dir_, &failure_)) {
+      SyncDirectoryAt(from_dir_, &failure_);
+    }
+  }
+
+ protected:
+  Napi::Value Result(Napi::Env env) override { return Napi::String::New(env, result_); }
+
+ private:
+  bool Arrive(int fd) {
+    struct stat source, arrived;
+    if (::fstat(fd, &source) != 0) return failure_.Set("fstat", from_);
+    if (::rename(from_.c_str(), to_.c_str()) != 0) return failure_.Set("rename", from_);
+    if (::lstat(to_.c_str(), &arrived) != 0) return failure_.Set("lstat", to_);
+    if (arrived.st_ino != source.st_ino || arrived.st_dev != source.st_dev) {
+      result_ = "replaced";
+      return false;
+    }
+    if (::futimens(fd, nullptr) != 0) return failure_.Set("futimens", to_);
+    result_ = "moved";
+    return true;
+  }
+
+  std::string from_;
+  std::string to_;
+  std::string from_dir_;
+  std::string to_dir_;
+  bool durable_;
+  const char* result_ = "";
+};
+
 bool Usage(const Napi::CallbackInfo& info, bool ok, const char* usage) {
   if (!ok) Napi::TypeError::New(info.Env(), usage).ThrowAsJavaScriptException();
   return ok;
@@ -541,6 +590,20 @@ Napi::Value MoveFile(const Napi::CallbackInfo& info) {
                            info[5].As<Napi::Boolean>().Value());
 }
 
+Napi::Value ArriveFile(const Napi::CallbackInfo& info) {
+  if (!Usage(info,
+             info.Length() == 5 && info[0].IsString() && info[1].IsString() &&
+                 info[2].IsString() && info[3].IsString() && info[4].IsBoolean(),
+             "arriveFile(from, to, fromDir, toDir, durable)")) {
+    return info.Env().Undefined();
+  }
+  return Start<ArriveWorker>(info.Env(), info[0].As<Napi::String>().Utf8Value(),
+                             info[1].As<Napi::String>().Utf8Value(),
+                             info[2].As<Napi::String>().Utf8Value(),
+                             info[3].As<Napi::String>().Utf8Value(),
+                             info[4].As<Napi::Boolean>().Value());
+}
+
 }  // namespace
 
 void InitDurableFile(Napi::Env env, Napi::Object exports) {
@@ -551,6 +614,7 @@ void InitDurableFile(Napi::Env env, Napi::Object exports) {
   exports.Set("createFile", Napi::Function::New(env, CreateFile));
   exports.Set("openFile", Napi::Function::New(env, OpenFile));
   exports.Set("moveFile", Napi::Function::New(env, MoveFile));
+  exports.Set("arriveFile", Napi::Function::New(env, ArriveFile));
 }
 
 }  // namespace tussi

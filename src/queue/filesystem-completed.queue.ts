@@ -14,6 +14,7 @@ import {
   writeFileAtomic,
 } from '../storage/durable-file.js';
 import { fdCall } from '../storage/fd.js';
+import { nativeAddon } from '../storage/native.js';
 import { tryLockFile, type FileLock } from '../storage/file-lock.js';
 import {
   isRefusedFile,
@@ -90,6 +91,9 @@ interface Adopted {
   lock: FileLock;
   at: number;
 }
+
+/** Renames that fail because a directory sits at the target (moved aside, then retried). */
+const CANNOT_REPLACE = new Set(['EISDIR', 'ENOTEMPTY', 'EEXIST']);
 
 const ignoreMissing = (e: NodeJS.ErrnoException) => {
   if (e.code !== 'ENOENT') throw e;
@@ -202,6 +206,49 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
     await this.writeRecordFile(this.recordPath(id), JSON.stringify(record), this.fsync);
     if (!bytes && this.stagingDirectory === undefined) throw new Error('no staging directory');
     const staged = bytes?.path ?? join(this.stagingDirectory!, id);
+    if (!(await this.arriveNative(id, staged))) await this.arrivePortable(id, staged);
+    if (adopting) this.adopt(id, record, held);
+    // Adopted: a waiter of this process takes it without reading the directory.
+    this.wake(!adopting);
+  }
+
+  /**
+   * The data file's move into the queue as one job of the native addon: false when there is
+   * none, or when a directory planted under its name needs the portable path's quarantine.
+   */
+  private async arriveNative(id: string, staged: string): Promise<boolean> {
+    if (!nativeAddon?.arriveFile) return false;
+    let result: 'moved' | 'replaced';
+    try {
+      result = await nativeAddon.arriveFile(
+        staged,
+        this.dataPath(id),
+        dirname(staged),
+        this.directory,
+        this.fsync,
+      );
+    } catch (e) {
+      const { syscall, code = '' } = e as NodeJS.ErrnoException;
+      if (syscall === 'rename' && CANNOT_REPLACE.has(code)) return false;
+      if (syscall === 'open') {
+        await unlink(this.recordPath(id)).catch(() => {});
+        throw await refusedFileError(e, staged, this.log);
+      }
+      throw e;
+    }
+    if (result === 'replaced') await this.refuseArrived(id, staged);
+    return true;
+  }
+
+  /** Swapped in staging between the check and the rename: never handed to a consumer. */
+  private async refuseArrived(id: string, staged: string): Promise<never> {
+    await quarantineFile(this.dataPath(id), 'replaced after its check', this.log);
+    await unlink(this.recordPath(id)).catch(() => {});
+    throw new UnsafeFileError(staged);
+  }
+
+  /** {@link arriveNative} with fs calls. */
+  private async arrivePortable(id: string, staged: string): Promise<void> {
     let fd: number;
     try {
       fd = await openRegularFile(staged, false);
@@ -214,10 +261,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
       await this.renameInto(staged, this.dataPath(id));
       const arrived = await lstat(this.dataPath(id));
       if (arrived.ino !== checked.ino || arrived.dev !== checked.dev) {
-        // Swapped in staging between the check and the rename: never handed to a consumer.
-        await quarantineFile(this.dataPath(id), 'replaced after its check', this.log);
-        await unlink(this.recordPath(id)).catch(() => {});
-        throw new UnsafeFileError(staged);
+        await this.refuseArrived(id, staged);
       }
       // Age in the queue counts from now (expiry, oldest-first order), not from the last write.
       const now = new Date();
@@ -229,9 +273,6 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
       await syncDirectory(this.directory);
       await syncDirectory(dirname(staged));
     }
-    if (adopting) this.adopt(id, record, held);
-    // Adopted: a waiter of this process takes it without reading the directory.
-    this.wake(!adopting);
   }
 
   /** Whether an upload finished now would be taken by a consumer of this process soon. */
@@ -394,7 +435,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
       await rename(from, to);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? '';
-      if (!['EISDIR', 'ENOTEMPTY', 'EEXIST'].includes(code)) throw e;
+      if (!CANNOT_REPLACE.has(code)) throw e;
       await quarantineFile(to, e, this.log);
       await rename(from, to);
     }

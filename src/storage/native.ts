@@ -57,6 +57,19 @@ export interface NativeAddon {
     mode: number,
     durable: boolean,
   ): Promise<'moved' | 'exdev' | 'replaced'>;
+  /**
+   * Opens and checks `from`, renames it over `to`, compares the inode now at `to` (`'replaced'`
+   * when it is another: nothing more done), sets its times to now, [fsyncs `toDir` and
+   * `fromDir`]: the arrival of a data file in the completed queue. Missing from an addon built
+   * by an older version.
+   */
+  arriveFile?(
+    from: string,
+    to: string,
+    fromDir: string,
+    toDir: string,
+    durable: boolean,
+  ): Promise<'moved' | 'replaced'>;
 }
 
 function loadAddon(): NativeAddon | null {
