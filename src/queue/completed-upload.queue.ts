@@ -132,15 +132,21 @@ export abstract class CompletedUploadQueue {
     attempt: () => Promise<{ upload?: CompletedUpload; retryMs?: number }>,
   ): Promise<CompletedUpload> {
     const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout;
-    const signal = options.signal ? AbortSignal.any([options.signal, closing]) : closing;
-    for (;;) {
-      if (signal.aborted) throw new AbortError('waitForFile aborted', { cause: signal.reason });
-      const seen = wake.count;
-      const { upload, retryMs } = await attempt();
-      if (upload) return upload;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new TimeoutError(`no completed upload within ${options.timeout} ms`);
-      if (wake.count === seen) await wake.wait(Math.min(left, retryMs ?? pollMs), signal);
+    const { signal, dispose } = options.signal
+      ? eitherSignal(options.signal, closing)
+      : { signal: closing, dispose: () => {} };
+    try {
+      for (;;) {
+        if (signal.aborted) throw new AbortError('waitForFile aborted', { cause: signal.reason });
+        const seen = wake.count;
+        const { upload, retryMs } = await attempt();
+        if (upload) return upload;
+        const left = deadline - Date.now();
+        if (left <= 0) throw new TimeoutError(`no completed upload within ${options.timeout} ms`);
+        if (wake.count === seen) await wake.wait(Math.min(left, retryMs ?? pollMs), signal);
+      }
+    } finally {
+      dispose();
     }
   }
 
@@ -156,4 +162,26 @@ export abstract class CompletedUploadQueue {
       await upload.release();
     }
   }
+}
+
+/**
+ * A signal that aborts when `a` or `b` does, and lets go of both when disposed. Not
+ * `AbortSignal.any`: each call of it leaves a WeakRef in a long-lived source signal's set of
+ * dependants (the queue's shutdown signal, a consumer's stop signal), one more per `waitForFile`
+ * for the life of the process.
+ */
+function eitherSignal(a: AbortSignal, b: AbortSignal): { signal: AbortSignal; dispose(): void } {
+  const either = new AbortController();
+  const forward = (event: Event) => either.abort((event.target as AbortSignal).reason);
+  for (const source of [a, b]) {
+    if (source.aborted) either.abort(source.reason);
+    else source.addEventListener('abort', forward, { once: true });
+  }
+  return {
+    signal: either.signal,
+    dispose: () => {
+      a.removeEventListener('abort', forward);
+      b.removeEventListener('abort', forward);
+    },
+  };
 }

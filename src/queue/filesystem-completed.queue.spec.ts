@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { getEventListeners } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -215,6 +216,30 @@ describe('FilesystemCompletedQueue', () => {
     const closed = queue.waitForFile();
     await queue.close();
     await expect(closed).rejects.toBeInstanceOf(AbortError);
+  });
+
+  it("leaves nothing behind on a consumer's long-lived signal, however many waits end", async () => {
+    const stop = new AbortController();
+    for (let i = 0; i < 200; i++) {
+      await expect(queue.waitForFile({ signal: stop.signal, timeout: 0 })).rejects.toBeInstanceOf(
+        TimeoutError,
+      );
+    }
+    expect(getEventListeners(stop.signal, 'abort')).toHaveLength(0);
+    // Nor in Node's own bookkeeping of signals that follow it (AbortSignal.any keeps a WeakRef
+    // per follower there for as long as the source lives).
+    const sets = Object.getOwnPropertySymbols(stop.signal)
+      .map((key) => (stop.signal as unknown as Record<symbol, unknown>)[key])
+      .filter(
+        (value): value is Set<unknown> =>
+          typeof (value as Set<unknown> | null)?.size === 'number' &&
+          typeof (value as Set<unknown>).has === 'function',
+      );
+    for (const set of sets) expect(set.size).toBeLessThan(10);
+    // Still stops a wait under way.
+    const waiting = queue.waitForFile({ signal: stop.signal });
+    stop.abort();
+    await expect(waiting).rejects.toBeInstanceOf(AbortError);
   });
 
   it('quarantines an unreadable record instead of deleting it', async () => {
