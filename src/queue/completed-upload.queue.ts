@@ -170,7 +170,10 @@ export abstract class CompletedUploadQueue {
  * dependants (the queue's shutdown signal, a consumer's stop signal), one more per `waitForFile`
  * for the life of the process.
  */
-function eitherSignal(a: AbortSignal, b: AbortSignal): { signal: AbortSignal; dispose(): void } {
+function eitherSignal(
+  a: AbortSignal,
+  b: AbortSignal,
+): { signal: AbortSignal; dispose: () => void } {
   const either = new AbortController();
   const forward = (event: Event) => either.abort((event.target as AbortSignal).reason);
   for (const source of [a, b]) {
