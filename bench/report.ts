@@ -194,6 +194,25 @@ export function markdown(results: BenchResults): string {
       '',
     );
   }
+  if (results.longRun) {
+    const run = results.longRun;
+    const mib = (bytes: number) => (bytes / MiB).toFixed(0);
+    const size = (bytes: number) =>
+      bytes >= GiB ? `${(bytes / GiB).toFixed(0)} GiB` : `${(bytes / MiB).toFixed(0)} MiB`;
+    const growth = run.lastQuarterRss - run.firstQuarterRss;
+    lines.push(
+      '## Long run (leak check)',
+      '',
+      `${SERVER_LABELS[run.server]}, one process: ${run.smallUploads.toLocaleString('en-US')} small uploads and ${size(run.bigBytes)} in uploads of ${size(run.bigUpload)}, in ${run.phaseEndRss.length} phases (${run.seconds.toFixed(0)} s; \`--long\`). RSS sampled every ${run.sampleMs} ms (${run.rssSamples.length} samples):`,
+      '',
+      '| RSS (MiB) | first quarter (median) | last quarter (median) | growth | peak |',
+      '| --- | ---: | ---: | ---: | ---: |',
+      `| ${SERVER_LABELS[run.server]} | ${mib(run.firstQuarterRss)} | ${mib(run.lastQuarterRss)} | ${growth >= 0 ? '+' : '−'}${mib(Math.abs(growth))} | ${mib(run.peakRss)} |`,
+      '',
+      `RSS at the end of each phase (MiB): ${run.phaseEndRss.map(mib).join(', ')}.`,
+      '',
+    );
+  }
   if (results.profiles) {
     lines.push('## CPU profiles', '');
     for (const [key, text] of Object.entries(results.profiles)) {

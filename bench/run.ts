@@ -40,6 +40,7 @@ import { GiB, median, MiB, quantile } from './stats.js';
 import {
   plan,
   type BenchResults,
+  type LongRun,
   type Summary,
   type Trial,
   type Workload,
@@ -55,6 +56,7 @@ const { values: args } = parseArgs({
     out: { type: 'string' },
     'cpu-prof': { type: 'boolean', default: false },
     syscalls: { type: 'boolean', default: false },
+    long: { type: 'boolean', default: false },
     'max-seconds': { type: 'string' },
     'budget-seconds': { type: 'string' },
     quiet: { type: 'boolean', default: false },
@@ -75,6 +77,9 @@ if (args.help) {
   --cpu-prof            profile each server (node --cpu-prof); top functions in the report
   --syscalls            after the rounds, count each server's syscalls per small upload
                         (strace -c -f, one unmeasured trial of 200 uploads each; needs strace)
+  --long                after the rounds, a long run through nestjs-tussi: 20 phases of 1,000
+                        small uploads and one 1 GiB upload (smoke: 4 of 50 and 8 MiB), RSS
+                        sampled every 250 ms: growth from the first quarter to the last
   --budget-seconds N    start no round that would end past N s (default 480; smoke 60)
   --max-seconds N       abort past N s (default 900; smoke 120)
   --quiet               no progress lines, no report on stdout
@@ -291,6 +296,55 @@ async function countSyscalls(keys: ServerKey[]): Promise<BenchResults['syscalls'
   return counted;
 }
 
+/**
+ * The leak check: 20 phases through one server process, each 1,000 small uploads (POST and a
+ * 4 KiB PATCH, 32 at once) then one 1 GiB upload in 64 MiB PATCHes (20,000 and 20 GiB in all),
+ * the server done with each phase's uploads before the next. RSS is sampled every 250 ms; a
+ * leak shows as the last quarter's RSS above the first's.
+ */
+async function longRun(key: ServerKey): Promise<LongRun> {
+  const server = servers.get(key)!;
+  const phases = mode === 'smoke' ? 4 : 20;
+  const small = mode === 'smoke' ? 50 : 1000;
+  const big = mode === 'smoke' ? 8 * MiB : GiB;
+  const sampleMs = 250;
+  const samples: number[] = [];
+  const phaseEndRss: number[] = [];
+  const sampler = setInterval(() => samples.push(memoryOf(server.pid).rss), sampleMs);
+  const start = performance.now();
+  try {
+    for (let phase = 0; phase < phases; phase++) {
+      const client = new TusClient(server.endpoint);
+      try {
+        await runPool(small, 32, () => client.upload(4096, 4096));
+        await client.upload(big, Math.min(big, 64 * MiB));
+        await server.settle(small + 1);
+      } finally {
+        client.close();
+        await server.clean();
+      }
+      phaseEndRss.push(memoryOf(server.pid).rss);
+      log(`long run ${phase + 1}/${phases}: RSS ${(phaseEndRss.at(-1)! / MiB).toFixed(0)} MiB`);
+    }
+  } finally {
+    clearInterval(sampler);
+  }
+  const quarter = Math.max(1, Math.floor(samples.length / 4));
+  return {
+    server: key,
+    seconds: (performance.now() - start) / 1000,
+    smallUploads: phases * small,
+    bigBytes: phases * big,
+    bigUpload: big,
+    sampleMs,
+    rssSamples: samples,
+    firstQuarterRss: median(samples.slice(0, quarter)),
+    lastQuarterRss: median(samples.slice(-quarter)),
+    peakRss: Math.max(...samples),
+    phaseEndRss,
+  };
+}
+
 function summarize(w: Workload, trials: Trial[]): Summary {
   const values = trials.map((t) => t.value);
   const pick = (f: (t: Trial) => number) => median(trials.map(f));
@@ -434,6 +488,7 @@ async function main(): Promise<void> {
   });
 
   const syscalls = args.syscalls ? await countSyscalls(keys) : undefined;
+  const long = args.long && keys.includes('nestjs') ? await longRun('nestjs') : undefined;
 
   const serverInfo: BenchResults['servers'] = {};
   for (const key of keys) {
@@ -471,6 +526,7 @@ async function main(): Promise<void> {
     workloads: results,
     ...(profiles ? { profiles } : {}),
     ...(syscalls ? { syscalls } : {}),
+    ...(long ? { longRun: long } : {}),
   };
   writeFileSync(join(outDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
   writeFileSync(join(outDir, 'latest.md'), markdown(report));

@@ -237,4 +237,25 @@ export interface BenchResults {
   syscalls?: Partial<
     Record<ServerKey, { perUpload: number; top: { name: string; calls: number }[] }>
   >;
+  /** The long run through one process (`--long`): RSS over many uploads, a leak check. */
+  longRun?: LongRun;
+}
+
+/** Many uploads through one server process, its RSS sampled throughout. */
+export interface LongRun {
+  server: ServerKey;
+  seconds: number;
+  smallUploads: number;
+  bigBytes: number;
+  /** Size of each big upload. */
+  bigUpload: number;
+  /** RSS every `sampleMs` from the first upload to the last. */
+  sampleMs: number;
+  rssSamples: number[];
+  /** Median RSS of the first and of the last quarter of the samples. */
+  firstQuarterRss: number;
+  lastQuarterRss: number;
+  peakRss: number;
+  /** RSS after each phase (small uploads, then one big upload), the server done with them. */
+  phaseEndRss: number[];
 }
