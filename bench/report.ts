@@ -49,6 +49,19 @@ export function markdown(results: BenchResults): string {
     return `| ${name} | ${cells.join(' | ')}${(ratios ?? []).map((x) => ` | ${x}`).join('')} |`;
   };
 
+  /** (peak RSS at 64 concurrent uploads − peak at 1) / 63, when the run has both. */
+  const perUploadRss = (): string[] => {
+    const one = onDisk.find((w) => w.id === 'parallel-1');
+    const many = onDisk.find((w) => w.id === 'parallel-64');
+    if (!one || !many) return [];
+    const cells = servers.map((k) => {
+      const a = one.results[k]?.summary.peakRssBytes;
+      const b = many.results[k]?.summary.peakRssBytes;
+      return a === undefined || b === undefined ? '–' : formatNumber((b - a) / 63 / MiB);
+    });
+    return [`| RSS per concurrent upload: (64 at once − 1) / 63 | ${cells.join(' | ')} |`];
+  };
+
   const lines: string[] = [];
   const load = (l: number[]) => l.map((x) => x.toFixed(2)).join(' ');
   lines.push(
@@ -120,6 +133,7 @@ export function markdown(results: BenchResults): string {
     '',
     ...header('Workload'),
     ...onDisk.map((w) => row(w.title, w, (s) => s.peakRssBytes / MiB, false)),
+    ...perUploadRss(),
     '',
     'Server CPU (utime + stime) per GiB received, during the requests (s/GiB; small uploads: ms per upload):',
     '',

@@ -117,7 +117,7 @@ export function plan(mode: 'full' | 'smoke', rounds?: number): Plan {
       workloads: [
         { ...single(big, 1 * MiB, WITH_FSYNC), id: 'single-8m' },
         { ...single(big, 4 * MiB, WITH_FSYNC_V8), id: 'single-64m' },
-        { ...small(50, 32), servers: WITH_V8 },
+        { ...small(50, 32), servers: WITH_FSYNC_V8 },
         ...[1, 4, 16].map((n) => parallel(n, 1 * MiB)),
         { ...parallel(64, 1 * MiB), servers: WITH_V8 },
         { ...single(big, 8 * MiB, WITH_V8), id: 'single-256m' },
@@ -135,7 +135,7 @@ export function plan(mode: 'full' | 'smoke', rounds?: number): Plan {
     workloads: [
       single(GiB, 8 * MiB, WITH_FSYNC),
       single(GiB, 64 * MiB, WITH_FSYNC_V8),
-      { ...small(2000, 32), servers: WITH_V8 },
+      { ...small(2000, 32), servers: WITH_FSYNC_V8 },
       ...[1, 4, 16].map((n) => parallel(n, 32 * MiB)),
       { ...parallel(64, 32 * MiB), servers: WITH_V8 },
       single(GiB, 256 * MiB, WITH_V8),
