@@ -15,7 +15,7 @@ import {
 } from '../storage/durable-file.js';
 import { fdCall } from '../storage/fd.js';
 import { nativeAddon } from '../storage/native.js';
-import { tryLockFile, type FileLock } from '../storage/file-lock.js';
+import { fileLockOn, tryLockFile, type FileLock } from '../storage/file-lock.js';
 import {
   isRefusedFile,
   openRegularFile,
@@ -286,14 +286,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
    * this process's claim, for its next `waitForFile`; let go after {@link ADOPTED_MS}.
    */
   private adopt(id: string, record: UploadRecord, held: HeldFileLock): void {
-    const fd = held();
-    const lock: FileLock = {
-      fd,
-      release: async () => {
-        lock.release = async () => {};
-        await fdCall.close(fd);
-      },
-    };
+    const lock = fileLockOn(held());
     // A copy: the request and its event listeners keep the record they have.
     this.adopted.set(id, { record: UploadRecord.fromJSON(record.toJSON()), lock, at: Date.now() });
     this.adoptedTimer ??= setTimeout(() => this.letGoOfAdopted(), ADOPTED_MS).unref();

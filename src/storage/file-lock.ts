@@ -90,7 +90,11 @@ export async function tryLockFile(
   }
   if (result === 'busy') return null;
   if (result === 'moved') throw new LockTargetMissingError(path);
-  const fd = result;
+  return fileLockOn(result);
+}
+
+/** The lock a descriptor holding a `flock` stands for: `release()` closes it, once. */
+export function fileLockOn(fd: number): FileLock {
   const lock: FileLock = {
     fd,
     release: async () => {
