@@ -1,5 +1,5 @@
 import type { UploadRecord } from '../core/upload-record.js';
-import { randomBytes } from 'node:crypto';
+import { randomSuffix } from '../core/upload-id.js';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { chmod, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -108,7 +108,7 @@ export class CompletedUpload implements AsyncDisposable {
    * a symlink), made durable, then renamed into place; it is deleted from the store on release.
    */
   private async download(dest: string, options?: SaveOptions): Promise<void> {
-    const temp = join(dirname(dest), `.${basename(dest)}.${randomBytes(6).toString('hex')}.tmp`);
+    const temp = join(dirname(dest), `.${basename(dest)}.${randomSuffix()}.tmp`);
     try {
       const source = await this.stored!.objects.read(this.stored!.location);
       const out = createWriteStream(temp, {

@@ -1,10 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import { createWriteStream, lstatSync, mkdirSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { lstat, readdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { isUploadId } from '../core/upload-id.js';
+import { isUploadId, randomSuffix } from '../core/upload-id.js';
 import { UploadRecord } from '../core/upload-record.js';
 import {
   TEMP_FILE,
@@ -352,7 +351,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
    * at; the janitor sweeps one a crash left), then it is renamed into place and waiters woken.
    */
   private async arrive(id: string, fill: (temp: string) => Promise<void>): Promise<void> {
-    const temp = join(this.directory, `.${id}.${randomBytes(6).toString('hex')}.tmp`);
+    const temp = join(this.directory, `.${id}.${randomSuffix()}.tmp`);
     try {
       await fill(temp);
       await this.renameInto(temp, this.dataPath(id));

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomSuffix } from '../core/upload-id.js';
 import { lstat, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { syncDirectory } from '../storage/durable-file.js';
@@ -57,7 +57,7 @@ export async function moveFile(
 
 /** `.{name}.{random}.tmp` beside `to`. */
 function tempBeside(to: string): string {
-  return join(dirname(to), `.${basename(to)}.${randomBytes(6).toString('hex')}.tmp`);
+  return join(dirname(to), `.${basename(to)}.${randomSuffix()}.tmp`);
 }
 
 /** {@link moveFile} with fs calls (one threadpool job each), and the copy across filesystems. */

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { randomSuffix } from '../core/upload-id.js';
 import { constants } from 'node:fs';
 import { lstat, open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -97,7 +98,7 @@ async function writeAtomicWith(
       if (syscall === 'open' && code === 'EEXIST') {
         // Something sits under the temp name: the counter is easy to guess from the names
         // seen in the directory. The exclusive create refused it; a name nobody can guess now.
-        temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+        temp = join(dirname(path), `.${basename(path)}.${randomSuffix()}.tmp`);
       } else if (syscall === 'rename' && CANNOT_REPLACE.has(code) && log) {
         await quarantineFile(path, e, log);
         temp = tempPathFor(path);
