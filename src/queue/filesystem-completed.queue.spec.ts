@@ -331,6 +331,19 @@ describe('FilesystemCompletedQueue: uploads finished by this process', () => {
     }
   });
 
+  it("a backlog in the directory is not starved by a steady flow of this process's own", async () => {
+    await consumerHere();
+    const backlog = [await finish('old 1'), await finish('old 2'), await finish('old 3')];
+    const claimed: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      await finishUnderLock(`new ${i}`);
+      const upload = await queue.waitForFile({ timeout: 1000 });
+      claimed.push(upload.name);
+      await upload.release();
+    }
+    expect(claimed.slice(0, 6)).toEqual(expect.arrayContaining(backlog));
+  });
+
   it('a DELETE (remove) takes it with the claim this process holds; close lets go of the rest', async () => {
     await consumerHere();
     const removed = await finishUnderLock('gone');

@@ -134,6 +134,8 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
   /** Finished here with the finalizing request's lock kept as their claim (oldest first). */
   private readonly adopted = new Map<string, Adopted>();
   private adoptedTimer: NodeJS.Timeout | undefined;
+  /** Alternates claims between adopted uploads and those found in the directory. */
+  private adoptedTurn = false;
   /** `waitForFile` calls of this process under way, and when the last one ended. */
   private waiters = 0;
   private lastWaitEnd = 0;
@@ -202,10 +204,16 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
     // it is in place: no wake-up of the waiters for a file they would find locked.
     const adopting = held !== undefined && this.adopts();
     if (adopting) this.markOwn(id);
-    await this.writeRecordFile(this.recordPath(id), JSON.stringify(record), this.fsync);
-    if (!bytes && this.stagingDirectory === undefined) throw new Error('no staging directory');
-    const staged = bytes?.path ?? join(this.stagingDirectory!, id);
-    if (!(await this.arriveNative(id, staged))) await this.arrivePortable(id, staged);
+    const staged = bytes?.path ?? join(this.stagingDirectory ?? '', id);
+    try {
+      await this.writeRecordFile(this.recordPath(id), JSON.stringify(record), this.fsync);
+      if (!bytes && this.stagingDirectory === undefined) throw new Error('no staging directory');
+      if (!(await this.arriveNative(id, staged))) await this.arrivePortable(id, staged);
+    } catch (e) {
+      // Not adopted after all: this process's scans must see it like any other.
+      this.unmarkOwn(id);
+      throw e;
+    }
     if (adopting) this.adopt(id, record, held);
     // Adopted: a waiter of this process takes it without reading the directory.
     this.wake(!adopting);
@@ -305,6 +313,8 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
         break;
       }
       this.adopted.delete(id);
+      // Anyone's now, this process's scans included.
+      this.unmarkOwn(id);
       entry.lock.release().catch(() => {});
       released = true;
     }
@@ -326,6 +336,11 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
       this.ownIds = new Set();
     }
     this.ownIds.add(id);
+  }
+
+  private unmarkOwn(id: string): void {
+    this.ownIds.delete(id);
+    this.ownIdsBefore.delete(id);
   }
 
   private isOwn(id: string): boolean {
@@ -610,10 +625,30 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
    * else one pass over the directory for the oldest finished upload nobody holds.
    */
   private async tryClaim(): Promise<{ upload?: CompletedUpload; skippedBusy: boolean }> {
+    // This process's own first; but uploads found in the directory (another process's, or a
+    // backlog from before a restart) get every other claim, and the directory is read at least
+    // every poll interval: a steady flow of this process's uploads never starves them.
+    this.adoptedTurn = !this.adoptedTurn;
+    const scanDue = Date.now() - this.lastScan >= this.pollIntervalMs;
+    const othersWaiting = this.pending.length > 0 || this.news;
+    if (!scanDue && (this.adoptedTurn || !othersWaiting)) {
+      const adopted = this.takeAdopted();
+      if (adopted) return { upload: await this.handOut(...adopted), skippedBusy: false };
+    }
+    const found = await this.claimFromDirectory();
+    if (found.upload) return found;
     const adopted = this.takeAdopted();
-    if (adopted) return { upload: await this.handOut(adopted[0], adopted[1]), skippedBusy: false };
+    if (adopted) return { upload: await this.handOut(...adopted), skippedBusy: found.skippedBusy };
+    return found;
+  }
+
+  /** One pass over the directory: the oldest finished upload nobody holds, claimed. */
+  private async claimFromDirectory(): Promise<{ upload?: CompletedUpload; skippedBusy: boolean }> {
     let skippedBusy = false;
-    const candidates = (await this.candidates()).filter((id) => !this.adopted.has(id));
+    // Not those this process holds: its adopted ones, and those its consumers have.
+    const candidates = (await this.candidates()).filter(
+      (id) => !this.adopted.has(id) && !this.isOwn(id),
+    );
     const keep: string[] = [];
     for (const [index, id] of candidates.entries()) {
       let lock: FileLock | null;
