@@ -448,8 +448,19 @@ export class S3Storage implements UploadStorage {
       // Completed before (a crash, a retry): the object is there whole. Otherwise it is gone.
       if ((await this.objectSize(id)) !== manifest.end) throw notFound(id);
     }
-    const tails = [manifest.tail?.key, ...manifest.garbage, ...this.takeUncounted(id)];
-    await this.deleteKeys(tails.filter((k): k is string => k !== undefined)).catch(() => {});
+    // Every trailing piece of the upload goes: those its record names, and any a writer killed
+    // before its record was stored left (no one else knows of those; the object is whole now).
+    const tails = new Set(
+      [manifest.tail?.key, ...manifest.garbage, ...this.takeUncounted(id)].filter(
+        (k): k is string => k !== undefined,
+      ),
+    );
+    try {
+      for (const object of await this.listKeys(`${this.key(id)}.tail.`)) tails.add(object.key);
+    } catch {
+      // The janitor's sweep deletes what a failed listing leaves.
+    }
+    await this.deleteKeys(tails).catch(() => {});
   }
 
   /** Reads a completed upload's object (an open one cannot be read: see `readsOpenUploads`). */

@@ -286,6 +286,28 @@ describe('S3 storage on a real S3 server', () => {
     await small.remove();
   });
 
+  it('completion deletes every trailing piece of the upload, one a killed writer left included', async () => {
+    const data = randomBytes(MiB + 10);
+    const upload = await new Upload().create(data.length);
+    await upload.write(0, chunked(data.subarray(0, MiB)));
+    await upload.save(MiB, data.length);
+    // A writer killed after storing a trailing piece and before its record: nobody names it.
+    await client.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: `${prefix}${upload.id}.tail.fedcba987654`,
+        Body: 'x',
+      }),
+    );
+    await upload.write(MiB, chunked(data.subarray(MiB)));
+    await upload.save(data.length, data.length);
+    expect(await keysOf(upload.id)).toContain('.tail.fedcba987654');
+    await upload.complete();
+    expect((await keysOf(upload.id)).filter((k) => k.startsWith('.tail.'))).toEqual([]);
+    expect(await objectBytes(`${prefix}${upload.id}`)).toEqual(data);
+    await upload.remove();
+  });
+
   it('removes an open upload whole: its multipart upload is aborted, its objects deleted', async () => {
     const upload = await new Upload().create(20 * MiB);
     await upload.write(0, chunked(randomBytes(6 * MiB)));
