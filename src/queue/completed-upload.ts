@@ -1,11 +1,10 @@
 import type { UploadRecord } from '../core/upload-record.js';
-import { randomSuffix } from '../core/upload-id.js';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { chmod, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { syncDirectory, writeFileAtomic } from '../storage/durable-file.js';
+import { randomTempPath, syncDirectory, writeFileAtomic } from '../storage/durable-file.js';
 import { isRefusedFile, openRegularFile } from '../storage/safe-file.js';
 import { UnsafeFileError } from '../storage/storage.interfaces.js';
 import type { ObjectLocation, StoredObjects } from './completed-upload.queue.js';
@@ -108,7 +107,7 @@ export class CompletedUpload implements AsyncDisposable {
    * a symlink), made durable, then renamed into place; it is deleted from the store on release.
    */
   private async download(dest: string, options?: SaveOptions): Promise<void> {
-    const temp = join(dirname(dest), `.${basename(dest)}.${randomSuffix()}.tmp`);
+    const temp = randomTempPath(dest);
     try {
       const source = await this.stored!.objects.read(this.stored!.location);
       const out = createWriteStream(temp, {

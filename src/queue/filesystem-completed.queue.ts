@@ -3,10 +3,12 @@ import { lstat, readdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { isUploadId, randomSuffix } from '../core/upload-id.js';
+import { isUploadId } from '../core/upload-id.js';
 import { UploadRecord } from '../core/upload-record.js';
 import {
+  CANNOT_REPLACE,
   TEMP_FILE,
+  randomTempPath,
   readSmallFile,
   sweepTempFiles,
   syncDirectory,
@@ -90,9 +92,6 @@ interface Adopted {
   lock: FileLock;
   at: number;
 }
-
-/** Renames that fail because a directory sits at the target (moved aside, then retried). */
-const CANNOT_REPLACE = new Set(['EISDIR', 'ENOTEMPTY', 'EEXIST']);
 
 const ignoreMissing = (e: NodeJS.ErrnoException) => {
   if (e.code !== 'ENOENT') throw e;
@@ -237,14 +236,20 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
     } catch (e) {
       const { syscall, code = '' } = e as NodeJS.ErrnoException;
       if (syscall === 'rename' && CANNOT_REPLACE.has(code)) return false;
-      if (syscall === 'open') {
-        await unlink(this.recordPath(id)).catch(() => {});
-        throw await refusedFileError(e, staged, this.log);
-      }
+      if (syscall === 'open') await this.refuseStaged(id, staged, e);
       throw e;
     }
     if (result === 'replaced') await this.refuseArrived(id, staged);
     return true;
+  }
+
+  /**
+   * The staged data file could not be opened (gone, or not a regular file of its own: moved
+   * aside): the record written for it is taken back.
+   */
+  private async refuseStaged(id: string, staged: string, error: unknown): Promise<never> {
+    await unlink(this.recordPath(id)).catch(() => {});
+    throw await refusedFileError(error, staged, this.log);
   }
 
   /** Swapped in staging between the check and the rename: never handed to a consumer. */
@@ -260,8 +265,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
     try {
       fd = await openRegularFile(staged, false);
     } catch (e) {
-      await unlink(this.recordPath(id)).catch(() => {});
-      throw await refusedFileError(e, staged, this.log);
+      return this.refuseStaged(id, staged, e);
     }
     try {
       const checked = await fdCall.fstat(fd);
@@ -366,7 +370,7 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
    * at; the janitor sweeps one a crash left), then it is renamed into place and waiters woken.
    */
   private async arrive(id: string, fill: (temp: string) => Promise<void>): Promise<void> {
-    const temp = join(this.directory, `.${id}.${randomSuffix()}.tmp`);
+    const temp = randomTempPath(this.dataPath(id));
     try {
       await fill(temp);
       await this.renameInto(temp, this.dataPath(id));

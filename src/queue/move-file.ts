@@ -1,7 +1,6 @@
-import { randomSuffix } from '../core/upload-id.js';
 import { lstat, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { syncDirectory } from '../storage/durable-file.js';
+import { dirname } from 'node:path';
+import { randomTempPath, syncDirectory } from '../storage/durable-file.js';
 import { fdCall } from '../storage/fd.js';
 import { nativeAddon } from '../storage/native.js';
 import { CREATE_EXCLUSIVE, isRefusedFile, openRegularFile } from '../storage/safe-file.js';
@@ -39,7 +38,7 @@ export async function moveFile(
     try {
       result = await nativeAddon.moveFile(
         from,
-        tempBeside(to),
+        randomTempPath(to),
         to,
         dirname(to),
         options.mode ?? -1,
@@ -53,11 +52,6 @@ export async function moveFile(
     if (result === 'moved') return;
   }
   return moveFilePortable(from, to, durable, options);
-}
-
-/** `.{name}.{random}.tmp` beside `to`. */
-function tempBeside(to: string): string {
-  return join(dirname(to), `.${basename(to)}.${randomSuffix()}.tmp`);
 }
 
 /** {@link moveFile} with fs calls (one threadpool job each), and the copy across filesystems. */
@@ -74,7 +68,7 @@ export async function moveFilePortable(
     if (isRefusedFile(e)) throw new UnsafeFileError(from, { cause: e });
     throw e;
   }
-  const temp = tempBeside(to);
+  const temp = randomTempPath(to);
   try {
     const source = await fdCall.fstat(fd);
     let copied = false;

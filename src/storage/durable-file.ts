@@ -79,7 +79,7 @@ const writeFileAtomicNative: AtomicWrite = (temp, path, data, durable, mode) =>
   nativeAddon!.writeFileAtomic(temp, path, dirname(path), data, durable, mode);
 
 /** Renames that fail because the target is a directory (empty or not). */
-const CANNOT_REPLACE = new Set(['EISDIR', 'ENOTEMPTY', 'EEXIST']);
+export const CANNOT_REPLACE = new Set(['EISDIR', 'ENOTEMPTY', 'EEXIST']);
 
 async function writeAtomicWith(
   write: AtomicWrite,
@@ -98,7 +98,7 @@ async function writeAtomicWith(
       if (syscall === 'open' && code === 'EEXIST') {
         // Something sits under the temp name: the counter is easy to guess from the names
         // seen in the directory. The exclusive create refused it; a name nobody can guess now.
-        temp = join(dirname(path), `.${basename(path)}.${randomSuffix()}.tmp`);
+        temp = randomTempPath(path);
       } else if (syscall === 'rename' && CANNOT_REPLACE.has(code) && log) {
         await quarantineFile(path, e, log);
         temp = tempPathFor(path);
@@ -116,6 +116,14 @@ async function writeAtomicWith(
  */
 const tempPrefix = randomBytes(3).toString('hex');
 let tempCounter = 0;
+
+/**
+ * `.{name}.{random}.tmp` beside `path` (see {@link TEMP_FILE}): a temp name nobody can guess,
+ * for a file that only a rename publishes.
+ */
+export function randomTempPath(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${randomSuffix()}.tmp`);
+}
 
 /** `.{name}.{prefix}{counter}.tmp` beside `path` (see {@link TEMP_FILE}). */
 function tempPathFor(path: string): string {

@@ -95,19 +95,19 @@ export class SpaceAccounting {
    * `statfs` and no ledger update: they were checked against the free space when taken.
    */
   async reserve(bytes: number): Promise<void> {
-    if (bytes > 0 && bytes <= this.pool) {
-      this.pool -= bytes;
-      return;
-    }
-    await this.serially(() => this.reserveFromLedger(bytes));
+    if (!this.takeFromPool(bytes)) await this.serially(() => this.reserveFromLedger(bytes));
+  }
+
+  /** Hands out `bytes` (more than 0) from the pool if it holds them. */
+  private takeFromPool(bytes: number): boolean {
+    if (bytes <= 0 || bytes > this.pool) return false;
+    this.pool -= bytes;
+    return true;
   }
 
   private async reserveFromLedger(bytes: number): Promise<void> {
     // Another call may have filled the pool meanwhile.
-    if (bytes > 0 && bytes <= this.pool) {
-      this.pool -= bytes;
-      return;
-    }
+    if (this.takeFromPool(bytes)) return;
     const volume = await statfs(this.directory);
     const size = volume.blocks * volume.bsize;
     if (bytes > size) throw new LargerThanVolumeError(`${bytes} bytes exceed the volume's ${size}`);
