@@ -6,6 +6,10 @@ export default {
   moduleNameMapper: {
     '^nestjs-tussi$': '<rootDir>/src/index.ts',
     '^(\\.{1,2}/.*)\\.js$': '$1',
+    // @fastify/middie require()s path-to-regexp 9, which is ESM only: Node >= 20.19 loads it,
+    // Jest's own module runtime cannot (before Node 24.9). In tests it gets Express's CommonJS
+    // path-to-regexp 8 (same parse/pathToRegexp API).
+    '^path-to-regexp$': '<rootDir>/node_modules/path-to-regexp/dist/index.js',
   },
   transform: {
     '^.+\\.ts$': ['ts-jest', { useESM: true, tsconfig: 'tsconfig.json', diagnostics: { warnOnly: false } }],

@@ -11,6 +11,7 @@ export type {
   TusOptionsFactory,
 } from './tus.options.js';
 export { principalFromUser, type TusPrincipalResolver } from './nest/tus-principal.js';
+export type { PlatformRequest, PlatformResponse } from './nest/platform.js';
 export { TusRequestMiddleware } from './nest/tus-request.middleware.js';
 export { TusRateLimitGuard, type TusRateLimits } from './nest/tus-rate-limit.guard.js';
 export {

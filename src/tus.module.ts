@@ -15,7 +15,12 @@ import { TusRequestMiddleware } from './nest/tus-request.middleware.js';
 import { MemoryRateLimitStorage, TUS_RATE_LIMIT_STORAGE } from './nest/tus-rate-limit.storage.js';
 import { TusRateLimitGuard } from './nest/tus-rate-limit.guard.js';
 import { RedisRateLimitStorage } from './redis/redis-rate-limit.storage.js';
-import { installMalformedPathCatch, mountPaths, resolveTusRoutes } from './nest/tus-routes.js';
+import {
+  installFastifySupport,
+  installMalformedPathCatch,
+  mountPaths,
+  resolveTusRoutes,
+} from './nest/tus-routes.js';
 import { TUS_OPTIONS, TUS_STORAGE } from './nest/tus.constants.js';
 import type { UploadStorage } from './storage/storage.interfaces.js';
 import type { TusLogger } from './protocol/tus-context.js';
@@ -287,6 +292,8 @@ export class TusModule extends ConfigurableModuleClass implements NestModule {
       );
     }
     consumer.apply(TusRequestMiddleware).forRoutes(...controllers);
-    installMalformedPathCatch(this.adapterHost, mountPaths(controllers, this.moduleRef));
+    const paths = mountPaths(controllers, this.moduleRef);
+    installMalformedPathCatch(this.adapterHost, paths);
+    installFastifySupport(this.adapterHost, paths, (m) => new Logger('TusModule').warn(m));
   }
 }

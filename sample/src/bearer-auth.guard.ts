@@ -5,7 +5,7 @@ import {
   type ExecutionContext,
 } from '@nestjs/common';
 import { ConfigService } from '@nestjs/config';
-import type { Request } from 'express';
+import type { PlatformRequest } from 'nestjs-tussi';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
@@ -61,7 +61,7 @@ export class BearerAuthGuard implements CanActivate {
 
   canActivate(context: ExecutionContext): boolean {
     if (this.credentials.length === 0) return true;
-    const request = context.switchToHttp().getRequest<Request & { user?: unknown }>();
+    const request = context.switchToHttp().getRequest<PlatformRequest>();
     // The scheme is case-insensitive (RFC 6750, RFC 9110).
     const match = /^Bearer +(\S+) *$/i.exec(request.headers.authorization ?? '');
     if (match) {

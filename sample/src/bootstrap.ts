@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import type { INestApplication, LogLevel } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
+import { NestFactory, type AbstractHttpAdapter } from '@nestjs/core';
 import type { Server } from 'node:http';
 import v8 from 'node:v8';
 import { AppModule } from './app.module.js';
@@ -19,6 +19,11 @@ export interface BootstrapOptions {
   shutdownHooks?: { signals?: string[]; useProcessExit?: boolean } | false;
   /** Nest's `abortOnError`: `false` makes a failed start reject instead of aborting. @default true */
   abortOnError?: boolean;
+  /**
+   * The Nest HTTP platform: `fastify` needs `@nestjs/platform-fastify` installed.
+   * @default the `TUS_PLATFORM` variable, else 'express'
+   */
+  platform?: 'express' | 'fastify';
 }
 
 export interface BootstrapResult {
@@ -37,14 +42,19 @@ export interface BootstrapResult {
 export async function bootstrap(options: BootstrapOptions = {}): Promise<BootstrapResult> {
   const host = options.host ?? '127.0.0.1';
   tuneGarbageCollector();
-  const app = await NestFactory.create(AppModule, {
+  const settings = {
     // No global JSON/urlencoded parsers: they would read an upload route's body before TUS
     // does and answer a mislabelled PATCH with their own 400 instead of the protocol's 415.
     // An app with JSON routes of its own re-enables them per route or with a path filter.
     bodyParser: false,
     logger: options.logLevels ?? logLevelsFromEnv(),
     abortOnError: options.abortOnError,
-  });
+  };
+  const platform = options.platform ?? platformFromEnv();
+  const app =
+    platform === 'fastify'
+      ? await NestFactory.create(AppModule, await fastifyAdapter(), settings)
+      : await NestFactory.create(AppModule, settings);
   if (options.shutdownHooks !== false) {
     const { signals, useProcessExit } = options.shutdownHooks ?? {};
     app.enableShutdownHooks(signals, { useProcessExit });
@@ -78,6 +88,34 @@ function tuneGarbageCollector(): void {
   if (!/^\d+$/.test(wanted))
     throw new Error(`TUS_HEAP_GROWING_PERCENT=${wanted}: a number or default`);
   v8.setFlagsFromString(`--heap-growing-percent=${wanted}`);
+}
+
+function platformFromEnv(): 'express' | 'fastify' {
+  const wanted = process.env.TUS_PLATFORM?.trim() || 'express';
+  if (wanted !== 'express' && wanted !== 'fastify')
+    throw new Error(`TUS_PLATFORM=${wanted}: express or fastify`);
+  return wanted;
+}
+
+/**
+ * Fastify's adapter, loaded only when asked for (an Express user installs nothing of it). TusModule
+ * registers what it needs of Fastify itself (the upload bodies' parsers, its routes).
+ */
+async function fastifyAdapter(): Promise<AbstractHttpAdapter> {
+  try {
+    const { FastifyAdapter } = await import('@nestjs/platform-fastify');
+    return new FastifyAdapter();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') {
+      throw new Error(
+        'the fastify platform needs @nestjs/platform-fastify: npm i @nestjs/platform-fastify',
+        {
+          cause: e,
+        },
+      );
+    }
+    throw e;
+  }
 }
 
 /** `LOG_LEVEL=warn` keeps warnings and errors only (no line per upload); default `log`. */

@@ -29,6 +29,8 @@ export interface ServerConfig {
   corsOrigins: string[];
   fsync: boolean;
   workers: number;
+  /** The Nest HTTP platform. */
+  platform: 'express' | 'fastify';
   redisUrl?: string;
   /** Uploads straight into this S3 bucket (no upload directory). */
   s3?: S3Config;
@@ -65,6 +67,7 @@ export interface SampleBootstrap {
     port?: number;
     shutdownHooks?: { signals?: string[]; useProcessExit?: boolean } | false;
     abortOnError?: boolean;
+    platform?: 'express' | 'fastify';
   }) => Promise<{ app: { close(): Promise<void> }; server: Server; port: number; url: string }>;
 }
 
@@ -216,6 +219,15 @@ export function serverProgram(): Command {
         .default(1)
         .env('TUS_WORKERS')
         .argParser(integerIn(1, 256)),
+    )
+    .addOption(
+      new Option(
+        '--platform <name>',
+        'the Nest HTTP platform (fastify needs @nestjs/platform-fastify)',
+      )
+        .choices(['express', 'fastify'])
+        .default('express')
+        .env('TUS_PLATFORM'),
     )
     .addOption(
       new Option(
@@ -375,6 +387,7 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     corsOrigins: options.corsOrigin ?? [],
     fsync,
     workers: options.workers,
+    platform: options.platform,
     redisUrl: options.redisUrl || undefined,
     s3,
   };
@@ -405,6 +418,7 @@ function exportToEnvironment(config: ServerConfig): void {
   set('TUS_CORS_ORIGINS', config.corsOrigins.join(','));
   set('TUS_FSYNC', config.fsync ? 'true' : 'false');
   set('TUS_WORKERS', config.workers);
+  set('TUS_PLATFORM', config.platform);
   set('TUS_REDIS_URL', config.redisUrl);
   set('TUS_S3_BUCKET', config.s3?.bucket);
   set('TUS_S3_ENDPOINT', config.s3?.endpoint);
@@ -435,6 +449,7 @@ function describe(config: ServerConfig): string {
     config.trustedProxies.length ? `trusted proxies ${config.trustedProxies.join(', ')}` : '',
     config.corsOrigins.length ? `CORS origins ${config.corsOrigins.join(', ')}` : '',
     config.workers > 1 ? `${config.workers} worker processes` : '',
+    config.platform === 'express' ? '' : `on ${config.platform}`,
     config.redisUrl ? `coordinated through Redis at ${maskPassword(config.redisUrl)}` : '',
   ].filter(Boolean);
   lines.push(`  ${limits.join(', ')}`);
@@ -473,6 +488,7 @@ async function serve(config: ServerConfig, role: 'single' | 'worker'): Promise<s
     port: config.port,
     shutdownHooks: { signals: [...SIGNALS], useProcessExit: true },
     abortOnError: false,
+    platform: config.platform,
   });
   // Responses in progress: at shutdown they end their connection once sent, rather than
   // keeping it alive (which would hold the closing server open until the client lets go).

@@ -7,10 +7,10 @@ import {
   type ArgumentsHost,
   type ExceptionFilter,
 } from '@nestjs/common';
-import type { Request, Response } from 'express';
 import { TUS_VERSION } from '../protocol/headers.js';
 import type { ResolvedTusOptions } from '../tus.options-validation.js';
 import { TUS_OPTIONS } from './tus.constants.js';
+import { nodeRequest, takeOverResponse } from './platform.js';
 import { applyCors } from './tus-cors.js';
 
 /**
@@ -25,8 +25,9 @@ export class TusExceptionFilter implements ExceptionFilter {
   constructor(@Optional() @Inject(TUS_OPTIONS) private readonly options?: ResolvedTusOptions) {}
 
   catch(exception: unknown, host: ArgumentsHost): void {
-    const request = host.switchToHttp().getRequest<Request>();
-    const response = host.switchToHttp().getResponse<Response>();
+    // Written on Node's objects under either platform (a Fastify reply is taken over).
+    const request = nodeRequest(host.switchToHttp().getRequest());
+    const response = takeOverResponse(host.switchToHttp().getResponse());
     if (response.headersSent) {
       response.end();
       return;
@@ -44,9 +45,17 @@ export class TusExceptionFilter implements ExceptionFilter {
     response.setHeader('Tus-Resumable', TUS_VERSION);
     applyCors(request, response, this.options?.cors);
     if (!request.readableEnded) response.setHeader('Connection', 'close');
-    response.status(status);
-    if (request.method === 'HEAD') response.end();
-    else response.json(typeof body === 'string' ? { statusCode: status, message: body } : body);
+    response.statusCode = status;
+    if (request.method === 'HEAD') {
+      response.end();
+      return;
+    }
+    const json = JSON.stringify(
+      typeof body === 'string' ? { statusCode: status, message: body } : body,
+    );
+    response.setHeader('Content-Type', 'application/json; charset=utf-8');
+    response.setHeader('Content-Length', Buffer.byteLength(json));
+    response.end(json);
   }
 }
 

@@ -5,10 +5,11 @@ import {
   type ExecutionContext,
   type NestInterceptor,
 } from '@nestjs/common';
-import type { Request } from 'express';
+import type { IncomingMessage } from 'node:http';
 import type { Observable } from 'rxjs';
 import type { ResolvedTusOptions } from '../tus.options-validation.js';
 import { TUS_HOST, TUS_OPTIONS, TUS_SCHEME } from './tus.constants.js';
+import { nodeRequest } from './platform.js';
 import { TrustedProxies, readForwarded } from './trusted-proxies.js';
 
 /**
@@ -27,7 +28,9 @@ export class TusForwardedInterceptor implements NestInterceptor {
   }
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    const req = context.switchToHttp().getRequest<Request & Record<symbol, string>>();
+    // Noted on Node's request, which the controller reads under either platform.
+    const req = nodeRequest(context.switchToHttp().getRequest()) as IncomingMessage &
+      Record<symbol, string>;
     if (this.proxies.trusts(req.socket.remoteAddress)) {
       const view = readForwarded(req.headers, this.allowHost);
       if (view.scheme) req[TUS_SCHEME] = view.scheme;

@@ -1,9 +1,10 @@
-import type { IncomingMessage } from 'node:http';
+import type { PlatformRequest } from './platform.js';
 
-/** Who a request comes from, as authentication established it; `undefined` when anonymous. */
-export type TusPrincipalResolver = (
-  request: IncomingMessage & { user?: unknown },
-) => string | null | undefined;
+/**
+ * Who a request comes from, as authentication established it; `undefined` when anonymous. It is
+ * given the platform's request (Express's or Fastify's), on which guards put `user`.
+ */
+export type TusPrincipalResolver = (request: PlatformRequest) => string | null | undefined;
 
 /**
  * The default principal: what the guard (or Passport) put on `request.user`: a string as it is,
@@ -25,7 +26,7 @@ export const principalFromUser: TusPrincipalResolver = (request) => {
 /** The principal of a request as the module's options say: their `ownership` function, or `request.user`. */
 export function principalOf(
   options: { ownership?: boolean | TusPrincipalResolver },
-  request: IncomingMessage & { user?: unknown },
+  request: PlatformRequest,
 ): string | undefined {
   const resolve = typeof options.ownership === 'function' ? options.ownership : principalFromUser;
   return resolve(request) ?? undefined;

@@ -7,9 +7,10 @@ import {
   type ExecutionContext,
 } from '@nestjs/common';
 import { createHash } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { ResolvedTusOptions } from '../tus.options-validation.js';
 import { clientOf } from './connection-limits.js';
+import { nodeRequest, nodeResponse } from './platform.js';
 import { TUS_OPTIONS } from './tus.constants.js';
 import { principalOf } from './tus-principal.js';
 import { TUS_RATE_LIMIT_STORAGE, type RateLimitStorage } from './tus-rate-limit.storage.js';
@@ -76,8 +77,11 @@ export class TusRateLimitGuard implements CanActivate {
     const key = createHash('sha256').update(tracker).digest('base64url');
     const record = await this.storage.increment(key, windowMs, limit, windowMs, name);
     if (!record.isBlocked) return;
-    const res = context.switchToHttp().getResponse<ServerResponse>();
-    res.setHeader('Retry-After', String(Math.max(1, record.timeToBlockExpire)));
+    // On Node's response, which the exception filter writes under either platform.
+    nodeResponse(context.switchToHttp().getResponse()).setHeader(
+      'Retry-After',
+      String(Math.max(1, record.timeToBlockExpire)),
+    );
     throw new HttpException(
       `too many ${name}: retry after the time Retry-After says`,
       HttpStatus.TOO_MANY_REQUESTS,
@@ -93,7 +97,7 @@ export class TusRateLimitGuard implements CanActivate {
 
   /** The nearest address a trusted proxy forwarded, else the peer's. */
   private clientAddress(req: Request): string {
-    let address = req.socket.remoteAddress ?? '';
+    let address = nodeRequest(req).socket.remoteAddress ?? '';
     const forwarded = req.headers['x-forwarded-for'];
     if (!this.proxies.trusts(address) || typeof forwarded !== 'string') return address;
     const hops = forwarded.split(',').map((h) => h.trim());
@@ -104,5 +108,6 @@ export class TusRateLimitGuard implements CanActivate {
 
 /** A POST that reached the creation URL (overrides are applied before the guards). */
 function isCreation(req: Request): boolean {
-  return req.method === 'POST' && !req.params?.id && !req.params?.rest;
+  // `rest` is the catch-all's parameter under Express, `*` under Fastify.
+  return req.method === 'POST' && !req.params?.id && !req.params?.rest && !req.params?.['*'];
 }

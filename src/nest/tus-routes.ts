@@ -1,9 +1,10 @@
 import type { Type } from '@nestjs/common';
 import type { HttpAdapterHost, ModuleRef, ModulesContainer } from '@nestjs/core';
 import { PATH_METADATA } from '@nestjs/common/constants.js';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { TusController } from './tus.controller.js';
-import { TUS_MALFORMED_PATH } from './tus.constants.js';
+import { targetPath } from './platform.js';
+import { TUS_MALFORMED_PATH, WILDCARD } from './tus.constants.js';
 
 /** What `TusModule` serves: its own default controller and the subclasses users mount. */
 export interface TusRoutes {
@@ -68,18 +69,20 @@ function normalize(path: string): string {
 const malformedPathBases = new WeakMap<object, Set<string>>();
 
 /**
- * Express decodes a route's parameters before any route or middleware of it runs, and answers a
- * malformed percent-encoding (`/files/%E0%A4%A`) with its own 400, before authentication and
- * without `Tus-Resumable`. Below the TUS paths, such a path is made routable (every `%` escaped)
+ * Express decodes a route's parameters before any route or middleware of it runs (Fastify as it
+ * routes), and answers a malformed percent-encoding (`/files/%E0%A4%A`) with its own 400, before
+ * authentication and without `Tus-Resumable`. Below the TUS paths, such a path is made routable (every `%` escaped)
  * and flagged, so the TUS routes take it: the guards run, then the handler answers the TUS 400.
  * Other paths of the application are left alone.
  */
 export function installMalformedPathCatch(adapterHost: HttpAdapterHost, paths: string[]): void {
   const adapter = adapterHost.httpAdapter as unknown as {
     getType?(): string;
+    getHttpServer?(): Server | undefined;
     use?(handler: (req: IncomingMessage, res: ServerResponse, next: () => void) => void): void;
   };
-  if (!adapter || adapter.getType?.() !== 'express' || typeof adapter.use !== 'function') return;
+  const type = adapter?.getType?.();
+  if (type !== 'express' && type !== 'fastify') return;
   let bases = malformedPathBases.get(adapter);
   if (bases) {
     // Another TusModule of the same application installed the handler: add the paths.
@@ -89,7 +92,7 @@ export function installMalformedPathCatch(adapterHost: HttpAdapterHost, paths: s
   bases = new Set(paths);
   malformedPathBases.set(adapter, bases);
   const known = bases;
-  adapter.use((req, _res, next) => {
+  const catchMalformed = (req: IncomingMessage) => {
     const url = req.url ?? '/';
     const query = url.indexOf('?');
     const path = query < 0 ? url : url.slice(0, query);
@@ -97,7 +100,130 @@ export function installMalformedPathCatch(adapterHost: HttpAdapterHost, paths: s
       req.url = path.replaceAll('%', '%25') + (query < 0 ? '' : url.slice(query));
       (req as IncomingMessage & { [TUS_MALFORMED_PATH]?: boolean })[TUS_MALFORMED_PATH] = true;
     }
-    next();
+  };
+  if (type === 'express' && typeof adapter.use === 'function') {
+    adapter.use((req, _res, next) => {
+      catchMalformed(req);
+      next();
+    });
+    return;
+  }
+  // Fastify routes a request as its server emits it, before any hook or middleware, and answers
+  // a path it cannot decode with its own 400: the path is made routable before Fastify sees it.
+  adapter.getHttpServer?.()?.prependListener('request', catchMalformed);
+}
+
+/** The TUS base paths of each Fastify instance. */
+const fastifyBases = new WeakMap<object, Set<string>>();
+
+/** The content types of upload bytes: nobody else's parser has any business reading them. */
+const UPLOAD_BODIES = ['application/offset+octet-stream', 'application/partial-upload'];
+
+interface FastifyRoute {
+  url: string;
+  path?: string;
+}
+interface FastifyLike {
+  initialConfig?: { ignoreTrailingSlash?: boolean };
+  route(route: FastifyRoute): void;
+  addHook(name: 'onRoute', hook: (this: FastifyLike, route: FastifyRoute) => void): void;
+  hasContentTypeParser(type: string): boolean;
+  addContentTypeParser(
+    type: string,
+    parser: (request: { raw: IncomingMessage }, payload: unknown, done: Done) => void,
+  ): void;
+}
+type Done = (error: Error | null, body?: unknown) => void;
+
+/**
+ * What the TUS controllers need of Fastify, registered before the router mounts them (nothing
+ * happens under Express):
+ *
+ * - **Routes.** The controller's catch-all below the creation URL is declared in Express's
+ *   syntax (`*rest`, a named wildcard); Fastify's router takes only a trailing `*`. The route is
+ *   renamed as Fastify registers it, below the TUS paths only. The creation route is added a
+ *   second time with a trailing slash (`/files/`), which Express routes to it.
+ * - **Bodies.** See below.
+ */
+export function installFastifySupport(
+  adapterHost: HttpAdapterHost,
+  paths: string[],
+  warn: (message: string) => void,
+): void {
+  const adapter = adapterHost.httpAdapter as unknown as {
+    getType?(): string;
+    getInstance?(): unknown;
+  };
+  if (!adapter || adapter.getType?.() !== 'fastify' || typeof adapter.getInstance !== 'function')
+    return;
+  const fastify = adapter.getInstance() as FastifyLike;
+  let bases = fastifyBases.get(fastify);
+  if (bases) {
+    for (const path of paths) bases.add(path);
+    return;
+  }
+  bases = new Set(paths);
+  fastifyBases.set(fastify, bases);
+  const known = bases;
+  const slashBlind = fastify.initialConfig?.ignoreTrailingSlash === true;
+  fastify.addHook('onRoute', function (this: FastifyLike, route) {
+    if (!slashBlind && known.has(route.url) && route.url !== '/') {
+      // The creation URL is also written with a trailing slash (`/files/`), which Fastify
+      // routes apart (a wildcard never matches nothing here).
+      this.route({ ...route, url: `${route.url}/`, path: `${route.url}/` });
+      return;
+    }
+    if (!route.url.endsWith(`/${WILDCARD}`)) return;
+    const base = route.url.slice(0, -WILDCARD.length - 1) || '/';
+    if (!known.has(base)) return;
+    route.url = route.url.slice(0, -WILDCARD.length) + '*';
+    if (route.path !== undefined) route.path = route.url;
+  });
+  passBodiesThrough(fastify, known, warn);
+}
+
+/**
+ * Under Fastify, bodies are read by content-type parsers before any route runs, a type without
+ * one is refused with Fastify's own 415, and the body limit (1 MiB by default) applies to every
+ * parser that buffers. The upload bytes are streamed by the handler, so their types get a parser
+ * that reads nothing (the request stays unread, with its backpressure, for the handler), and
+ * below the TUS paths so does any other type (a mislabelled PATCH is the protocol's 415, with
+ * `Tus-Resumable`, not Fastify's). Elsewhere in the application a type without a parser is
+ * still refused as Fastify refuses it. Types the application parses itself (JSON, text) keep
+ * their parsers everywhere. Nothing happens under Express, whose body parsers leave these types
+ * alone.
+ */
+function passBodiesThrough(
+  fastify: FastifyLike,
+  known: Set<string>,
+  warn: (message: string) => void,
+): void {
+  const passThrough = (_request: unknown, _payload: unknown, done: Done) => done(null);
+  for (const type of UPLOAD_BODIES) {
+    if (!fastify.hasContentTypeParser(type)) fastify.addContentTypeParser(type, passThrough);
+  }
+  if (fastify.hasContentTypeParser('*')) {
+    warn(
+      'the application has a catch-all content-type parser: TUS requests of other types than ' +
+        `${UPLOAD_BODIES.join(' and ')} are read by it before the protocol answers them`,
+    );
+    return;
+  }
+  fastify.addContentTypeParser('*', (request, _payload, done) => {
+    const path = targetPath(request.raw.url);
+    if (path !== undefined && underAny(path, known)) {
+      done(null);
+      return;
+    }
+    done(unsupportedMediaType());
+  });
+}
+
+/** The error Fastify answers a body without a parser with (415). */
+function unsupportedMediaType(): Error {
+  return Object.assign(new Error('Unsupported Media Type'), {
+    statusCode: 415,
+    code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE',
   });
 }
 

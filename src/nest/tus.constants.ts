@@ -13,3 +13,6 @@ export const TUS_HOST = Symbol('tus.host');
 
 /** Set on a request whose path had a malformed percent-encoding (answered 400 after the guards). */
 export const TUS_MALFORMED_PATH = Symbol('tus.malformed-path');
+
+/** The controller's catch-all route below a TUS path, in Express's syntax (renamed for Fastify). */
+export const WILDCARD = '*rest';

@@ -2,7 +2,6 @@ import {
   All,
   Controller,
   Inject,
-  Options,
   Param,
   Req,
   Res,
@@ -12,18 +11,32 @@ import {
   type CanActivate,
   type Type,
 } from '@nestjs/common';
-import type { Request, Response } from 'express';
+import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { TusHandler } from '../protocol/tus-handler.js';
 import type { ResolvedTusOptions } from '../tus.options-validation.js';
-import { TUS_HOST, TUS_MALFORMED_PATH, TUS_OPTIONS, TUS_SCHEME } from './tus.constants.js';
+import {
+  TUS_HOST,
+  TUS_MALFORMED_PATH,
+  TUS_OPTIONS,
+  TUS_SCHEME,
+  WILDCARD,
+} from './tus.constants.js';
 import { applyCors } from './tus-cors.js';
 import { TusExceptionFilter } from './tus-exception.filter.js';
 import { TusForwardedInterceptor } from './tus-forwarded.interceptor.js';
+import {
+  nodeRequest,
+  takeOverResponse,
+  targetPath,
+  type PlatformRequest,
+  type PlatformResponse,
+} from './platform.js';
 import { principalOf } from './tus-principal.js';
 import { sendTusResponse } from './tus-response.js';
 
-type TusExpressRequest = Request & {
+/** What the module's layers note on the Node request for the controller. */
+type NotedRequest = IncomingMessage & {
   [TUS_SCHEME]?: string;
   [TUS_HOST]?: string;
   [TUS_MALFORMED_PATH]?: boolean;
@@ -53,29 +66,15 @@ export class TusController {
     @Inject(TUS_OPTIONS) protected readonly options: ResolvedTusOptions,
   ) {}
 
-  @Options()
-  async discover(@Req() req: TusExpressRequest, @Res() res: Response): Promise<void> {
-    await this.serve(req, res, undefined);
-  }
-
-  @Options(':id')
-  async discoverUpload(
-    @Req() req: TusExpressRequest,
-    @Res() res: Response,
-    @Param('id') id: string,
-  ): Promise<void> {
-    await this.serve(req, res, id);
-  }
-
   @All()
-  async collection(@Req() req: TusExpressRequest, @Res() res: Response): Promise<void> {
+  async collection(@Req() req: PlatformRequest, @Res() res: PlatformResponse): Promise<void> {
     await this.serve(req, res, undefined);
   }
 
   @All(':id')
   async upload(
-    @Req() req: TusExpressRequest,
-    @Res() res: Response,
+    @Req() req: PlatformRequest,
+    @Res() res: PlatformResponse,
     @Param('id') id: string,
   ): Promise<void> {
     await this.serve(req, res, id);
@@ -85,11 +84,11 @@ export class TusController {
    * Deeper paths (`/files/a/b`, `/files//`) name no upload: a TUS 404 (with `Tus-Resumable`),
    * not the router's bare one.
    */
-  @All('*rest')
-  async beyond(@Req() req: TusExpressRequest, @Res() res: Response): Promise<void> {
+  @All(WILDCARD)
+  async beyond(@Req() req: PlatformRequest, @Res() res: PlatformResponse): Promise<void> {
     // The path as the id: it starts with '/', so it is no upload's id and the handler answers
     // 404 (after checking Tus-Resumable, like for any request).
-    await this.serve(req, res, req.path);
+    await this.serve(req, res, requestPath(req));
   }
 
   /**
@@ -97,34 +96,47 @@ export class TusController {
    * function, or `request.user` (a string, or its `id`, `sub` or `username`). Override to take it
    * from elsewhere.
    */
-  protected principalOf(req: Request): string | undefined {
+  protected principalOf(req: PlatformRequest): string | undefined {
     return principalOf(this.options, req);
   }
 
   protected async serve(
-    req: TusExpressRequest,
-    res: Response,
+    req: PlatformRequest,
+    res: PlatformResponse,
     id: string | undefined,
   ): Promise<void> {
-    applyCors(req, res, this.options.cors);
-    // Express's own parse of the request target (an absolute-form target with a bad port would
-    // make `new URL` throw): the path the client used, global prefix included.
-    let path = (req.baseUrl + req.path).replace(/\/+$/, '');
+    const raw: NotedRequest = nodeRequest(req);
+    const out = takeOverResponse(res);
+    applyCors(raw, out, this.options.cors);
+    // The path the client used, global prefix included.
+    let path = requestPath(req).replace(/\/+$/, '');
     if (id !== undefined) path = path.slice(0, path.lastIndexOf('/'));
     const response = await this.tus.handle({
-      method: req.method,
-      headers: req.headers,
+      method: raw.method ?? '',
+      headers: raw.headers,
       id,
       basePath: path,
-      scheme: req[TUS_SCHEME] ?? ((req.socket as TLSSocket).encrypted ? 'https' : 'http'),
-      host: req[TUS_HOST],
-      body: req,
-      trailers: () => req.trailers,
-      malformedPath: req[TUS_MALFORMED_PATH] === true,
+      scheme: raw[TUS_SCHEME] ?? ((raw.socket as TLSSocket).encrypted ? 'https' : 'http'),
+      host: raw[TUS_HOST],
+      body: raw,
+      trailers: () => raw.trailers,
+      malformedPath: raw[TUS_MALFORMED_PATH] === true,
       principal: this.principalOf(req),
     });
-    sendTusResponse(req, res, response);
+    sendTusResponse(raw, out, response);
   }
+}
+
+/**
+ * The path of the request target. Under Express, its own parse (which also reads an
+ * absolute-form target whose port `new URL` refuses); under Fastify, Node's request target.
+ */
+function requestPath(req: PlatformRequest): string {
+  const express = req as { baseUrl?: unknown; path?: unknown };
+  if (typeof express.baseUrl === 'string' && typeof express.path === 'string') {
+    return express.baseUrl + express.path;
+  }
+  return targetPath(nodeRequest(req).url) ?? '/';
 }
 
 /** A `TusController` mounted at `path`, its non-OPTIONS routes behind `guards`. */
@@ -134,31 +146,21 @@ export function createTusController(
 ): Type<TusController> {
   @Controller(path)
   class MountedTusController extends TusController {
-    @Options()
-    override discover(req: TusExpressRequest, res: Response): Promise<void> {
-      return super.discover(req, res);
-    }
-
-    @Options(':id')
-    override discoverUpload(req: TusExpressRequest, res: Response, id: string): Promise<void> {
-      return super.discoverUpload(req, res, id);
-    }
-
     @All()
     @UseGuards(...guards)
-    override collection(req: TusExpressRequest, res: Response): Promise<void> {
+    override collection(req: PlatformRequest, res: PlatformResponse): Promise<void> {
       return super.collection(req, res);
     }
 
     @All(':id')
     @UseGuards(...guards)
-    override upload(req: TusExpressRequest, res: Response, id: string): Promise<void> {
+    override upload(req: PlatformRequest, res: PlatformResponse, id: string): Promise<void> {
       return super.upload(req, res, id);
     }
 
-    @All('*rest')
+    @All(WILDCARD)
     @UseGuards(...guards)
-    override beyond(req: TusExpressRequest, res: Response): Promise<void> {
+    override beyond(req: PlatformRequest, res: PlatformResponse): Promise<void> {
       return super.beyond(req, res);
     }
   }

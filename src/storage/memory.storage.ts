@@ -20,8 +20,7 @@ export class MemoryStorage implements UploadStorage {
 
   async create(id: string, length: number | null): Promise<void> {
     if (this.files.has(id)) throw Object.assign(new Error(`${id} exists`), { code: 'EEXIST' });
-    assertFitsInMemory(length ?? 0);
-    this.files.set(id, Buffer.alloc(length ?? 0));
+    this.files.set(id, bufferOf(length ?? 0));
     this.changed.set(id, Date.now());
   }
 
@@ -31,7 +30,7 @@ export class MemoryStorage implements UploadStorage {
       write: async (chunks, bytes) => {
         const file = this.files.get(id);
         if (!file) throw Object.assign(new Error(`${id} is gone`), { code: 'ENOENT' });
-        const grown = position + bytes > file.length ? Buffer.alloc(position + bytes) : file;
+        const grown = position + bytes > file.length ? bufferOf(position + bytes) : file;
         if (grown !== file) file.copy(grown);
         Buffer.concat(chunks, bytes).copy(grown, position);
         this.files.set(id, grown);
@@ -50,8 +49,7 @@ export class MemoryStorage implements UploadStorage {
   async allocate(id: string, length: number): Promise<void> {
     const file = this.files.get(id);
     if (file && file.length < length) {
-      assertFitsInMemory(length);
-      const grown = Buffer.alloc(length);
+      const grown = bufferOf(length);
       file.copy(grown);
       this.files.set(id, grown);
     }
@@ -100,9 +98,18 @@ export class MemoryUploadLocker implements UploadLocker {
   }
 }
 
-/** A length no Buffer can hold is refused as a file system refuses a file too large (EFBIG). */
-function assertFitsInMemory(length: number): void {
-  if (length > constants.MAX_LENGTH) {
-    throw Object.assign(new Error('file too large for memory'), { code: 'EFBIG' });
+/**
+ * A zeroed Buffer of `length` bytes. A length no Buffer can hold is refused as a file system
+ * refuses a file too large (EFBIG): past the runtime's `MAX_LENGTH` (4 GiB on Node 20, 2^53 − 1
+ * since Node 22) and also when the allocation itself fails (V8's own limit, or no memory left).
+ */
+function bufferOf(length: number): Buffer {
+  const tooLarge = () => Object.assign(new Error('file too large for memory'), { code: 'EFBIG' });
+  if (length > constants.MAX_LENGTH) throw tooLarge();
+  try {
+    return Buffer.alloc(length);
+  } catch (e) {
+    if (e instanceof RangeError) throw Object.assign(tooLarge(), { cause: e });
+    throw e;
   }
 }

@@ -588,6 +588,49 @@ describe('tussi-server and tussi-upload (real processes)', () => {
     await until(() => (pids.some(alive) ? undefined : true), 5000, 'workers gone');
   }, 120_000);
 
+  it('--platform fastify (TUS_PLATFORM): the sample on Fastify, guarded, delivered once, shut down cleanly', async () => {
+    const { srv, dest, cache, base } = await server([
+      '--platform',
+      'fastify',
+      '--workers',
+      '2',
+      '--token',
+      'alice:s3cret',
+    ]);
+    expect(srv.output.text).toContain('on fastify');
+    const file = await randomFile(join(base, 'clip.mov'), 3 * MiB + 7);
+    const refused = await runUpload(['-e', srv.url, file], { cwd: base, cacheDir: cache });
+    expect(refused.stderr).toMatch(/clip\.mov: the server refused POST .*: 401/);
+    const run = await runUpload(['-e', srv.url, '-t', 's3cret', '-c', '1M', file], {
+      cwd: base,
+      cacheDir: cache,
+    });
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const name = `${idOfUrl(uploadUrls(run.stdout)[0])}-clip.mov`;
+    await until(
+      async () => ((await delivered(dest)).includes(name) ? true : undefined),
+      15_000,
+      'delivery to the destination',
+    );
+    expect(await sha256File(join(dest, name))).toBe(await sha256File(file));
+    const record = JSON.parse(await readFile(join(dest, `${name}.meta`), 'utf8')) as {
+      server_metadata: Record<string, string>;
+    };
+    expect(record.server_metadata).toEqual({ uploaded_by: 'alice' });
+    expect(await srv.stop(20_000)).toEqual({ code: 0, signal: null, timedOut: false });
+    expect(srv.output.text).not.toMatch(/ERROR|Error:/);
+  }, 90_000);
+
+  it('--platform refuses a platform it does not know', async () => {
+    const run = await promisify(execFile)(process.execPath, [SERVER_BIN, '--platform', 'koa'], {
+      env: cliEnv(),
+      timeout: 20_000,
+    }).catch((e: { code?: number; stderr?: string }) => e);
+    expect((run as { code?: number }).code).toBe(1);
+    expect(run.stderr).toMatch(/--platform.*koa/);
+  });
+
   it('prompts for the missing directories on a terminal (pseudo-terminal via script)', async () => {
     if (!hasScript()) {
       throw new Error('util-linux `script` is needed for this test (Debian: bsdutils)');

@@ -1,5 +1,7 @@
 import type { DynamicModule, INestApplication, LogLevel, Type } from '@nestjs/common';
+import type { AbstractHttpAdapter } from '@nestjs/core';
 import { Test } from '@nestjs/testing';
+import { afterAll, beforeAll, describe } from '@jest/globals';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
@@ -91,6 +93,46 @@ export async function createTestApp(options: TestAppOptions = {}): Promise<TestA
   });
 }
 
+/** The Nest HTTP platforms the module runs on. */
+export const PLATFORMS = ['express', 'fastify'] as const;
+export type Platform = (typeof PLATFORMS)[number];
+
+let currentPlatform: Platform | undefined;
+
+/**
+ * The platform the apps of the running tests get: set by `forEachPlatform`, else
+ * `TUS_TEST_PLATFORM`, else Express.
+ */
+export function testPlatform(): Platform {
+  if (currentPlatform) return currentPlatform;
+  const wanted = process.env.TUS_TEST_PLATFORM;
+  return wanted === 'fastify' ? 'fastify' : 'express';
+}
+
+/**
+ * Runs `suite` once per platform, each in a `describe` named after it, with every app the suite
+ * starts through these helpers (`createTestApp`, `startApp`, `listenOnEphemeralPort`) on that
+ * platform.
+ */
+export function forEachPlatform(suite: (platform: Platform) => void): void {
+  for (const platform of PLATFORMS) {
+    describe(platform, () => {
+      beforeAll(() => {
+        currentPlatform = platform;
+      });
+      afterAll(() => {
+        currentPlatform = undefined;
+      });
+      suite(platform);
+    });
+  }
+}
+
+async function fastifyAdapter(): Promise<AbstractHttpAdapter> {
+  const { FastifyAdapter } = await import('@nestjs/platform-fastify');
+  return new FastifyAdapter();
+}
+
 /** A Nest application listening on an ephemeral port of 127.0.0.1. */
 export interface ListeningApp {
   app: INestApplication;
@@ -112,14 +154,20 @@ export async function listenOnEphemeralPort(
     logger,
     globalPrefix,
     removeOnClose,
-  }: { logger: LogLevel[]; globalPrefix?: string; removeOnClose?: string },
+    platform = testPlatform(),
+  }: { logger: LogLevel[]; globalPrefix?: string; removeOnClose?: string; platform?: Platform },
 ): Promise<ListeningApp> {
   let app: INestApplication | undefined;
   try {
     const moduleRef = await Test.createTestingModule({ imports }).compile();
-    app = moduleRef.createNestApplication({ logger });
+    app =
+      platform === 'fastify'
+        ? moduleRef.createNestApplication(await fastifyAdapter(), { logger })
+        : moduleRef.createNestApplication({ logger });
     if (globalPrefix) app.setGlobalPrefix(globalPrefix);
     await app.listen(0, '127.0.0.1');
+    const type = app.getHttpAdapter().getType();
+    if (type !== platform) throw new Error(`the app runs on ${type}, the tests on ${platform}`);
   } catch (e) {
     await app?.close().catch(() => {});
     if (removeOnClose) await rm(removeOnClose, { recursive: true, force: true });

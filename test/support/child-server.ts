@@ -4,8 +4,20 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
+import { testPlatform } from './app.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/**
+ * For a child's program: `platformAdapter()` gives the arguments `NestFactory.create` takes
+ * before its options for the platform of the tests that started it (`TUS_CHILD_PLATFORM`).
+ */
+export const PLATFORM_ADAPTER_SOURCE = `
+const platformAdapter = async () =>
+  process.env.TUS_CHILD_PLATFORM === 'fastify'
+    ? [new (await import('@nestjs/platform-fastify')).FastifyAdapter()]
+    : [];
+`;
 const DIST_INDEX = join(ROOT, 'dist', 'index.js');
 
 /**
@@ -18,13 +30,14 @@ const CHILD_SOURCE = `
 import 'reflect-metadata';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+${PLATFORM_ADAPTER_SOURCE}
 const { TusModule } = await import(${JSON.stringify(pathToFileURL(DIST_INDEX).href)});
 const [uploadDir, completedDir] = process.argv.slice(1);
 class AppModule {}
 Module({ imports: [TusModule.forRoot({ uploadDir, completedDir })] })(AppModule);
-const app = await NestFactory.create(AppModule, { logger: ['error', 'warn'] });
+const app = await NestFactory.create(AppModule, ...(await platformAdapter()), { logger: ['error', 'warn'] });
 await app.listen(0, '127.0.0.1');
-process.stdout.write(JSON.stringify({ port: app.getHttpServer().address().port }) + '\\n');
+process.stdout.write(JSON.stringify({ port: app.getHttpServer().address().port, platform: app.getHttpAdapter().getType() }) + '\\n');
 let stopping = false;
 const stop = () => {
   if (stopping) return;
@@ -35,6 +48,18 @@ process.on('SIGTERM', stop);
 process.stdin.on('end', stop);
 process.stdin.resume();
 `;
+
+/**
+ * The port of a child's "listening" line (`{ port, platform }`), after checking that it runs on
+ * the platform of the tests that started it.
+ */
+export function listeningPort(line: string): number | undefined {
+  const { port, platform } = JSON.parse(line) as { port?: number; platform?: string };
+  if (port !== undefined && platform !== testPlatform()) {
+    throw new Error(`the child server runs on ${platform}, the tests on ${testPlatform()}`);
+  }
+  return port;
+}
 
 /** Newest modification time of the package's non-test sources. */
 function newestSource(dir = join(ROOT, 'src')): number {
@@ -86,7 +111,7 @@ export async function startChildServer(
     {
       cwd: ROOT,
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, NODE_OPTIONS: '' },
+      env: { ...process.env, NODE_OPTIONS: '', TUS_CHILD_PLATFORM: testPlatform() },
     },
   );
   let err = '';
@@ -112,7 +137,13 @@ export async function startChildServer(
         const line = out.split('\n')[0];
         if (out.includes('\n') && line) {
           clearTimeout(timer);
-          resolve((JSON.parse(line) as { port: number }).port);
+          try {
+            const port = listeningPort(line);
+            if (port === undefined) throw new Error(`child server said: ${line}`);
+            resolve(port);
+          } catch (e) {
+            reject(e instanceof Error ? e : new Error(String(e)));
+          }
         }
       });
       child.once('exit', (code) => {

@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { ROOT } from './child-server.js';
+import { testPlatform } from './app.js';
+import { PLATFORM_ADAPTER_SOURCE, ROOT, listeningPort } from './child-server.js';
 
 /**
  * A server child process for the robustness suites (crash, faults, load): the built package
@@ -37,6 +38,7 @@ const CHILD_SOURCE = `
 import 'reflect-metadata';
 import { Module, UnauthorizedException } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+${PLATFORM_ADAPTER_SOURCE}
 import { createInterface } from 'node:readline';
 const { TusModule } = await import(${JSON.stringify(pathToFileURL(DIST_INDEX).href)});
 const [uploadDir, completedDir, optionsJson, standby] = process.argv.slice(1);
@@ -75,9 +77,9 @@ async function start() {
     logger,
   });
   Module({ imports: [tus] })(AppModule);
-  app = await NestFactory.create(AppModule, { logger: ['error', 'warn'] });
+  app = await NestFactory.create(AppModule, ...(await platformAdapter()), { logger: ['error', 'warn'] });
   await app.listen(0, '127.0.0.1');
-  process.stdout.write(JSON.stringify({ port: app.getHttpServer().address().port }) + '\\n');
+  process.stdout.write(JSON.stringify({ port: app.getHttpServer().address().port, platform: app.getHttpAdapter().getType() }) + '\\n');
 }
 const input = createInterface({ input: process.stdin });
 input.on('close', stop);
@@ -139,7 +141,11 @@ function spawnChild(
       JSON.stringify(options),
       standby ? 'standby' : 'direct',
     ],
-    { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } },
+    {
+      cwd: ROOT,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, NODE_OPTIONS: '', TUS_CHILD_PLATFORM: testPlatform() },
+    },
   );
   let out = '';
   const lines: Array<(line: string) => void> = [];
@@ -210,7 +216,7 @@ function spawnChild(
     kill,
     stop,
   });
-  const portOf = (line: string) => (JSON.parse(line) as { port?: number }).port;
+  const portOf = listeningPort;
   return { child, waitFor, handle, portOf, kill, out: () => out };
 }
 
