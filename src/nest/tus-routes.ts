@@ -1,4 +1,4 @@
-import type { Type } from '@nestjs/common';
+import { UnsupportedMediaTypeException, type Type } from '@nestjs/common';
 import type { HttpAdapterHost, ModuleRef, ModulesContainer } from '@nestjs/core';
 import { PATH_METADATA } from '@nestjs/common/constants.js';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -130,7 +130,11 @@ interface FastifyLike {
   hasContentTypeParser(type: string): boolean;
   addContentTypeParser(
     type: string,
-    parser: (request: { raw: IncomingMessage }, payload: unknown, done: Done) => void,
+    parser: (
+      request: { raw: IncomingMessage; is404?: boolean },
+      payload: unknown,
+      done: Done,
+    ) => void,
   ): void;
 }
 type Done = (error: Error | null, body?: unknown) => void;
@@ -189,7 +193,7 @@ export function installFastifySupport(
  * that reads nothing (the request stays unread, with its backpressure, for the handler), and
  * below the TUS paths so does any other type (a mislabelled PATCH is the protocol's 415, with
  * `Tus-Resumable`, not Fastify's). Elsewhere in the application a type without a parser is
- * still refused as Fastify refuses it. Types the application parses itself (JSON, text) keep
+ * still refused with 415 (and a path no route has is still a 404). Types the application parses itself (JSON, text) keep
  * their parsers everywhere. Nothing happens under Express, whose body parsers leave these types
  * alone.
  */
@@ -202,7 +206,7 @@ function passBodiesThrough(
   for (const type of UPLOAD_BODIES) {
     if (!fastify.hasContentTypeParser(type)) fastify.addContentTypeParser(type, passThrough);
   }
-  if (fastify.hasContentTypeParser('*')) {
+  if (hasCatchAllParser(fastify)) {
     warn(
       'the application has a catch-all content-type parser: TUS requests of other types than ' +
         `${UPLOAD_BODIES.join(' and ')} are read by it before the protocol answers them`,
@@ -211,20 +215,29 @@ function passBodiesThrough(
   }
   fastify.addContentTypeParser('*', (request, _payload, done) => {
     const path = targetPath(request.raw.url);
-    if (path !== undefined && underAny(path, known)) {
+    // A route nobody has (404) is answered as it would be without this parser.
+    if (request.is404 === true || (path !== undefined && underAny(path, known))) {
       done(null);
       return;
     }
-    done(unsupportedMediaType());
+    done(new UnsupportedMediaTypeException());
   });
 }
 
-/** The error Fastify answers a body without a parser with (415). */
-function unsupportedMediaType(): Error {
-  return Object.assign(new Error('Unsupported Media Type'), {
-    statusCode: 415,
-    code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE',
-  });
+/**
+ * Whether the application registered a catch-all parser (`'*'`) already. Fastify's own
+ * `hasContentTypeParser('*')` never says so, and a second one silently replaces the first: its
+ * parser table is read instead (when it cannot be, none is assumed).
+ */
+function hasCatchAllParser(fastify: FastifyLike): boolean {
+  const key = Object.getOwnPropertySymbols(fastify).find(
+    (symbol) => symbol.description === 'fastify.contentTypeParser',
+  );
+  const parsers = key
+    ? (fastify as unknown as Record<symbol, { customParsers?: unknown } | undefined>)[key]
+        ?.customParsers
+    : undefined;
+  return parsers instanceof Map && parsers.has('');
 }
 
 function decodes(path: string): boolean {

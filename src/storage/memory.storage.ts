@@ -109,7 +109,9 @@ function bufferOf(length: number): Buffer {
   try {
     return Buffer.alloc(length);
   } catch (e) {
-    if (e instanceof RangeError) throw Object.assign(tooLarge(), { cause: e });
+    // By name: the allocation's RangeError may come from another realm (a VM context).
+    if ((e as Error | undefined)?.name === 'RangeError')
+      throw Object.assign(tooLarge(), { cause: e });
     throw e;
   }
 }
