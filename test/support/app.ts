@@ -1,4 +1,10 @@
-import type { DynamicModule, INestApplication, LogLevel, Type } from '@nestjs/common';
+import {
+  ConsoleLogger,
+  type DynamicModule,
+  type INestApplication,
+  type LogLevel,
+  type Type,
+} from '@nestjs/common';
 import type { AbstractHttpAdapter } from '@nestjs/core';
 import { Test } from '@nestjs/testing';
 import { afterAll, beforeAll, describe } from '@jest/globals';
@@ -133,6 +139,29 @@ async function fastifyAdapter(): Promise<AbstractHttpAdapter> {
   return new FastifyAdapter();
 }
 
+/** The `logged` of every app of this test file still open. */
+const openSinks = new Set<TestApp['logged']>();
+
+/**
+ * Nest's console logger that also records every error logged through Nest's `Logger` (an
+ * exception Nest's own handler caught, a failure of another layer), so the suites' "logged no
+ * failure" checks see those as well as the module's own. Nest's `Logger` is one per process
+ * (the last app created sets it): an error is recorded for every app open at the time.
+ */
+class RecordingLogger extends ConsoleLogger {
+  constructor(levels: LogLevel[]) {
+    super();
+    this.setLogLevels(levels);
+  }
+
+  override error(message: unknown, ...rest: unknown[]): void {
+    const detail = rest.map((r) => (r instanceof Error ? (r.stack ?? r.message) : String(r)));
+    const line = `[Nest] ${[String(message), ...detail].join(' ')}`;
+    for (const sink of openSinks) sink.errors.push(line);
+    super.error(message, ...rest);
+  }
+}
+
 /** A Nest application listening on an ephemeral port of 127.0.0.1. */
 export interface ListeningApp {
   app: INestApplication;
@@ -151,12 +180,22 @@ export interface ListeningApp {
 export async function listenOnEphemeralPort(
   imports: Array<Type | DynamicModule>,
   {
-    logger,
+    logger: levels,
     globalPrefix,
     removeOnClose,
     platform = testPlatform(),
-  }: { logger: LogLevel[]; globalPrefix?: string; removeOnClose?: string; platform?: Platform },
+    logged,
+  }: {
+    logger: LogLevel[];
+    globalPrefix?: string;
+    removeOnClose?: string;
+    platform?: Platform;
+    /** Where errors logged through Nest's `Logger` are recorded too (besides the console). */
+    logged?: TestApp['logged'];
+  },
 ): Promise<ListeningApp> {
+  if (logged) openSinks.add(logged);
+  const logger = logged ? new RecordingLogger(levels) : levels;
   let app: INestApplication | undefined;
   try {
     const moduleRef = await Test.createTestingModule({ imports }).compile();
@@ -170,6 +209,7 @@ export async function listenOnEphemeralPort(
     if (type !== platform) throw new Error(`the app runs on ${type}, the tests on ${platform}`);
   } catch (e) {
     await app?.close().catch(() => {});
+    if (logged) openSinks.delete(logged);
     if (removeOnClose) await rm(removeOnClose, { recursive: true, force: true });
     throw e;
   }
@@ -188,6 +228,7 @@ export async function listenOnEphemeralPort(
       // Keep-alive sockets (tus-js-client) or a stalled request must not hold the close.
       server.closeAllConnections();
       await started.close();
+      if (logged) openSinks.delete(logged);
       if (removeOnClose) await rm(removeOnClose, { recursive: true, force: true });
     },
   };
@@ -207,16 +248,18 @@ export async function startApp(
     logged?: TestApp['logged'];
   },
 ): Promise<TestApp> {
+  const logged = shape.logged ?? { errors: [], warnings: [] };
   const listening = await listenOnEphemeralPort(imports, {
     logger: ['error', 'warn'],
     globalPrefix: shape.globalPrefix,
     removeOnClose: shape.removeOnClose,
+    logged,
   });
   return {
     ...listening,
     uploadDir: shape.uploadDir,
     completedDir: shape.completedDir,
-    logged: shape.logged ?? { errors: [], warnings: [] },
+    logged,
     request: (options) => request(listening.baseUrl, options),
   };
 }

@@ -77,7 +77,13 @@ async function start() {
     logger,
   });
   Module({ imports: [tus] })(AppModule);
-  app = await NestFactory.create(AppModule, ...(await platformAdapter()), { logger: ['error', 'warn'] });
+  // Errors logged through Nest's Logger (its exception handler's) count as failures too.
+  const nestLogger = {
+    log() {},
+    error: (message, ...rest) => line('error', 'Nest: ' + [message, ...rest].map((r) => (r instanceof Error ? (r.stack ?? r.message) : String(r))).join(' ')),
+    warn: (message) => line('warn', 'Nest: ' + String(message)),
+  };
+  app = await NestFactory.create(AppModule, ...(await platformAdapter()), { logger: nestLogger });
   await app.listen(0, '127.0.0.1');
   process.stdout.write(JSON.stringify({ port: app.getHttpServer().address().port, platform: app.getHttpAdapter().getType() }) + '\\n');
 }
