@@ -8,11 +8,19 @@ import { SERVER_LABELS, type ServerKey } from './servers.js';
 import { GiB, MiB } from './stats.js';
 import type { BenchResults } from './workloads.js';
 
-const SERVER_ORDER: ServerKey[] = ['nestjs', 'nestjs-fsync', 'nestjs-v8', 'tus', 'raw'];
+const SERVER_ORDER: ServerKey[] = [
+  'nestjs',
+  'nestjs-fastify',
+  'nestjs-fsync',
+  'nestjs-v8',
+  'tus',
+  'raw',
+];
 const COLORS: Record<ServerKey, string> = {
   nestjs: '#e0234e', // Nest's red
   'nestjs-fsync': '#f29bab',
   'nestjs-v8': '#a3142f',
+  'nestjs-fastify': '#6b0f24',
   tus: '#4c78a8',
   raw: '#9d9d9d',
   // The S3 section is a table of its own in the report, not in the chart.

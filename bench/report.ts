@@ -3,7 +3,7 @@ import { SERVER_LABELS, type ServerKey } from './servers.js';
 import { formatNumber, GiB, MiB } from './stats.js';
 import type { BenchResults, Summary, WorkloadResult } from './workloads.js';
 
-const ORDER: ServerKey[] = ['nestjs', 'nestjs-fsync', 'nestjs-v8', 'tus', 'raw'];
+const ORDER: ServerKey[] = ['nestjs', 'nestjs-fastify', 'nestjs-fsync', 'nestjs-v8', 'tus', 'raw'];
 
 function cell(
   summary: Summary | undefined,
@@ -86,6 +86,11 @@ export function markdown(results: BenchResults): string {
         ratio(w.ratios.vsRaw),
       ]),
     );
+    if (w.ratios.fastifyVsTus !== undefined) {
+      lines.push(
+        `| ↳ on Fastify: nestjs-tussi (Fastify) / … | ${servers.map(() => '').join(' | ')} | ${ratio(w.ratios.fastifyVsTus)} | ${ratio(w.ratios.fastifyVsRaw)} |`,
+      );
+    }
     if (w.ratios.fsyncVsTus !== undefined) {
       lines.push(
         `| ↳ with fsync: nestjs-tussi (fsync) / … | ${servers.map(() => '').join(' | ')} | ${ratio(w.ratios.fsyncVsTus)} | ${ratio(w.ratios.fsyncVsRaw)} |`,

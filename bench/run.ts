@@ -6,7 +6,7 @@
  *
  * Options (after `--`): --smoke, --rounds N, --only ID,ID (workload ids: single-8m, single-64m,
  * small, parallel-1, parallel-4, parallel-16, parallel-64, single-256m), --servers KEY,KEY
- * (nestjs, nestjs-fsync, tus, raw), --out DIR, --cpu-prof (profile each server; summary in the
+ * (nestjs, nestjs-fastify, nestjs-fsync, nestjs-v8, tus, raw, …), --out DIR, --cpu-prof (profile each server; summary in the
  * report), --budget-seconds N (start no round that would end past N s; default 480, smoke
  * 60), --max-seconds N (abort past it; default 900, smoke 120).
  *
@@ -71,7 +71,7 @@ if (args.help) {
   --rounds N            rounds (default 3; smoke 1)
   --only IDS            comma-separated workloads: single-8m, single-64m, small, parallel-1,
                         parallel-4, parallel-16, parallel-64, single-256m
-  --servers KEYS        comma-separated servers: nestjs, nestjs-fsync, tus, raw
+  --servers KEYS        comma-separated servers: nestjs, nestjs-fastify, nestjs-fsync, nestjs-v8, tus, raw, nestjs-s3, tus-s3
   --out DIR             where latest.{md,json,svg} go (default bench/results/; a partial run,
                         with --only or --servers: bench/results/tmp/partial/)
   --cpu-prof            profile each server (node --cpu-prof); top functions in the report
@@ -483,6 +483,8 @@ async function main(): Promise<void> {
         s3VsTus: over('nestjs-s3', 'tus-s3'),
         v8VsTus: over('nestjs-v8', 'tus'),
         v8VsRaw: over('nestjs-v8', 'raw'),
+        fastifyVsTus: over('nestjs-fastify', 'tus'),
+        fastifyVsRaw: over('nestjs-fastify', 'raw'),
       },
     };
   });

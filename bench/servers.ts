@@ -20,13 +20,22 @@ const SERVERS_DIR = fileURLToPath(new URL('./servers/', import.meta.url));
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 export type ServerKey =
-  'nestjs' | 'nestjs-fsync' | 'nestjs-v8' | 'tus' | 'raw' | 'nestjs-s3' | 'tus-s3';
+  | 'nestjs'
+  | 'nestjs-fsync'
+  | 'nestjs-v8'
+  | 'nestjs-fastify'
+  | 'tus'
+  | 'raw'
+  | 'nestjs-s3'
+  | 'tus-s3';
 
 export const SERVER_LABELS: Record<ServerKey, string> = {
   nestjs: 'nestjs-tussi',
   'nestjs-fsync': 'nestjs-tussi (fsync)',
   // The sample as the two others run: no V8 flag (the sample sets --heap-growing-percent=200).
   'nestjs-v8': 'nestjs-tussi (V8 defaults)',
+  // The same sample on @nestjs/platform-fastify (the others run it on Express).
+  'nestjs-fastify': 'nestjs-tussi (Fastify)',
   tus: '@tus/server',
   raw: 'raw node:http',
   'nestjs-s3': 'nestjs-tussi on S3',
@@ -142,7 +151,7 @@ export async function startServer(
           .reduce((sum, o) => sum + o.size, 0);
     }
   }
-  if (key === 'nestjs' || key === 'nestjs-fsync' || key === 'nestjs-v8' || key === 'nestjs-s3') {
+  if (key.startsWith('nestjs')) {
     const uploads = join(dir, 'uploads');
     const completed = join(dir, 'completed');
     const dest = join(dir, 'dest');
@@ -162,6 +171,7 @@ export async function startServer(
       TUS_FSYNC: key === 'nestjs-fsync' ? 'true' : 'false',
       TUS_MAX_SIZE: String(options.maxSize),
       ...(key === 'nestjs-v8' && { TUS_HEAP_GROWING_PERCENT: 'default' }),
+      TUS_PLATFORM: key === 'nestjs-fastify' ? 'fastify' : 'express',
       // Neither of the other servers writes a line per upload; the sample's logs stay on for
       // warnings and errors.
       LOG_LEVEL: 'warn',

@@ -28,10 +28,18 @@ export interface Plan {
   warmup: { small: number; size: number };
 }
 
-const TUS: ServerKey[] = ['nestjs', 'tus', 'raw'];
+/** nestjs-tussi runs on both Nest platforms: Express (`nestjs`) and Fastify. */
+const TUS: ServerKey[] = ['nestjs', 'nestjs-fastify', 'tus', 'raw'];
 /** Where memory and GC matter most, nestjs-tussi also runs with V8's defaults, as the others do. */
-const WITH_V8: ServerKey[] = ['nestjs', 'nestjs-v8', 'tus', 'raw'];
-const WITH_FSYNC_V8: ServerKey[] = ['nestjs', 'nestjs-fsync', 'nestjs-v8', 'tus', 'raw'];
+const WITH_V8: ServerKey[] = ['nestjs', 'nestjs-fastify', 'nestjs-v8', 'tus', 'raw'];
+const WITH_FSYNC_V8: ServerKey[] = [
+  'nestjs',
+  'nestjs-fastify',
+  'nestjs-fsync',
+  'nestjs-v8',
+  'tus',
+  'raw',
+];
 const S3: ServerKey[] = ['nestjs-s3', 'tus-s3'];
 
 /** The S3 section: both servers on one S3 server (a local Ceph RADOS Gateway), a bucket each. */
@@ -114,6 +122,7 @@ export function plan(mode: 'full' | 'smoke', rounds?: number): Plan {
       rounds: rounds ?? 1,
       maxSize: 4 * GiB,
       warmup: { small: 4, size: 1 * MiB },
+      // Fastify in two workloads only: the smoke run proves the bench works, not the numbers.
       workloads: [
         { ...single(big, 1 * MiB, WITH_FSYNC), id: 'single-8m' },
         { ...single(big, 4 * MiB, WITH_FSYNC_V8), id: 'single-64m' },
@@ -122,7 +131,11 @@ export function plan(mode: 'full' | 'smoke', rounds?: number): Plan {
         { ...parallel(64, 1 * MiB), servers: WITH_V8 },
         { ...single(big, 8 * MiB, WITH_V8), id: 'single-256m' },
         ...s3Workloads(8 * MiB, 4 * MiB, MiB, 20),
-      ],
+      ].map((w) =>
+        w.id === 'small' || w.id === 'parallel-16'
+          ? w
+          : { ...w, servers: w.servers.filter((s) => s !== 'nestjs-fastify') },
+      ),
     };
   }
   return {
@@ -207,6 +220,9 @@ export interface WorkloadResult extends Workload {
     /** nestjs-tussi with V8's defaults (as the others run) over @tus/server, and over raw. */
     v8VsTus?: number;
     v8VsRaw?: number;
+    /** nestjs-tussi on Fastify over @tus/server, and over raw. */
+    fastifyVsTus?: number;
+    fastifyVsRaw?: number;
   };
 }
 

@@ -113,6 +113,13 @@ describe('bench smoke run', () => {
     const md = readFileSync(join(out, 'latest.md'), 'utf8');
     for (const label of ['nestjs-tussi', '@tus/server', 'raw node:http', '@tus/s3-store'])
       expect(md).toContain(label);
+    // Both Nest platforms, each against @tus/server (Fastify in two workloads of the smoke run).
+    for (const id of ['small', 'parallel-16']) {
+      const workload = results.workloads.find((w) => w.id === id)!;
+      expect(workload.results['nestjs-fastify']?.summary.value).toBeGreaterThan(0);
+    }
+    expect(md).toContain('nestjs-tussi (Fastify)');
+    expect(md).toContain('↳ on Fastify: nestjs-tussi (Fastify) / …');
     const svg = readFileSync(join(out, 'latest.svg'), 'utf8');
     expect(svg.startsWith('<svg')).toBe(true);
     expect(svg).toContain('@tus/server');

@@ -2,11 +2,12 @@ import {
   ConsoleLogger,
   type DynamicModule,
   type INestApplication,
+  type NestApplicationOptions,
   type LogLevel,
   type Type,
 } from '@nestjs/common';
 import type { AbstractHttpAdapter } from '@nestjs/core';
-import { Test } from '@nestjs/testing';
+import { Test, type TestingModule } from '@nestjs/testing';
 import { afterAll, beforeAll, describe } from '@jest/globals';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
@@ -132,6 +133,16 @@ export function forEachPlatform(suite: (platform: Platform) => void): void {
       suite(platform);
     });
   }
+}
+
+/** A Nest application of `moduleRef` on the platform of the running tests (not listening yet). */
+export async function createPlatformApp(
+  moduleRef: TestingModule,
+  options: NestApplicationOptions = {},
+): Promise<INestApplication> {
+  return testPlatform() === 'fastify'
+    ? moduleRef.createNestApplication(await fastifyAdapter(), options)
+    : moduleRef.createNestApplication(options);
 }
 
 async function fastifyAdapter(): Promise<AbstractHttpAdapter> {
