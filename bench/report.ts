@@ -105,7 +105,12 @@ export function markdown(results: BenchResults): string {
       lines.push(row('↳ latency per upload, p50 (ms)', w, (s) => s.p50Ms ?? NaN, false, ['', '']));
       lines.push(row('↳ latency per upload, p99 (ms)', w, (s) => s.p99Ms ?? NaN, false, ['', '']));
       // Only nestjs-tussi's sample has a consumer: it moves every finished upload to TUS_DEST_DIR.
-      const consumer = (s: Summary) => (w.results.nestjs?.summary === s ? s.settleSeconds : NaN);
+      const sample = new Set(
+        Object.entries(w.results)
+          .filter(([key]) => key.startsWith('nestjs'))
+          .map(([, result]) => result?.summary),
+      );
+      const consumer = (s: Summary) => (sample.has(s) ? s.settleSeconds : NaN);
       lines.push(row('↳ s until the sample consumer delivered all', w, consumer, false, ['', '']));
     }
   }
