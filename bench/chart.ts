@@ -4,18 +4,10 @@
  */
 import { parse, View } from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
-import { SERVER_LABELS, type ServerKey } from './servers.js';
+import { SERVER_LABELS, SERVER_ORDER, type ServerKey } from './servers.js';
 import { GiB, MiB } from './stats.js';
 import type { BenchResults } from './workloads.js';
 
-const SERVER_ORDER: ServerKey[] = [
-  'nestjs',
-  'nestjs-fastify',
-  'nestjs-fsync',
-  'nestjs-v8',
-  'tus',
-  'raw',
-];
 const COLORS: Record<ServerKey, string> = {
   nestjs: '#e0234e', // Nest's red
   'nestjs-fsync': '#f29bab',

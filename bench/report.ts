@@ -1,9 +1,7 @@
 /** The results as Markdown tables: medians, min–max, and nestjs-tussi's ratios. */
-import { SERVER_LABELS, type ServerKey } from './servers.js';
+import { SERVER_LABELS, SERVER_ORDER as ORDER, type ServerKey } from './servers.js';
 import { formatNumber, GiB, MiB } from './stats.js';
 import type { BenchResults, Summary, WorkloadResult } from './workloads.js';
-
-const ORDER: ServerKey[] = ['nestjs', 'nestjs-fastify', 'nestjs-fsync', 'nestjs-v8', 'tus', 'raw'];
 
 function cell(
   summary: Summary | undefined,

@@ -42,6 +42,16 @@ export const SERVER_LABELS: Record<ServerKey, string> = {
   'tus-s3': '@tus/server + @tus/s3-store',
 };
 
+/** The order servers are shown in, in the tables and the chart. */
+export const SERVER_ORDER: ServerKey[] = [
+  'nestjs',
+  'nestjs-fastify',
+  'nestjs-fsync',
+  'nestjs-v8',
+  'tus',
+  'raw',
+];
+
 /** The servers that store into S3 (the bench starts a gateway for them). */
 export const S3_SERVERS: ServerKey[] = ['nestjs-s3', 'tus-s3'];
 

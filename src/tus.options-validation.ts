@@ -45,6 +45,7 @@ class TusOptionsSchema {
   @IsOptional() @IsInt() @Min(1) maxPartsPerFinal?: number;
   @IsOptional() @IsInt() @Min(1) maxFinalsPerPartial?: number;
   @IsOptional() @IsBoolean() allowDuplicateParts?: boolean;
+  @IsOptional() @IsBoolean() ietfDraft?: boolean;
   @IsOptional() @IsInt() @Min(0) minBytesPerSecond?: number;
   // Objects and functions, checked below or by their own types.
   @Allow() storage?: unknown;

@@ -108,6 +108,12 @@ export interface TusModuleOptions {
    */
   extensions?: Partial<Record<TusExtension, boolean>>;
   /**
+   * Serve the IETF successor of TUS (draft-ietf-httpbis-resumable-upload, interop versions 5 to
+   * 8) on the same endpoint: a request with `Upload-Draft-Interop-Version` speaks the draft,
+   * any other TUS 1.0.0. @default true
+   */
+  ietfDraft?: boolean;
+  /**
    * An unfinished upload expires this long after its last write: `Upload-Expires` announces it,
    * requests after it get 410, and the janitor deletes it (its `staleUploadAge` defaults to
    * this). @default 86400000 (24 h, tussi's stale_upload_age)

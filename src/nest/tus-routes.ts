@@ -76,22 +76,11 @@ const malformedPathBases = new WeakMap<object, Set<string>>();
  * Other paths of the application are left alone.
  */
 export function installMalformedPathCatch(adapterHost: HttpAdapterHost, paths: string[]): void {
-  const adapter = adapterHost.httpAdapter as unknown as {
-    getType?(): string;
-    getHttpServer?(): Server | undefined;
-    use?(handler: (req: IncomingMessage, res: ServerResponse, next: () => void) => void): void;
-  };
+  const adapter = adapterHost.httpAdapter as unknown as AdapterLike | undefined;
   const type = adapter?.getType?.();
-  if (type !== 'express' && type !== 'fastify') return;
-  let bases = malformedPathBases.get(adapter);
-  if (bases) {
-    // Another TusModule of the same application installed the handler: add the paths.
-    for (const path of paths) bases.add(path);
-    return;
-  }
-  bases = new Set(paths);
-  malformedPathBases.set(adapter, bases);
-  const known = bases;
+  if (!adapter || (type !== 'express' && type !== 'fastify')) return;
+  const known = firstInstall(malformedPathBases, adapter, paths);
+  if (!known) return;
   const catchMalformed = (req: IncomingMessage) => {
     const url = req.url ?? '/';
     const query = url.indexOf('?');
@@ -154,21 +143,12 @@ export function installFastifySupport(
   paths: string[],
   warn: (message: string) => void,
 ): void {
-  const adapter = adapterHost.httpAdapter as unknown as {
-    getType?(): string;
-    getInstance?(): unknown;
-  };
+  const adapter = adapterHost.httpAdapter as unknown as AdapterLike | undefined;
   if (!adapter || adapter.getType?.() !== 'fastify' || typeof adapter.getInstance !== 'function')
     return;
   const fastify = adapter.getInstance() as FastifyLike;
-  let bases = fastifyBases.get(fastify);
-  if (bases) {
-    for (const path of paths) bases.add(path);
-    return;
-  }
-  bases = new Set(paths);
-  fastifyBases.set(fastify, bases);
-  const known = bases;
+  const known = firstInstall(fastifyBases, fastify, paths);
+  if (!known) return;
   const slashBlind = fastify.initialConfig?.ignoreTrailingSlash === true;
   fastify.addHook('onRoute', function (this: FastifyLike, route) {
     if (!slashBlind && known.has(route.url) && route.url !== '/') {
@@ -238,6 +218,33 @@ function hasCatchAllParser(fastify: FastifyLike): boolean {
         ?.customParsers
     : undefined;
   return parsers instanceof Map && parsers.has('');
+}
+
+/** What the module uses of Nest's HTTP adapter, whichever platform it is. */
+interface AdapterLike {
+  getType?(): string;
+  getInstance?(): unknown;
+  getHttpServer?(): Server | undefined;
+  use?(handler: (req: IncomingMessage, res: ServerResponse, next: () => void) => void): void;
+}
+
+/**
+ * The TUS paths of `key` as a new set, on the first install for it; when another TusModule of
+ * the same application installed already, its set gets the paths and nothing is returned.
+ */
+function firstInstall(
+  installed: WeakMap<object, Set<string>>,
+  key: object,
+  paths: string[],
+): Set<string> | undefined {
+  const bases = installed.get(key);
+  if (bases) {
+    for (const path of paths) bases.add(path);
+    return undefined;
+  }
+  const fresh = new Set(paths);
+  installed.set(key, fresh);
+  return fresh;
 }
 
 function decodes(path: string): boolean {

@@ -57,6 +57,8 @@ export interface TusProtocolOptions {
   bodyIdleTimeoutMs: number;
   /** At most one progress event per upload per this many milliseconds. */
   progressIntervalMs?: number;
+  /** Serve the IETF draft's requests (`Upload-Draft-Interop-Version`). @default true */
+  ietfDraft?: boolean;
   /** Extensions to switch off (`{ 'checksum-trailer': false }`); all are on by default. */
   extensions?: Partial<Record<TusExtension, boolean>>;
   /** An unfinished upload expires this long after its last write (expiration). @default 86400000 */

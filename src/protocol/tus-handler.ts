@@ -1,4 +1,5 @@
 import { handleDelete } from './handlers/delete.handler.js';
+import { draftVersion, handleDraft, type TusHandlers } from './ietf-draft.js';
 import { handleHead } from './handlers/head.handler.js';
 import { enabledExtensions } from './extensions.js';
 import { handleOptions } from './handlers/options.handler.js';
@@ -30,7 +31,7 @@ export type TusHandlerConfig = Omit<
  * A Nest controller, a plain `node:http` server or a test can drive it alike.
  */
 export class TusHandler {
-  private readonly handlers: Record<string, MethodHandler> = {
+  private readonly handlers: TusHandlers = {
     OPTIONS: handleOptions,
     POST: handlePost,
     HEAD: handleHead,
@@ -82,6 +83,17 @@ export class TusHandler {
 
   async handle(request: TusRequest): Promise<TusResponse> {
     let method = request.method.toUpperCase();
+    const draft =
+      this.context.options.ietfDraft === false ? undefined : draftVersion(request.headers);
+    if (draft !== undefined) {
+      if (method === 'POST') {
+        const override = request.headers['x-http-method-override'];
+        if (typeof override === 'string' && override.trim()) method = override.trim().toUpperCase();
+      }
+      return handleDraft(request, method, draft, this.context, this.handlers, (e) =>
+        this.asTusError(e, method, request),
+      );
+    }
     try {
       // "The X-HTTP-Method-Override request header MUST be ... interpreted as the request's
       // method", for clients that can send nothing but GET and POST. Only a real POST is
@@ -97,7 +109,7 @@ export class TusHandler {
       // Tus-Resumable is checked first: "the Server MUST NOT process the request" otherwise.
       if (method !== 'OPTIONS') assertTusResumable(request.headers);
       if (request.malformedPath) throw TusErrors.invalidPath();
-      const handler = this.handlers[method];
+      const handler = (this.handlers as Record<string, MethodHandler | undefined>)[method];
       if (!handler) throw TusErrors.methodNotAllowed();
       const response = await handler(request, this.context);
       response.headers['Tus-Resumable'] = TUS_VERSION;
@@ -120,7 +132,8 @@ export class TusHandler {
       .join(', ');
   }
 
-  private errorResponse(error: unknown, method: string, request: TusRequest): TusResponse {
+  /** What the protocol answers for `error`: a failure nobody expected is logged, as a 500. */
+  private asTusError(error: unknown, method: string, request: TusRequest): TusError {
     let tusError: TusError;
     if (error instanceof TusError) {
       tusError = error;
@@ -136,6 +149,11 @@ export class TusHandler {
       this.context.emit(
         new UploadFailedEvent(request.id, tusError.status, error, request.principal ?? null),
       );
+    return tusError;
+  }
+
+  private errorResponse(error: unknown, method: string, request: TusRequest): TusResponse {
+    const tusError = this.asTusError(error, method, request);
     const headers: Record<string, string> = { ...tusError.headers, 'Tus-Resumable': TUS_VERSION };
     // RFC 9110: a 405's Allow lists the methods served now (switched-off extensions excluded).
     if (tusError.status === 405) headers.Allow = this.allowedMethods();

@@ -111,7 +111,9 @@ describe('RedisUploadLocker', () => {
     const stoppedAt = firedAt(lock.signal);
     const next = await b.locker.acquire(id, 3000);
     const freedAfter = Date.now() - granted;
-    expect(freedAfter).toBeLessThanOrEqual(lease + 400);
+    // Once the lease ends, not at the end of the 3 s wait (the margin is for a loaded machine:
+    // a run on 2 busy cores took 1.48 s).
+    expect(freedAfter).toBeLessThanOrEqual(lease + 1000);
     // The old holder was told to stop writing a third of a lease before anyone could take over.
     expect((await stoppedAt) - granted).toBeLessThan(lease);
     await next.release();
