@@ -20,6 +20,38 @@ export function sendTusResponse(
   res.end(response.body);
 }
 
+const REASONS: Record<number, string> = { 104: 'Upload Resumption Supported' };
+
+/**
+ * An informational (1xx) response ahead of the final one: through Node's own API where it has
+ * one (`writeInformation`, Node 26), else written as a status line on the response's raw path,
+ * as Node writes `100 Continue`. Never to an HTTP/1.0 client, never once the final response
+ * started; a header that could split the response is left out.
+ */
+export function sendInformational(
+  req: IncomingMessage,
+  res: ServerResponse,
+  status: number,
+  headers: Record<string, string>,
+): void {
+  if (res.headersSent || res.destroyed || req.httpVersion === '1.0') return;
+  const safe = Object.entries(headers).filter(([name, value]) => !/[\r\n]/.test(name + value));
+  const native = (res as { writeInformation?: unknown }).writeInformation;
+  if (typeof native === 'function') {
+    (native as (s: number, h: Record<string, string>) => void).call(
+      res,
+      status,
+      Object.fromEntries(safe),
+    );
+    return;
+  }
+  const head =
+    `HTTP/1.1 ${status} ${REASONS[status] ?? 'Informational'}\r\n` +
+    safe.map(([name, value]) => `${name}: ${value}\r\n`).join('') +
+    '\r\n';
+  (res as unknown as { _writeRaw(data: string, encoding: string): void })._writeRaw(head, 'ascii');
+}
+
 function hasBody(req: IncomingMessage): boolean {
   const length = req.headers['content-length'];
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');

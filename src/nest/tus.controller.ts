@@ -33,7 +33,7 @@ import {
   type PlatformResponse,
 } from './platform.js';
 import { principalOf } from './tus-principal.js';
-import { sendTusResponse } from './tus-response.js';
+import { sendInformational, sendTusResponse } from './tus-response.js';
 
 /** What the module's layers note on the Node request for the controller. */
 type NotedRequest = IncomingMessage & {
@@ -120,6 +120,7 @@ export class TusController {
       host: raw[TUS_HOST],
       body: raw,
       trailers: () => raw.trailers,
+      informational: (status, headers) => sendInformational(raw, out, status, headers),
       malformedPath: raw[TUS_MALFORMED_PATH] === true,
       principal: this.principalOf(req),
     });

@@ -126,7 +126,7 @@ export async function handleDraft(
 ): Promise<TusResponse> {
   const common = draftHeaders(context, version);
   try {
-    const response = await serve(request, method, context, handlers);
+    const response = await serve(request, method, version, context, handlers);
     return { ...response, headers: { ...withoutTus(response.headers), ...common } };
   } catch (e) {
     const problem = e instanceof DraftProblem ? e : asTusError(e);
@@ -137,6 +137,7 @@ export async function handleDraft(
 async function serve(
   request: TusRequest,
   method: string,
+  version: number,
   context: TusContext,
   handlers: TusHandlers,
 ): Promise<TusResponse> {
@@ -145,7 +146,7 @@ async function serve(
     case 'OPTIONS':
       return handlers.OPTIONS(request, context);
     case 'POST':
-      if (request.id === undefined) return create(request, context, handlers);
+      if (request.id === undefined) return create(request, version, context, handlers);
       break;
     case 'HEAD':
       if (request.id !== undefined) return retrieve(request, context, handlers);
@@ -165,6 +166,7 @@ async function serve(
 /** Upload creation: with or without data, with a length known or found at the end. */
 async function create(
   request: TusRequest,
+  version: number,
   context: TusContext,
   handlers: TusHandlers,
 ): Promise<TusResponse> {
@@ -184,7 +186,14 @@ async function create(
   }
   if (withBody) extra['content-type'] = 'application/offset+octet-stream';
   const created = await handlers.POST(
-    { ...request, method: 'POST', headers: tusHeaders(request.headers, extra) },
+    {
+      ...request,
+      method: 'POST',
+      headers: tusHeaders(request.headers, extra),
+      // Before the body: a client cut off mid-body knows where to resume.
+      onCreated: (location) =>
+        request.informational?.(104, { Location: location, ...draftHeaders(context, version) }),
+    },
     context,
   );
   const location = created.headers.Location;

@@ -30,6 +30,13 @@ export interface TusRequest {
   malformedPath?: boolean;
   /** The trailers of a chunked body, once it has ended (checksum-trailer). */
   trailers?: () => RequestHeaders;
+  /**
+   * Sends an informational (1xx) response ahead of the final one, where the adapter can (the
+   * IETF draft's 104). Never to an HTTP/1.0 client.
+   */
+  informational?: (status: number, headers: Record<string, string>) => void;
+  /** Called once a creation has its `Location`, before its body is read. */
+  onCreated?: (location: string) => void;
 }
 
 /** A response for the adapter to send. */

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 import { Readable } from 'node:stream';
 import { Upload } from 'tus-js-client';
 import { AppModule } from '../../sample/src/app.module.js';
@@ -12,7 +13,7 @@ import {
   tempDirs,
   type TestApp,
 } from '../support/app.js';
-import { pollUntil, sha256, sha256File } from '../support/http.js';
+import { pollUntil, rawSocketRequest, sha256, sha256File } from '../support/http.js';
 import { join } from 'node:path';
 import { readdir } from 'node:fs/promises';
 
@@ -285,6 +286,44 @@ forEachPlatform(() => {
       expect(created.headers['upload-complete']).toBe('?1');
       expect(created.headers['upload-offset']).toBe(String(data.length));
       await expectDelivered(String(created.headers.location), data);
+    });
+
+    it('a creation is preceded by 104 with its Location, before the body is read', async () => {
+      const data = randomBytes(64 * KiB);
+      const infos: Array<{ statusCode?: number; headers: Record<string, unknown> }> = [];
+      const final = await new Promise<http.IncomingMessage>((resolve, reject) => {
+        const req = http.request({
+          host: '127.0.0.1',
+          port: app.port,
+          method: 'POST',
+          path: '/files',
+          headers: {
+            ...draft,
+            'Upload-Complete': '?1',
+            'Content-Length': String(data.length),
+            'Upload-Metadata': `filename ${Buffer.from('draft.bin').toString('base64')}`,
+          },
+        });
+        req.on('information', (info) => infos.push(info));
+        req.on('response', (res) => {
+          res.resume();
+          res.on('end', () => resolve(res));
+        });
+        req.on('error', reject);
+        req.end(data);
+      });
+      expect(final.statusCode).toBe(201);
+      expect(infos.map((i) => i.statusCode)).toEqual([104]);
+      expect(infos[0].headers.location).toBe(final.headers.location);
+      expect(infos[0].headers['upload-draft-interop-version']).toBe(String(version));
+      expect(String(infos[0].headers['upload-limit'])).toContain('max-size=');
+      await expectDelivered(String(final.headers.location), data);
+      // Never to an HTTP/1.0 client: the first status line is the final one.
+      const old = await rawSocketRequest(
+        app.port,
+        `POST /files HTTP/1.0\r\nHost: 127.0.0.1\r\nUpload-Draft-Interop-Version: ${version}\r\nUpload-Complete: ?1\r\nContent-Length: 0`,
+      );
+      expect(old.status).toBe(201);
     });
 
     it('OPTIONS announces Upload-Limit', async () => {

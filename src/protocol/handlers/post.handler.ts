@@ -72,6 +72,7 @@ export const handlePost: MethodHandler = async (request, context) => {
   try {
     await store.create(id, record);
     context.emit(new UploadCreatedEvent(id, record, { method: request.method, headers }));
+    request.onCreated?.(response.Location);
     if (finalParts.length > 0) {
       await registerWaitingFinal(id, finalParts, context);
       const final = await store.getRecord(id);
