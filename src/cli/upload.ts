@@ -37,7 +37,11 @@ interface UploadOptions {
   parallel: number;
   retryDelays: number[];
   resume: boolean;
+  protocol: 'tus' | 'ietf';
 }
+
+/** tus-js-client's name of each protocol (the IETF draft as interop version 6). */
+const CLIENT_PROTOCOLS = { tus: 'tus-v1', ietf: 'ietf-draft-05' } as const;
 
 /** One file to send: where it is and what it is called. */
 interface Job {
@@ -59,7 +63,8 @@ interface Outcome {
 export function uploadProgram(): Command {
   return new Command('tussi-upload')
     .description(
-      'Upload files to a TUS 1.0.0 server with tus-js-client. With no file, uploads --size ' +
+      'Upload files to a TUS 1.0.0 server (or, with --protocol ietf, one of the IETF draft) with ' +
+        'tus-js-client. With no file, uploads --size ' +
         'bytes of random data from a temp file. An interrupted upload resumes where it stopped ' +
         'when the same command runs again (unless --no-resume).',
     )
@@ -107,6 +112,14 @@ export function uploadProgram(): Command {
       )
         .default([0, 1000, 3000, 5000], '0,1000,3000,5000')
         .argParser(parseRetryDelays),
+    )
+    .addOption(
+      new Option(
+        '--protocol <name>',
+        'tus (TUS 1.0.0) or ietf (the IETF draft, Resumable Uploads for HTTP, interop 6)',
+      )
+        .choices(['tus', 'ietf'])
+        .default('tus'),
     )
     .addOption(
       new Option(
@@ -305,6 +318,8 @@ async function uploadOne(ctx: Context, job: Job): Promise<Outcome> {
       endpoint: options.endpoint,
       chunkSize: options.chunkSize,
       retryDelays: options.retryDelays,
+      // Not in tus-js-client's types, which lag behind its options.
+      ...({ protocol: CLIENT_PROTOCOLS[options.protocol] } as object),
       headers: ctx.headers,
       metadata: { filename: basename(absolute), ...options.metadata },
       fingerprint: async () => fingerprint,

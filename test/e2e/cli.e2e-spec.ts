@@ -622,6 +622,24 @@ describe('tussi-server and tussi-upload (real processes)', () => {
     expect(srv.output.text).not.toMatch(/ERROR|Error:/);
   }, 90_000);
 
+  it('tussi-upload --protocol ietf: the IETF draft to the same server, delivered byte-identical', async () => {
+    const { srv, dest, cache, base } = await server();
+    const file = await randomFile(join(base, 'draft.dat'), 2 * MiB + 9);
+    const run = await runUpload(['-e', srv.url, '--protocol', 'ietf', '-c', '512K', file], {
+      cwd: base,
+      cacheDir: cache,
+    });
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const name = `${idOfUrl(uploadUrls(run.stdout)[0])}-draft.dat`;
+    await until(
+      async () => ((await delivered(dest)).includes(name) ? true : undefined),
+      15_000,
+      'delivery of the draft upload',
+    );
+    expect(await sha256File(join(dest, name))).toBe(await sha256File(file));
+  }, 60_000);
+
   it('--platform refuses a platform it does not know', async () => {
     const run = await promisify(execFile)(process.execPath, [SERVER_BIN, '--platform', 'koa'], {
       env: cliEnv(),
