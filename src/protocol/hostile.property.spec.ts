@@ -13,6 +13,7 @@ import { UploadStorageService } from '../storage/upload-storage.service.js';
 import { TUS_EXTENSIONS, type TusExtension } from './extensions.js';
 import { parseMetadata, serializeMetadata } from './metadata.js';
 import type { TusLogger, TusProtocolOptions } from './tus-context.js';
+import { draftVersion } from './ietf-draft.js';
 import { TusHandler } from './tus-handler.js';
 import type { TusRequest, TusResponse } from './tus-request.js';
 import { UploadRecord } from '../core/upload-record.js';
@@ -415,6 +416,15 @@ const headersArb = fc
       0.15,
       header(fc.oneof({ weight: 2, arbitrary: fc.constant('1') }, numberish)),
     ),
+    // The IETF draft on the same endpoint: its requests are translated into TUS ones.
+    'upload-draft-interop-version': sometimes(
+      0.25,
+      header(fc.oneof({ weight: 4, arbitrary: fc.constantFrom('5', '6', '7', '8') }, garbage)),
+    ),
+    'upload-complete': sometimes(
+      0.3,
+      header(fc.oneof({ weight: 4, arbitrary: fc.constantFrom('?1', '?0') }, garbage)),
+    ),
     'upload-metadata': sometimes(0.3, header(metadata)),
     'upload-checksum': sometimes(0.2, header(checksum)),
     'upload-concat': sometimes(0.15, header(concat)),
@@ -683,15 +693,27 @@ async function exchange(f: Fixture, spec: RequestSpec): Promise<void> {
     // 507 only as the space accounting's refusal (a length above the free space of the volume).
     status:
       response.status < 500 ||
-      (response.status === 507 && response.body?.startsWith('ERR_INSUFFICIENT_STORAGE') === true)
+      (response.status === 507 && response.body?.includes('ERR_INSUFFICIENT_STORAGE') === true)
         ? response.status
         : 'a status < 500',
     body: response.body,
     logged: [],
   });
-  expect(response.headers['Tus-Resumable']).toBe('1.0.0');
-  if (response.status >= 400 && request.method.toUpperCase() !== 'HEAD' && response.body) {
-    expect(response.body).toMatch(/^ERR_[A-Z_]+: /);
+  if (draftVersion(request.headers) !== undefined) {
+    // The IETF draft: no TUS header, errors as RFC 9457 problem details.
+    expect(response.headers['Tus-Resumable']).toBeUndefined();
+    if (response.status >= 400 && response.body) {
+      expect(response.headers['Content-Type']).toBe('application/problem+json');
+      expect(JSON.parse(response.body)).toMatchObject({
+        type: expect.any(String),
+        status: response.status,
+      });
+    }
+  } else {
+    expect(response.headers['Tus-Resumable']).toBe('1.0.0');
+    if (response.status >= 400 && request.method.toUpperCase() !== 'HEAD' && response.body) {
+      expect(response.body).toMatch(/^ERR_[A-Z_]+: /);
+    }
   }
 
   const after = snapshot(f);

@@ -299,14 +299,21 @@ async function append(
   );
   let reached = Number(patched.headers['Upload-Offset']);
   if (complete && extra['upload-length'] === undefined && declared === undefined) {
-    reached = await declareLength(request, request.id!, reached, context, handlers);
+    // A body of unknown length (chunked) that completes: its end is the length, when none was
+    // known. A known length stays: an append that ends short of it leaves the upload
+    // incomplete (`Upload-Complete: ?0`), its bytes kept.
+    // (Declaring it takes creation-defer-length: with it off, the upload stays incomplete.)
+    const record = await context.store.getRecord(request.id!);
+    if (record && record.length === null && context.extensions.has('creation-defer-length')) {
+      reached = await declareLength(request, request.id!, reached, context, handlers);
+    }
   }
   return {
     status: 204,
     headers: {
       ...patched.headers,
       'Upload-Offset': String(reached),
-      'Upload-Complete': completeValue(complete || (await isFinished(request.id!, context))),
+      'Upload-Complete': completeValue(await isFinished(request.id!, context)),
     },
   };
 }
@@ -343,12 +350,7 @@ async function asProblem(
     );
   }
   if (error.code === 'ERR_INVALID_UPLOAD_LENGTH' && method === 'PATCH') return inconsistentLength();
-  if (error.code === 'ERR_UPLOAD_LENGTH_EXCEEDED' && request.id !== undefined) {
-    if (await isFinished(request.id, context)) {
-      return new DraftProblem(400, `${PROBLEM}completed-upload`, 'the upload is complete');
-    }
-    return inconsistentLength();
-  }
+  // A body running past the length stays the 413 it is: the bytes that fit were stored.
   return error;
 }
 
