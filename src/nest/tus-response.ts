@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { declaresBody } from '../protocol/headers.js';
 import type { TusResponse } from '../protocol/tus-request.js';
 
 /** Writes a protocol response; a client already gone is not an error. */
@@ -10,7 +11,7 @@ export function sendTusResponse(
   if (res.headersSent || res.destroyed) return;
   const headers: Record<string, string> = { ...response.headers };
   // A refused request whose body was not read: close rather than read gigabytes to discard them.
-  if (!req.readableEnded && hasBody(req)) headers.Connection = 'close';
+  if (!req.readableEnded && declaresBody(req.headers)) headers.Connection = 'close';
   if (response.status !== 204 && req.method !== 'HEAD') {
     headers['Content-Length'] = String(
       response.body === undefined ? 0 : Buffer.byteLength(response.body),
@@ -50,9 +51,4 @@ export function sendInformational(
     safe.map(([name, value]) => `${name}: ${value}\r\n`).join('') +
     '\r\n';
   (res as unknown as { _writeRaw(data: string, encoding: string): void })._writeRaw(head, 'ascii');
-}
-
-function hasBody(req: IncomingMessage): boolean {
-  const length = req.headers['content-length'];
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }

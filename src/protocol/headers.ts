@@ -62,6 +62,12 @@ export function parseContentLength(headers: RequestHeaders): number | undefined 
   return length;
 }
 
+/** Whether a request announces a body: chunked, or a `Content-Length` other than 0. */
+export function declaresBody(headers: RequestHeaders): boolean {
+  const length = headers['content-length'];
+  return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
 /** True when the media type (parameters aside) is `application/offset+octet-stream`. */
 export function isOffsetOctetStream(headers: RequestHeaders): boolean {
   const raw = headerValue(headers, 'content-type', TusErrors.invalidContentType);

@@ -1,6 +1,12 @@
 import { Readable } from 'node:stream';
 import { DEFAULT_EXPIRE_AFTER_MS } from './expiration.js';
-import { TUS_VERSION, headerValue, type RequestHeaders } from './headers.js';
+import {
+  TUS_VERSION,
+  declaresBody,
+  headerValue,
+  parseContentLength,
+  type RequestHeaders,
+} from './headers.js';
 import type { MethodHandler, TusContext } from './tus-context.js';
 import { TusError, TusErrors } from './tus-error.js';
 import type { TusRequest, TusResponse } from './tus-request.js';
@@ -52,17 +58,6 @@ function readComplete(headers: RequestHeaders): boolean | undefined {
 
 function invalidHeader(name: string): DraftProblem {
   return new DraftProblem(400, 'about:blank', `invalid ${name} header`);
-}
-
-function contentLengthOf(headers: RequestHeaders): number | undefined {
-  const raw = headers['content-length'];
-  if (typeof raw !== 'string' || !/^\d+$/.test(raw.trim())) return undefined;
-  return Number(raw.trim());
-}
-
-function hasBody(headers: RequestHeaders): boolean {
-  const length = contentLengthOf(headers);
-  return headers['transfer-encoding'] !== undefined || (length !== undefined && length > 0);
 }
 
 /** The headers of the TUS request doing what a draft request asks. */
@@ -172,8 +167,8 @@ async function create(
 ): Promise<TusResponse> {
   const complete = readComplete(request.headers);
   if (complete === undefined) throw invalidHeader('Upload-Complete');
-  const withBody = hasBody(request.headers);
-  const contentLength = contentLengthOf(request.headers) ?? (withBody ? undefined : 0);
+  const withBody = declaresBody(request.headers);
+  const contentLength = parseContentLength(request.headers) ?? (withBody ? undefined : 0);
   const extra: Record<string, string> = {};
   // The TUS leftovers tus-js-client sends (`Upload-Length`, `Upload-Defer-Length`) are kept;
   // otherwise a complete request's length is its body's, and an incomplete one's is deferred.
@@ -285,7 +280,7 @@ async function append(
   }
   const offsetRaw = request.headers['upload-offset'];
   const offset = typeof offsetRaw === 'string' ? Number(offsetRaw.trim()) : Number.NaN;
-  const contentLength = contentLengthOf(request.headers);
+  const contentLength = parseContentLength(request.headers);
   const extra: Record<string, string> = { 'content-type': 'application/offset+octet-stream' };
   const declared = request.headers['upload-length'];
   if (complete && contentLength !== undefined && Number.isSafeInteger(offset)) {
