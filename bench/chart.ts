@@ -13,6 +13,7 @@ const COLORS: Record<ServerKey, string> = {
   'nestjs-fsync': '#f29bab',
   'nestjs-v8': '#a3142f',
   'nestjs-fastify': '#6b0f24',
+  'nestjs-draft': '#f07f3c',
   tus: '#4c78a8',
   raw: '#9d9d9d',
   // The S3 section is a table of its own in the report, not in the chart.

@@ -1,8 +1,10 @@
 /**
- * The one client the bench uses for every server: node:http with a keep-alive agent, TUS 1.0.0
- * creation (POST) then PATCHes, each body streamed from one pre-filled buffer (no disk read, no
- * copy), with backpressure. Every answer is checked: a wrong status or `Upload-Offset` fails
- * the trial.
+ * The one client the bench uses for every server: node:http with a keep-alive agent, creation
+ * (POST) then PATCHes, each body streamed from one pre-filled buffer (no disk read, no copy),
+ * with backpressure. It speaks TUS 1.0.0, or the IETF draft (Resumable Uploads for HTTP, interop
+ * version 6, as tus-js-client's `ietf-draft-05` sends it) in the same requests. Every answer is
+ * checked: a wrong status, `Upload-Offset` or (draft) `Upload-Complete`, or an answer in the
+ * other protocol, fails the trial.
  */
 import { randomFillSync } from 'node:crypto';
 import { Agent, request, type IncomingHttpHeaders } from 'node:http';
@@ -20,6 +22,12 @@ function sourceBuffer(): Buffer {
   return source;
 }
 
+/** `tus`: TUS 1.0.0; `ietf`: the IETF draft. */
+export type Protocol = 'tus' | 'ietf';
+
+/** The interop version the draft client sends (tus-js-client's `protocol: 'ietf-draft-05'`). */
+const INTEROP_VERSION = '6';
+
 interface Answer {
   status: number;
   headers: IncomingHttpHeaders;
@@ -28,7 +36,10 @@ interface Answer {
 export class TusClient {
   readonly agent: Agent;
 
-  constructor(private readonly endpoint: string) {
+  constructor(
+    private readonly endpoint: string,
+    private readonly protocol: Protocol = 'tus',
+  ) {
     this.agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256 });
   }
 
@@ -42,7 +53,13 @@ export class TusClient {
       const req = request(url, {
         method,
         agent: this.agent,
-        headers: { ...headers, 'Tus-Resumable': '1.0.0', 'Content-Length': String(bodyBytes) },
+        headers: {
+          ...headers,
+          ...(this.protocol === 'tus'
+            ? { 'Tus-Resumable': '1.0.0' }
+            : { 'Upload-Draft-Interop-Version': INTEROP_VERSION }),
+          'Content-Length': String(bodyBytes),
+        },
       });
       req.setTimeout(SOCKET_TIMEOUT_MS, () =>
         req.destroy(new Error(`${method} ${url}: timed out`)),
@@ -79,45 +96,65 @@ export class TusClient {
         'Upload-Length': String(length),
         // "filename" in base64.
         'Upload-Metadata': 'filename YmVuY2guYmlu',
+        ...(this.protocol === 'ietf' && { 'Upload-Complete': '?0' }),
       },
       0,
     );
-    if (status !== 201 || !headers.location) {
-      throw new Error(`POST ${this.endpoint}: ${status}, Location ${headers.location}`);
+    if (status !== 201 || !headers.location || !this.speaksProtocol(headers, false)) {
+      throw new Error(`POST ${this.endpoint}: ${status}, ${describe(headers)}`);
     }
     return new URL(headers.location, this.endpoint).href;
   }
 
   /** PATCH: sends `bytes` bytes at `offset`; checks the new offset the server answers. */
-  async patch(url: string, offset: number, bytes: number): Promise<void> {
+  async patch(url: string, offset: number, bytes: number, last: boolean): Promise<void> {
     const { status, headers } = await this.send(
       'PATCH',
       url,
-      {
-        'Upload-Offset': String(offset),
-        'Content-Type': 'application/offset+octet-stream',
-      },
+      this.protocol === 'tus'
+        ? { 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream' }
+        : {
+            'Upload-Offset': String(offset),
+            'Upload-Complete': last ? '?1' : '?0',
+            'Content-Type': 'application/partial-upload',
+          },
       bytes,
     );
     const next = Number(headers['upload-offset']);
-    if (status !== 204 || next !== offset + bytes) {
-      throw new Error(
-        `PATCH ${url} at ${offset}: ${status}, Upload-Offset ${String(headers['upload-offset'])}`,
-      );
+    if (status !== 204 || next !== offset + bytes || !this.speaksProtocol(headers, last)) {
+      throw new Error(`PATCH ${url} at ${offset}: ${status}, ${describe(headers)}`);
     }
+  }
+
+  /**
+   * Whether an answer is in this client's protocol: TUS answers carry `Tus-Resumable`; draft
+   * answers do not, and say whether the upload is complete.
+   */
+  private speaksProtocol(headers: IncomingHttpHeaders, complete: boolean): boolean {
+    if (this.protocol === 'tus') return headers['tus-resumable'] === '1.0.0';
+    return (
+      headers['tus-resumable'] === undefined &&
+      headers['upload-complete'] === (complete ? '?1' : '?0')
+    );
   }
 
   /** One whole upload: POST, then PATCHes of `chunk` bytes (the last one shorter). */
   async upload(length: number, chunk: number): Promise<void> {
     const url = await this.create(length);
     for (let offset = 0; offset < length; offset += chunk) {
-      await this.patch(url, offset, Math.min(chunk, length - offset));
+      const bytes = Math.min(chunk, length - offset);
+      await this.patch(url, offset, bytes, offset + bytes === length);
     }
   }
 
   close(): void {
     this.agent.destroy();
   }
+}
+
+function describe(headers: IncomingHttpHeaders): string {
+  const names = ['location', 'upload-offset', 'upload-complete', 'tus-resumable'];
+  return names.map((name) => `${name}: ${String(headers[name])}`).join(', ');
 }
 
 /**

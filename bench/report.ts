@@ -89,6 +89,11 @@ export function markdown(results: BenchResults): string {
         `| ↳ on Fastify: nestjs-tussi (Fastify) / … | ${servers.map(() => '').join(' | ')} | ${ratio(w.ratios.fastifyVsTus)} | ${ratio(w.ratios.fastifyVsRaw)} |`,
       );
     }
+    if (w.ratios.draftVsTus !== undefined) {
+      lines.push(
+        `| ↳ IETF draft: nestjs-tussi (IETF draft) / … | ${servers.map(() => '').join(' | ')} | ${ratio(w.ratios.draftVsTus)} | ${ratio(w.ratios.draftVsRaw)} |`,
+      );
+    }
     if (w.ratios.fsyncVsTus !== undefined) {
       lines.push(
         `| ↳ with fsync: nestjs-tussi (fsync) / … | ${servers.map(() => '').join(' | ')} | ${ratio(w.ratios.fsyncVsTus)} | ${ratio(w.ratios.fsyncVsRaw)} |`,
@@ -111,6 +116,24 @@ export function markdown(results: BenchResults): string {
       const consumer = (s: Summary) => (sample.has(s) ? s.settleSeconds : NaN);
       lines.push(row('↳ s until the sample consumer delivered all', w, consumer, false, ['', '']));
     }
+  }
+
+  const draft = onDisk.filter((w) => w.ratios.draftVsNestjs !== undefined);
+  if (draft.length > 0) {
+    const pair: ServerKey[] = ['nestjs', 'nestjs-draft'];
+    lines.push(
+      '',
+      '## The IETF draft beside TUS 1.0.0',
+      '',
+      "The same sample on Express, in a process of its own, its client speaking Resumable Uploads for HTTP (interop version 6, as tus-js-client's `ietf-draft-05`) in the same requests as the TUS client: a POST (`Upload-Complete: ?0`, answered with a 104 then 201) and the PATCHes (`application/partial-upload`, the last with `Upload-Complete: ?1`). Every answer is checked for the draft's headers.",
+      '',
+      '| Workload | nestjs-tussi, TUS 1.0.0 | nestjs-tussi, IETF draft | draft / TUS 1.0.0 | draft / @tus |',
+      '| --- | ---: | ---: | ---: | ---: |',
+      ...draft.map(
+        (w) =>
+          `| ${w.title} (${w.unit}) | ${pair.map((k) => cell(w.results[k]?.summary, (s) => s.value)).join(' | ')} | ${ratio(w.ratios.draftVsNestjs)} | ${ratio(w.ratios.draftVsTus)} |`,
+      ),
+    );
   }
 
   const s3 = results.workloads.filter((w) => w.ratios.s3VsTus !== undefined);

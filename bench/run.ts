@@ -6,8 +6,8 @@
  *
  * Options (after `--`): --smoke, --rounds N, --only ID,ID (workload ids: single-8m, single-64m,
  * small, parallel-1, parallel-4, parallel-16, parallel-64, single-256m), --servers KEY,KEY
- * (nestjs, nestjs-fastify, nestjs-fsync, nestjs-v8, tus, raw, …), --out DIR, --cpu-prof (profile each server; summary in the
- * report), --budget-seconds N (start no round that would end past N s; default 480, smoke
+ * (nestjs, nestjs-fastify, nestjs-draft, nestjs-fsync, nestjs-v8, tus, raw, …), --out DIR,
+ * --cpu-prof (profile each server; summary in the report), --budget-seconds N (start no round that would end past N s; default 480, smoke
  * 60), --max-seconds N (abort past it; default 900, smoke 120).
  *
  * Each server runs in its own child process on 127.0.0.1; the client runs here. Each round runs
@@ -71,7 +71,8 @@ if (args.help) {
   --rounds N            rounds (default 3; smoke 1)
   --only IDS            comma-separated workloads: single-8m, single-64m, small, parallel-1,
                         parallel-4, parallel-16, parallel-64, single-256m
-  --servers KEYS        comma-separated servers: nestjs, nestjs-fastify, nestjs-fsync, nestjs-v8, tus, raw, nestjs-s3, tus-s3
+  --servers KEYS        comma-separated servers: nestjs, nestjs-fastify, nestjs-draft, nestjs-fsync, nestjs-v8, tus, raw,
+                        nestjs-s3, tus-s3
   --out DIR             where latest.{md,json,svg} go (default bench/results/; a partial run,
                         with --only or --servers: bench/results/tmp/partial/)
   --cpu-prof            profile each server (node --cpu-prof); top functions in the report
@@ -182,7 +183,7 @@ async function syncDisk(): Promise<void> {
 }
 
 async function trial(server: RunningServer, w: Workload, round: number): Promise<Trial> {
-  const client = new TusClient(server.endpoint);
+  const client = new TusClient(server.endpoint, server.protocol);
   const watch = new ProcessWatch(server.pid);
   const clientStart = process.cpuUsage();
   const gcBefore = server.gcCounts();
@@ -267,7 +268,7 @@ async function countSyscalls(keys: ServerKey[]): Promise<BenchResults['syscalls'
       log(`strace could not attach to ${key}: no syscall count`);
       continue;
     }
-    const client = new TusClient(server.endpoint);
+    const client = new TusClient(server.endpoint, server.protocol);
     try {
       await runPool(uploads, 32, () => client.upload(4096, 4096));
       await server.settle(uploads);
@@ -314,7 +315,7 @@ async function longRun(key: ServerKey): Promise<LongRun> {
   const start = performance.now();
   try {
     for (let phase = 0; phase < phases; phase++) {
-      const client = new TusClient(server.endpoint);
+      const client = new TusClient(server.endpoint, server.protocol);
       try {
         await runPool(small, 32, () => client.upload(4096, 4096));
         await client.upload(big, Math.min(big, 64 * MiB));
@@ -485,6 +486,9 @@ async function main(): Promise<void> {
         v8VsRaw: over('nestjs-v8', 'raw'),
         fastifyVsTus: over('nestjs-fastify', 'tus'),
         fastifyVsRaw: over('nestjs-fastify', 'raw'),
+        draftVsTus: over('nestjs-draft', 'tus'),
+        draftVsRaw: over('nestjs-draft', 'raw'),
+        draftVsNestjs: over('nestjs-draft', 'nestjs'),
       },
     };
   });

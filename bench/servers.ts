@@ -14,6 +14,7 @@ import {
   ListObjectsV2Command,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import type { Protocol } from './client.js';
 
 /** bench/dist/servers/*.js, next to this module once compiled. */
 const SERVERS_DIR = fileURLToPath(new URL('./servers/', import.meta.url));
@@ -24,6 +25,7 @@ export type ServerKey =
   | 'nestjs-fsync'
   | 'nestjs-v8'
   | 'nestjs-fastify'
+  | 'nestjs-draft'
   | 'tus'
   | 'raw'
   | 'nestjs-s3'
@@ -36,6 +38,8 @@ export const SERVER_LABELS: Record<ServerKey, string> = {
   'nestjs-v8': 'nestjs-tussi (V8 defaults)',
   // The same sample on @nestjs/platform-fastify (the others run it on Express).
   'nestjs-fastify': 'nestjs-tussi (Fastify)',
+  // The same sample on Express, its client speaking the IETF draft instead of TUS 1.0.0.
+  'nestjs-draft': 'nestjs-tussi (IETF draft)',
   tus: '@tus/server',
   raw: 'raw node:http',
   'nestjs-s3': 'nestjs-tussi on S3',
@@ -46,6 +50,7 @@ export const SERVER_LABELS: Record<ServerKey, string> = {
 export const SERVER_ORDER: ServerKey[] = [
   'nestjs',
   'nestjs-fastify',
+  'nestjs-draft',
   'nestjs-fsync',
   'nestjs-v8',
   'tus',
@@ -78,6 +83,8 @@ export interface RunningServer {
   pid: number;
   /** The creation URL, `http://127.0.0.1:PORT/files`. */
   endpoint: string;
+  /** The protocol the bench's client speaks to it. */
+  protocol: Protocol;
   /** Waits until the server is done with `uploads` finished uploads (bounded). */
   settle(uploads: number): Promise<void>;
   /** Bytes of upload data on disk now (records, receipts and temp files left out). */
@@ -278,6 +285,7 @@ export async function startServer(
       label: SERVER_LABELS[key],
       pid: child.pid!,
       endpoint: `http://127.0.0.1:${port}/files`,
+      protocol: key === 'nestjs-draft' ? 'ietf' : 'tus',
       settle,
       storedBytes,
       clean: async () => {

@@ -28,13 +28,24 @@ export interface Plan {
   warmup: { small: number; size: number };
 }
 
-/** nestjs-tussi runs on both Nest platforms: Express (`nestjs`) and Fastify. */
-const TUS: ServerKey[] = ['nestjs', 'nestjs-fastify', 'tus', 'raw'];
+/**
+ * nestjs-tussi runs on both Nest platforms: Express (`nestjs`) and Fastify; and on Express with
+ * the client speaking the IETF draft (`nestjs-draft`).
+ */
+const TUS: ServerKey[] = ['nestjs', 'nestjs-fastify', 'nestjs-draft', 'tus', 'raw'];
 /** Where memory and GC matter most, nestjs-tussi also runs with V8's defaults, as the others do. */
-const WITH_V8: ServerKey[] = ['nestjs', 'nestjs-fastify', 'nestjs-v8', 'tus', 'raw'];
+const WITH_V8: ServerKey[] = [
+  'nestjs',
+  'nestjs-fastify',
+  'nestjs-draft',
+  'nestjs-v8',
+  'tus',
+  'raw',
+];
 const WITH_FSYNC_V8: ServerKey[] = [
   'nestjs',
   'nestjs-fastify',
+  'nestjs-draft',
   'nestjs-fsync',
   'nestjs-v8',
   'tus',
@@ -64,7 +75,7 @@ function s3Workloads(big: number, chunk: number, parallelSize: number, smallCoun
     },
   ];
 }
-const WITH_FSYNC: ServerKey[] = ['nestjs', 'nestjs-fsync', 'tus', 'raw'];
+const WITH_FSYNC: ServerKey[] = ['nestjs', 'nestjs-draft', 'nestjs-fsync', 'tus', 'raw'];
 
 function single(size: number, chunk: number, servers: ServerKey[]): Workload {
   return {
@@ -122,7 +133,8 @@ export function plan(mode: 'full' | 'smoke', rounds?: number): Plan {
       rounds: rounds ?? 1,
       maxSize: 4 * GiB,
       warmup: { small: 4, size: 1 * MiB },
-      // Fastify in two workloads only: the smoke run proves the bench works, not the numbers.
+      // Fastify and the draft in two workloads only: the smoke run proves the bench works, not
+      // the numbers.
       workloads: [
         { ...single(big, 1 * MiB, WITH_FSYNC), id: 'single-8m' },
         { ...single(big, 4 * MiB, WITH_FSYNC_V8), id: 'single-64m' },
@@ -134,7 +146,10 @@ export function plan(mode: 'full' | 'smoke', rounds?: number): Plan {
       ].map((w) =>
         w.id === 'small' || w.id === 'parallel-16'
           ? w
-          : { ...w, servers: w.servers.filter((s) => s !== 'nestjs-fastify') },
+          : {
+              ...w,
+              servers: w.servers.filter((s) => s !== 'nestjs-fastify' && s !== 'nestjs-draft'),
+            },
       ),
     };
   }
@@ -223,6 +238,10 @@ export interface WorkloadResult extends Workload {
     /** nestjs-tussi on Fastify over @tus/server, and over raw. */
     fastifyVsTus?: number;
     fastifyVsRaw?: number;
+    /** nestjs-tussi serving the IETF draft over @tus/server, over raw, over itself serving TUS 1.0.0. */
+    draftVsTus?: number;
+    draftVsRaw?: number;
+    draftVsNestjs?: number;
   };
 }
 

@@ -47,6 +47,7 @@ interface Results {
   workloads: {
     id: string;
     results: Record<string, { summary: { value: number }; trials: { bytes: number }[] }>;
+    ratios: Record<string, number | undefined>;
   }[];
 }
 
@@ -120,6 +121,15 @@ describe('bench smoke run', () => {
     }
     expect(md).toContain('nestjs-tussi (Fastify)');
     expect(md).toContain('↳ on Fastify: nestjs-tussi (Fastify) / …');
+    // The IETF draft served by the same sample, next to TUS 1.0.0 in the same workloads (the
+    // client fails a trial whose answers are not the draft's).
+    for (const id of ['small', 'parallel-16']) {
+      const workload = results.workloads.find((w) => w.id === id)!;
+      expect(workload.results['nestjs-draft']?.summary.value).toBeGreaterThan(0);
+      expect(workload.ratios.draftVsNestjs).toBeGreaterThan(0);
+    }
+    expect(md).toContain('## The IETF draft beside TUS 1.0.0');
+    expect(md).toContain('↳ IETF draft: nestjs-tussi (IETF draft) / …');
     const svg = readFileSync(join(out, 'latest.svg'), 'utf8');
     expect(svg.startsWith('<svg')).toBe(true);
     expect(svg).toContain('@tus/server');
