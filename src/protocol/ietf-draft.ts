@@ -292,23 +292,30 @@ async function append(
     { ...request, headers: tusHeaders(request.headers, extra) },
     context,
   );
-  let reached = Number(patched.headers['Upload-Offset']);
-  if (complete && extra['upload-length'] === undefined && declared === undefined) {
+  let upload = patched.upload;
+  if (
+    complete &&
+    extra['upload-length'] === undefined &&
+    declared === undefined &&
+    upload?.length === null &&
+    context.extensions.has('creation-defer-length')
+  ) {
     // A body of unknown length (chunked) that completes: its end is the length, when none was
     // known. A known length stays: an append that ends short of it leaves the upload
     // incomplete (`Upload-Complete: ?0`), its bytes kept.
     // (Declaring it takes creation-defer-length: with it off, the upload stays incomplete.)
-    const record = await context.store.getRecord(request.id!);
-    if (record && record.length === null && context.extensions.has('creation-defer-length')) {
-      reached = await declareLength(request, request.id!, reached, context, handlers);
-    }
+    const reached = await declareLength(request, request.id!, upload.offset, context, handlers);
+    upload = { offset: reached, length: reached };
   }
+  const finished = upload
+    ? upload.length !== null && upload.offset === upload.length
+    : await isFinished(request.id!, context);
   return {
     status: 204,
     headers: {
       ...patched.headers,
-      'Upload-Offset': String(reached),
-      'Upload-Complete': completeValue(await isFinished(request.id!, context)),
+      ...(upload && { 'Upload-Offset': String(upload.offset) }),
+      'Upload-Complete': completeValue(finished),
     },
   };
 }

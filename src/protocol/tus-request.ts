@@ -45,4 +45,9 @@ export interface TusResponse {
   headers: Record<string, string>;
   /** A short text body (errors); success responses have none. */
   body?: string;
+  /**
+   * The upload's offset and length once the request is done, where the handler knows them
+   * (PATCH): for a layer above (the IETF draft's `Upload-Complete`); never sent.
+   */
+  upload?: { offset: number; length: number | null };
 }

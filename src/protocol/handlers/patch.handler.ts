@@ -75,6 +75,7 @@ export const handlePatch: MethodHandler = async (request, context) => {
       return {
         status: 204,
         headers: { 'Upload-Offset': String(record.offset), ...expiresHeader(record, context) },
+        upload: { offset: record.offset, length: record.length },
       };
     });
   } catch (e) {
@@ -144,7 +145,11 @@ async function answerFinished(
   if (contentLength === undefined ? await bodyHasBytes(body, context) : contentLength > 0) {
     throw TusErrors.uploadLengthExceeded();
   }
-  return { status: 204, headers: { 'Upload-Offset': String(finished.length) } };
+  return {
+    status: 204,
+    headers: { 'Upload-Offset': String(finished.length) },
+    upload: { offset: finished.length, length: finished.length },
+  };
 }
 
 /** Whether a body of unknown length (chunked) brings any byte: reads at most its first chunk. */
