@@ -49,6 +49,8 @@ export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
     maxChunkSize: number(config.get<string>('TUS_MAX_CHUNK_SIZE')),
     spaceMargin: number(config.get<string>('TUS_SPACE_MARGIN')),
     fsync: config.get<string>('TUS_FSYNC', 'true') !== 'false',
+    // The IETF draft (Resumable Uploads for HTTP) beside TUS 1.0.0, unless switched off.
+    ietfDraft: config.get<string>('TUS_IETF_DRAFT', 'true') !== 'false',
     trustedProxies: list(config.get<string>('TUS_TRUSTED_PROXIES')),
     cors: origins.length > 0 ? { origins: origins.includes('*') ? '*' : origins } : undefined,
     coordination: redisUrl(config.get<string>('TUS_REDIS_URL')),

@@ -28,6 +28,8 @@ export interface ServerConfig {
   trustedProxies: string[];
   corsOrigins: string[];
   fsync: boolean;
+  /** The IETF draft (Resumable Uploads for HTTP) on the same endpoint. */
+  ietfDraft: boolean;
   workers: number;
   /** The Nest HTTP platform. */
   platform: 'express' | 'fastify';
@@ -213,6 +215,12 @@ export function serverProgram(): Command {
     )
     .addOption(
       new Option(
+        '--no-ietf-draft',
+        'serve TUS 1.0.0 only, not the IETF draft Resumable Uploads for HTTP (env: TUS_IETF_DRAFT=false)',
+      ),
+    )
+    .addOption(
+      new Option(
         '-w, --workers <n>',
         'server processes sharing the port (node:cluster); each upload is delivered once',
       )
@@ -340,6 +348,10 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     program.getOptionValueSource('fsync') === 'cli'
       ? options.fsync
       : (process.env.TUS_FSYNC ?? 'true').trim().toLowerCase() !== 'false';
+  const ietfDraft =
+    program.getOptionValueSource('ietfDraft') === 'cli'
+      ? options.ietfDraft
+      : (process.env.TUS_IETF_DRAFT ?? 'true').trim().toLowerCase() !== 'false';
 
   if (options.tokenFile) {
     // Read now, so a missing or empty file stops the start with one line, not a stack trace.
@@ -386,6 +398,7 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     trustedProxies: options.trustedProxy ?? [],
     corsOrigins: options.corsOrigin ?? [],
     fsync,
+    ietfDraft,
     workers: options.workers,
     platform: options.platform,
     redisUrl: options.redisUrl || undefined,
@@ -417,6 +430,7 @@ function exportToEnvironment(config: ServerConfig): void {
   set('TUS_TRUSTED_PROXIES', config.trustedProxies.join(','));
   set('TUS_CORS_ORIGINS', config.corsOrigins.join(','));
   set('TUS_FSYNC', config.fsync ? 'true' : 'false');
+  set('TUS_IETF_DRAFT', config.ietfDraft ? 'true' : 'false');
   set('TUS_WORKERS', config.workers);
   set('TUS_PLATFORM', config.platform);
   set('TUS_REDIS_URL', config.redisUrl);
@@ -441,6 +455,7 @@ function describe(config: ServerConfig): string {
     config.maxSize !== undefined ? `max size ${formatBytes(config.maxSize)}` : '',
     config.maxChunkSize !== undefined ? `max chunk ${formatBytes(config.maxChunkSize)}` : '',
     config.fsync ? '' : 'fsync off',
+    config.ietfDraft ? '' : 'TUS 1.0.0 only (no IETF draft)',
     config.maxCreationsPerMinute ? `${config.maxCreationsPerMinute} creations/min per client` : '',
     config.maxRequestsPerMinute ? `${config.maxRequestsPerMinute} requests/min per client` : '',
     config.tokens.length > 0 || config.tokenFile

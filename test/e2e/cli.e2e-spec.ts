@@ -147,6 +147,7 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       '--trusted-proxy',
       '--cors-origin',
       '--no-fsync',
+      '--no-ietf-draft',
       '--workers',
       '--no-prompt',
       '--help',
@@ -170,6 +171,7 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       'TUS_TRUSTED_PROXIES',
       'TUS_CORS_ORIGINS',
       'TUS_FSYNC',
+      'TUS_IETF_DRAFT',
       'TUS_WORKERS',
     ]) {
       expect(server).toContain(variable);
@@ -639,6 +641,25 @@ describe('tussi-server and tussi-upload (real processes)', () => {
     );
     expect(await sha256File(join(dest, name))).toBe(await sha256File(file));
   }, 60_000);
+
+  it('--no-ietf-draft: a draft request is TUS 1.0.0 without Tus-Resumable (412), TUS unchanged', async () => {
+    const { srv } = await server(['--no-ietf-draft']);
+    const base = new URL(srv.url);
+    expect(srv.output.text).toContain('TUS 1.0.0 only (no IETF draft)');
+    const draft = await tusRequest(base.origin, {
+      method: 'POST',
+      path: base.pathname,
+      headers: { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?0' },
+    });
+    expect(draft.status).toBe(412);
+    expect(draft.headers['tus-version']).toBe('1.0.0');
+    const tus = await tusRequest(base.origin, {
+      method: 'POST',
+      path: base.pathname,
+      headers: { 'Tus-Resumable': '1.0.0', 'Upload-Length': '3' },
+    });
+    expect(tus.status).toBe(201);
+  });
 
   it('--platform refuses a platform it does not know', async () => {
     const run = await promisify(execFile)(process.execPath, [SERVER_BIN, '--platform', 'koa'], {
