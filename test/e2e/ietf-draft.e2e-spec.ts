@@ -115,26 +115,39 @@ forEachPlatform(() => {
       await expectDelivered(url, data);
     });
 
-    it('resumes after abort(false): HEAD, then appends from the offset', async () => {
-      const data = randomBytes(3 * MiB);
-      let url = '';
-      await new Promise<void>((resolve, reject) => {
+    /**
+     * Uploads in chunks and aborts once `after` bytes are sent (`terminate`: with the DELETE);
+     * resolves with the upload's URL.
+     */
+    function uploadThenAbort(
+      data: Buffer,
+      chunkSize: number,
+      after: number,
+      terminate: boolean,
+    ): Promise<string> {
+      return new Promise<string>((resolve, reject) => {
+        let url = '';
         const client: Upload = new Upload(data, {
           endpoint,
           retryDelays: [],
-          chunkSize: 512 * KiB,
+          chunkSize,
           metadata: { filename: 'draft.bin' },
           ...({ protocol } as object),
           onChunkComplete: (_size, sent) => {
-            if (sent >= MiB && !url) {
+            if (sent >= after && !url) {
               url = client.url ?? '';
-              void client.abort(false).then(resolve, reject);
+              void client.abort(terminate).then(() => resolve(url), reject);
             }
           },
           onError: reject,
         });
         client.start();
       });
+    }
+
+    it('resumes after abort(false): HEAD, then appends from the offset', async () => {
+      const data = randomBytes(3 * MiB);
+      const url = await uploadThenAbort(data, 512 * KiB, MiB, false);
       const head = await app.request({
         method: 'HEAD',
         path: new URL(url).pathname,
@@ -149,25 +162,7 @@ forEachPlatform(() => {
     });
 
     it('terminate: DELETE, then the upload is gone', async () => {
-      const data = randomBytes(MiB);
-      let url = '';
-      await new Promise<void>((resolve, reject) => {
-        const client: Upload = new Upload(data, {
-          endpoint,
-          retryDelays: [],
-          chunkSize: 256 * KiB,
-          metadata: { filename: 'draft.bin' },
-          ...({ protocol } as object),
-          onChunkComplete: () => {
-            if (!url) {
-              url = client.url ?? '';
-              void client.abort(true).then(resolve, reject);
-            }
-          },
-          onError: reject,
-        });
-        client.start();
-      });
+      const url = await uploadThenAbort(randomBytes(MiB), 256 * KiB, 0, true);
       const head = await app.request({
         method: 'HEAD',
         path: new URL(url).pathname,
