@@ -42,6 +42,8 @@ export type {
 export { type TusHandlerConfig } from './protocol/tus-handler.js';
 export * from './protocol/tus-events.js';
 export { Janitor, type JanitorOptions, type JanitorSummary } from './janitor/janitor.js';
+export { TusMetrics, type TusMetricsOptions } from './metrics/tus-metrics.js';
+export { TusMetricsController } from './metrics/tus-metrics.controller.js';
 export { TusError, TusErrors } from './protocol/tus-error.js';
 export { TUS_VERSION } from './protocol/headers.js';
 export { TUS_EXTENSIONS, enabledExtensions, type TusExtension } from './protocol/extensions.js';

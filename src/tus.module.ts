@@ -9,6 +9,7 @@ import {
 import { HttpAdapterHost, ModuleRef, ModulesContainer } from '@nestjs/core';
 import { EventEmitter2 } from '@nestjs/event-emitter';
 import { Janitor } from './janitor/janitor.js';
+import { TusMetrics } from './metrics/tus-metrics.js';
 import { TusForwardedInterceptor } from './nest/tus-forwarded.interceptor.js';
 import { TusLifecycle } from './nest/tus-lifecycle.js';
 import { TusRequestMiddleware } from './nest/tus-request.middleware.js';
@@ -189,6 +190,13 @@ function nestLogger(): TusLogger {
         }),
     },
     {
+      // Prometheus metrics; null with `metrics: false`.
+      provide: TusMetrics,
+      inject: [TUS_OPTIONS],
+      useFactory: (options: ResolvedTusOptions): TusMetrics | null =>
+        options.metrics === false ? null : new TusMetrics(options.metrics ?? {}),
+    },
+    {
       provide: TusHandler,
       inject: [
         TUS_OPTIONS,
@@ -196,6 +204,7 @@ function nestLogger(): TusLogger {
         CompletedUploadQueue,
         { token: EventEmitter2, optional: true },
         TUS_COORDINATION,
+        TusMetrics,
       ],
       useFactory: (
         options: ResolvedTusOptions,
@@ -203,7 +212,9 @@ function nestLogger(): TusLogger {
         queue: CompletedUploadQueue,
         bus: EventEmitter2 | undefined,
         coordination: RedisCoordination | null,
+        metrics: TusMetrics | null,
       ) => {
+        metrics?.attach(store, queue);
         // Bus listeners and the callback are independent: one failing never keeps an event from
         // the other, and every failure, sync or async, reaches TusHandler, which logs it.
         const onEvent = async (event: TusEvent) => {
@@ -221,6 +232,7 @@ function nestLogger(): TusLogger {
           logger: options.logger ?? nestLogger(),
           onCreate: options.onCreate,
           onEvent: bus || options.onEvent ? onEvent : undefined,
+          observer: metrics ?? undefined,
         });
         // A write whose Redis lock is lost stops at once (lease renewal failed).
         if (store.locker === coordination?.locker) coordination.attach(handler.context);
@@ -229,12 +241,21 @@ function nestLogger(): TusLogger {
     },
     {
       provide: Janitor,
-      inject: [TUS_OPTIONS, TusHandler, TUS_COORDINATION],
+      inject: [TUS_OPTIONS, TusHandler, TUS_COORDINATION, TusMetrics],
       useFactory: (
         options: ResolvedTusOptions,
         handler: TusHandler,
         coordination: RedisCoordination | null,
-      ) => new Janitor(handler.context, options.janitor || {}, coordination?.janitorLock),
+        metrics: TusMetrics | null,
+      ) => {
+        const janitor = new Janitor(
+          handler.context,
+          options.janitor || {},
+          coordination?.janitorLock,
+        );
+        if (metrics) janitor.onRun = (summary) => metrics.janitorRan(summary);
+        return janitor;
+      },
     },
     {
       // Limits that hold across replicas when they coordinate through Redis.
@@ -258,6 +279,7 @@ function nestLogger(): TusLogger {
     CompletedUploadQueue,
     TusHandler,
     Janitor,
+    TusMetrics,
   ],
 })
 export class TusModule extends ConfigurableModuleClass implements NestModule {

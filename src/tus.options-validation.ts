@@ -55,6 +55,7 @@ class TusOptionsSchema {
   @Allow() completedQueue?: unknown;
   @Allow() onCreate?: unknown;
   @Allow() onEvent?: unknown;
+  @Allow() metrics?: unknown;
   @Allow() cors?: unknown;
   @Allow() janitor?: unknown;
   @Allow() logger?: unknown;

@@ -1,3 +1,4 @@
+import type { TusMetricsOptions } from './metrics/tus-metrics.js';
 import type { CanActivate, FactoryProvider, ModuleMetadata, Provider, Type } from '@nestjs/common';
 import type { JanitorOptions } from './janitor/janitor.js';
 import type { TusExtension } from './protocol/extensions.js';
@@ -154,6 +155,12 @@ export interface TusModuleOptions {
    * also go to EventEmitter2 when the application imports `EventEmitterModule`. @default none
    */
   onEvent?: TusEventSink;
+  /**
+   * Prometheus metrics (prom-client): the module provides `TusMetrics` (serve it with
+   * `TusMetricsController` or a route of your own), in a registry of its own with Node's
+   * default metrics, or in `registry`. `false`: no metrics are kept. @default {}
+   */
+  metrics?: TusMetricsOptions | false;
   /** At most one `tus.upload.progress` event per upload per this many ms. @default 1000 */
   progressIntervalMs?: number;
   /**

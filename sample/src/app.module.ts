@@ -4,6 +4,7 @@ import { EventEmitterModule } from '@nestjs/event-emitter';
 import { ScheduleModule } from '@nestjs/schedule';
 import { TusModule, type TusModuleOptions } from 'nestjs-tussi';
 import { BearerAuthGuard, credentialsFrom } from './bearer-auth.guard.js';
+import { operationsControllers } from './operations.controllers.js';
 import { UploadConsumer } from './upload-consumer.service.js';
 import { UploadEventsListener } from './upload-events.listener.js';
 
@@ -51,6 +52,8 @@ export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
     fsync: config.get<string>('TUS_FSYNC', 'true') !== 'false',
     // The IETF draft (Resumable Uploads for HTTP) beside TUS 1.0.0, unless switched off.
     ietfDraft: config.get<string>('TUS_IETF_DRAFT', 'true') !== 'false',
+    // Prometheus metrics, served by the sample at TUS_METRICS_PATH (operations.controllers.ts).
+    metrics: config.get<string>('TUS_METRICS', 'true') === 'false' ? false : {},
     trustedProxies: list(config.get<string>('TUS_TRUSTED_PROXIES')),
     cors: origins.length > 0 ? { origins: origins.includes('*') ? '*' : origins } : undefined,
     coordination: redisUrl(config.get<string>('TUS_REDIS_URL')),
@@ -77,6 +80,7 @@ export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
       useFactory: tusOptionsFrom,
     }),
   ],
+  controllers: operationsControllers(),
   providers: [UploadConsumer, UploadEventsListener],
 })
 export class AppModule {}

@@ -30,6 +30,8 @@ export interface ServerConfig {
   fsync: boolean;
   /** The IETF draft (Resumable Uploads for HTTP) on the same endpoint. */
   ietfDraft: boolean;
+  /** Where Prometheus metrics are served (`/metrics`); none when undefined. */
+  metricsPath?: string;
   workers: number;
   /** The Nest HTTP platform. */
   platform: 'express' | 'fastify';
@@ -49,7 +51,12 @@ export interface S3Config {
 }
 
 /** What commander parses: the config, with the repeatable flags under their flag names. */
-type ParsedOptions = Omit<ServerConfig, 'trustedProxies' | 'corsOrigins' | 'tokens' | 's3'> & {
+type ParsedOptions = Omit<
+  ServerConfig,
+  'trustedProxies' | 'corsOrigins' | 'tokens' | 's3' | 'metricsPath'
+> & {
+  metrics: boolean;
+  metricsPath: string;
   s3Bucket?: string;
   s3Endpoint?: string;
   s3Region: string;
@@ -220,6 +227,14 @@ export function serverProgram(): Command {
       ),
     )
     .addOption(
+      new Option('--metrics-path <path>', 'where Prometheus metrics are served')
+        .default('/metrics')
+        .env('TUS_METRICS_PATH'),
+    )
+    .addOption(
+      new Option('--no-metrics', 'serve no metrics and keep none (env: TUS_METRICS=false)'),
+    )
+    .addOption(
       new Option(
         '-w, --workers <n>',
         'server processes sharing the port (node:cluster); each upload is delivered once',
@@ -348,6 +363,10 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     program.getOptionValueSource('fsync') === 'cli'
       ? options.fsync
       : (process.env.TUS_FSYNC ?? 'true').trim().toLowerCase() !== 'false';
+  const metrics =
+    program.getOptionValueSource('metrics') === 'cli'
+      ? options.metrics
+      : (process.env.TUS_METRICS ?? 'true').trim().toLowerCase() !== 'false';
   const ietfDraft =
     program.getOptionValueSource('ietfDraft') === 'cli'
       ? options.ietfDraft
@@ -399,6 +418,7 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     corsOrigins: options.corsOrigin ?? [],
     fsync,
     ietfDraft,
+    metricsPath: metrics ? `/${options.metricsPath.replace(/^\/+|\/+$/g, '')}` : undefined,
     workers: options.workers,
     platform: options.platform,
     redisUrl: options.redisUrl || undefined,
@@ -431,6 +451,8 @@ function exportToEnvironment(config: ServerConfig): void {
   set('TUS_CORS_ORIGINS', config.corsOrigins.join(','));
   set('TUS_FSYNC', config.fsync ? 'true' : 'false');
   set('TUS_IETF_DRAFT', config.ietfDraft ? 'true' : 'false');
+  set('TUS_METRICS', config.metricsPath ? 'true' : 'false');
+  set('TUS_METRICS_PATH', config.metricsPath);
   set('TUS_WORKERS', config.workers);
   set('TUS_PLATFORM', config.platform);
   set('TUS_REDIS_URL', config.redisUrl);
@@ -456,6 +478,7 @@ function describe(config: ServerConfig): string {
     config.maxChunkSize !== undefined ? `max chunk ${formatBytes(config.maxChunkSize)}` : '',
     config.fsync ? '' : 'fsync off',
     config.ietfDraft ? '' : 'TUS 1.0.0 only (no IETF draft)',
+    config.metricsPath ? `metrics at ${config.metricsPath}` : 'no metrics',
     config.maxCreationsPerMinute ? `${config.maxCreationsPerMinute} creations/min per client` : '',
     config.maxRequestsPerMinute ? `${config.maxRequestsPerMinute} requests/min per client` : '',
     config.tokens.length > 0 || config.tokenFile

@@ -86,8 +86,14 @@ export class Janitor {
     return this.running;
   }
 
+  /**
+   * Told of every run that swept (not one skipped for another replica's), scheduled or manual,
+   * with its summary: the module logs and counts it. Must not throw.
+   */
+  onRun?: (summary: JanitorSummary) => void;
+
   private async exclusiveSweep(scheduled: boolean): Promise<JanitorSummary> {
-    if (!this.lock) return this.sweep();
+    if (!this.lock) return this.reported(await this.sweep());
     const held = await this.lock.acquire(scheduled);
     if (!held) {
       return {
@@ -101,10 +107,15 @@ export class Janitor {
       };
     }
     try {
-      return await this.sweep();
+      return this.reported(await this.sweep());
     } finally {
       await held.release();
     }
+  }
+
+  private reported(summary: JanitorSummary): JanitorSummary {
+    this.onRun?.(summary);
+    return summary;
   }
 
   private async sweep(): Promise<JanitorSummary> {

@@ -1,5 +1,6 @@
 import { Inject, Injectable, type NestMiddleware } from '@nestjs/common';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { TusMetrics } from '../metrics/tus-metrics.js';
 import { TusHandler } from '../protocol/tus-handler.js';
 import type { ResolvedTusOptions } from '../tus.options-validation.js';
 import { TUS_OPTIONS } from './tus.constants.js';
@@ -28,6 +29,7 @@ export class TusRequestMiddleware implements NestMiddleware {
   constructor(
     @Inject(TusHandler) private readonly tus: TusHandler,
     @Inject(TUS_OPTIONS) private readonly options: ResolvedTusOptions,
+    @Inject(TusMetrics) private readonly metrics: TusMetrics | null,
   ) {}
 
   use(req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void {
@@ -41,6 +43,8 @@ export class TusRequestMiddleware implements NestMiddleware {
         req.method = override.trim().toUpperCase();
       }
     }
+    // Every request of the upload routes, refusals by guards included, by its effective method.
+    this.metrics?.observeRequest(req, res);
     if (req.method !== 'OPTIONS') {
       next();
       return;

@@ -233,6 +233,7 @@ async function commitOffset(
       record.offset = base;
       // Written and counted: no longer promised (while the length is deferred, nothing was).
       if (record.length !== null && !record.promiseLapsed) await store.settle(claim);
+      if (claim > 0) context.observer?.bytesStored?.(claim);
       return claim;
     } catch (e) {
       record.offset = base;

@@ -162,6 +162,17 @@ export function trackWrite(context: TusContext, id: string, write: ActiveWrite):
   };
 }
 
+/**
+ * What the protocol reports as it goes, for metrics: every call is synchronous and cheap, and
+ * what one throws is logged, never seen by a request.
+ */
+export interface TusObserver {
+  /** A lifecycle event, as it is emitted (before any listener runs). */
+  event?(event: TusEvent): void;
+  /** Bytes stored durably and counted in an upload's offset (PATCH, creation-with-upload). */
+  bytesStored?(bytes: number): void;
+}
+
 /** What every method handler gets. */
 export interface TusContext {
   readonly options: TusProtocolOptions;
@@ -187,6 +198,8 @@ export interface TusContext {
    * created, by partial id: the write records them with its bytes, and its completion wakes them.
    */
   readonly pendingFinals: Map<string, Set<string>>;
+  /** Metrics; none when undefined. */
+  readonly observer?: TusObserver;
 }
 
 /**

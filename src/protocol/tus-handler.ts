@@ -47,7 +47,7 @@ export class TusHandler {
     const logger = config.logger;
     // Listeners run after the current request step, never inside it, and their errors are
     // logged: a slow or failing listener never breaks or stalls an upload.
-    const emit = onEvent
+    const dispatch = onEvent
       ? (event: TusEvent) =>
           setImmediate(() => {
             try {
@@ -60,6 +60,17 @@ export class TusHandler {
             }
           })
       : () => {};
+    const observe = config.observer?.event?.bind(config.observer);
+    const emit = observe
+      ? (event: TusEvent) => {
+          try {
+            observe(event);
+          } catch (e) {
+            logger.error(`${event.name} observer failed`, e);
+          }
+          dispatch(event);
+        }
+      : dispatch;
     const progress = new ProgressThrottle(config.options.progressIntervalMs ?? 1000);
     this.context = {
       ...rest,

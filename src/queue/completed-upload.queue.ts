@@ -120,6 +120,17 @@ export abstract class CompletedUploadQueue {
   abstract close(): Promise<void>;
 
   /**
+   * Finished uploads in the queue and not yet released (waiting for a consumer, or with one),
+   * across every process that shares it; `undefined` when the queue cannot tell.
+   */
+  async depth(): Promise<number | undefined> {
+    return undefined;
+  }
+
+  /** Told of every upload `waitForFile` hands to a consumer here (metrics); must not throw. */
+  claimObserver?: (upload: CompletedUpload) => void;
+
+  /**
    * The waiting loop both queues share: `attempt` tries one claim; between attempts the loop
    * sleeps until `wake` fires, `retryMs` (or `pollMs`) passes, the signal or shutdown aborts,
    * or the timeout runs out. A wake during an attempt is not lost: the next attempt comes at once.
@@ -140,7 +151,10 @@ export abstract class CompletedUploadQueue {
         if (signal.aborted) throw new AbortError('waitForFile aborted', { cause: signal.reason });
         const seen = wake.count;
         const { upload, retryMs } = await attempt();
-        if (upload) return upload;
+        if (upload) {
+          this.claimObserver?.(upload);
+          return upload;
+        }
         const left = deadline - Date.now();
         if (left <= 0) throw new TimeoutError(`no completed upload within ${options.timeout} ms`);
         if (wake.count === seen) await wake.wait(Math.min(left, retryMs ?? pollMs), signal);

@@ -481,6 +481,10 @@ export class FilesystemCompletedQueue extends CompletedUploadQueue implements Co
     return found;
   }
 
+  override async depth(): Promise<number> {
+    return (await this.listIds()).length;
+  }
+
   /** Uploads with their data and record in the directory. */
   async listIds(): Promise<string[]> {
     const names = new Set(await readdir(this.directory));

@@ -305,6 +305,10 @@ export class RedisCompletedQueue extends CompletedUploadQueue {
     });
   }
 
+  override async depth(): Promise<number> {
+    return (await this.files.listIds()).length;
+  }
+
   async waitForFile(options: WaitForFileOptions = {}): Promise<CompletedUpload> {
     this.subscribe();
     return this.waitLoop(

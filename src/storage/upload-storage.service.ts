@@ -1,10 +1,11 @@
 import type { UploadRecord } from '../core/upload-record.js';
 import type { SpaceAccounting } from './space-accounting.js';
-import type {
-  UploadLock,
-  UploadLocker,
-  UploadRecordStore,
-  UploadStorage,
+import {
+  LockTimeoutError,
+  type UploadLock,
+  type UploadLocker,
+  type UploadRecordStore,
+  type UploadStorage,
 } from './storage.interfaces.js';
 
 /**
@@ -89,16 +90,38 @@ export class UploadStorageService {
   }
 
   /** Runs `work` holding the upload's exclusive lock (waits up to `waitMs` for it). */
+  /**
+   * Told how long each lock a request waited for took to get (`acquired` false: it was not
+   * free within the wait). Try-locks (a zero wait: the janitor, recovery) are not reported.
+   */
+  lockObserver?: (seconds: number, acquired: boolean) => void;
+
   async withLock<T>(
     id: string,
     waitMs: number,
     work: (lock: UploadLock) => Promise<T>,
   ): Promise<T> {
-    const lock = await this.locker.acquire(id, waitMs);
+    const lock =
+      this.lockObserver && waitMs > 0
+        ? await this.observedAcquire(id, waitMs)
+        : await this.locker.acquire(id, waitMs);
     try {
       return await work(lock);
     } finally {
       await lock.release();
+    }
+  }
+
+  private async observedAcquire(id: string, waitMs: number): Promise<UploadLock> {
+    const start = performance.now();
+    const seconds = () => (performance.now() - start) / 1000;
+    try {
+      const lock = await this.locker.acquire(id, waitMs);
+      this.lockObserver?.(seconds(), true);
+      return lock;
+    } catch (e) {
+      if (e instanceof LockTimeoutError) this.lockObserver?.(seconds(), false);
+      throw e;
     }
   }
 

@@ -148,6 +148,8 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       '--cors-origin',
       '--no-fsync',
       '--no-ietf-draft',
+      '--metrics-path',
+      '--no-metrics',
       '--workers',
       '--no-prompt',
       '--help',
@@ -172,6 +174,7 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       'TUS_CORS_ORIGINS',
       'TUS_FSYNC',
       'TUS_IETF_DRAFT',
+      'TUS_METRICS_PATH',
       'TUS_WORKERS',
     ]) {
       expect(server).toContain(variable);
@@ -659,6 +662,37 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       headers: { 'Tus-Resumable': '1.0.0', 'Upload-Length': '3' },
     });
     expect(tus.status).toBe(201);
+  });
+
+  it('serves Prometheus metrics at --metrics-path behind the token; --no-metrics serves none', async () => {
+    const { srv } = await server(['--metrics-path', '/ops/metrics/', '--token', 'ops:s3cret']);
+    const { origin } = new URL(srv.url);
+    expect(srv.output.text).toContain('metrics at /ops/metrics');
+    const created = await tusRequest(origin, {
+      method: 'POST',
+      path: '/files/',
+      headers: {
+        ...{ 'Tus-Resumable': '1.0.0' },
+        'Upload-Length': '3',
+        Authorization: 'Bearer s3cret',
+      },
+    });
+    expect(created.status).toBe(201);
+    expect((await tusRequest(origin, { method: 'GET', path: '/ops/metrics' })).status).toBe(401);
+    const scraped = await tusRequest(origin, {
+      method: 'GET',
+      path: '/ops/metrics',
+      headers: { Authorization: 'Bearer s3cret' },
+    });
+    expect(scraped.status).toBe(200);
+    expect(scraped.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/);
+    expect(scraped.body.toString()).toMatch(/^tus_uploads_created_total 1$/m);
+    expect(scraped.body.toString()).toMatch(/^process_resident_memory_bytes \d+/m);
+
+    const off = await server(['--no-metrics']);
+    const offOrigin = new URL(off.srv.url).origin;
+    expect(off.srv.output.text).toContain('no metrics');
+    expect((await tusRequest(offOrigin, { method: 'GET', path: '/metrics' })).status).toBe(404);
   });
 
   it('--platform refuses a platform it does not know', async () => {
