@@ -44,6 +44,7 @@ export * from './protocol/tus-events.js';
 export { Janitor, type JanitorOptions, type JanitorSummary } from './janitor/janitor.js';
 export { TusMetrics, type TusMetricsOptions } from './metrics/tus-metrics.js';
 export { TusMetricsController } from './metrics/tus-metrics.controller.js';
+export { TusHealthIndicator, type TusHealthOptions } from './health/tus-health.indicator.js';
 export { TusError, TusErrors } from './protocol/tus-error.js';
 export { TUS_VERSION } from './protocol/headers.js';
 export { TUS_EXTENSIONS, enabledExtensions, type TusExtension } from './protocol/extensions.js';

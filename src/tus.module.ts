@@ -8,6 +8,7 @@ import {
 } from '@nestjs/common';
 import { HttpAdapterHost, ModuleRef, ModulesContainer } from '@nestjs/core';
 import { EventEmitter2 } from '@nestjs/event-emitter';
+import { TusHealthIndicator } from './health/tus-health.indicator.js';
 import { Janitor } from './janitor/janitor.js';
 import { TusMetrics } from './metrics/tus-metrics.js';
 import { TusForwardedInterceptor } from './nest/tus-forwarded.interceptor.js';
@@ -190,6 +191,30 @@ function nestLogger(): TusLogger {
         }),
     },
     {
+      // Health checks for @nestjs/terminus: the directories, the disk, Redis, the bucket.
+      provide: TusHealthIndicator,
+      inject: [TUS_OPTIONS, TUS_STORAGE, TUS_COORDINATION],
+      useFactory: (
+        options: ResolvedTusOptions,
+        storage: UploadStorage,
+        coordination: RedisCoordination | null,
+      ) =>
+        new TusHealthIndicator(
+          {
+            uploadDir: storage.localPath ? options.uploadDir : undefined,
+            // The completed queue's files, unless its entries live elsewhere (a custom queue;
+            // with Redis, the bucket of a storage that keeps them).
+            completedDir:
+              !options.completedQueue && !(coordination && storage.completedEntries)
+                ? options.completedDir
+                : undefined,
+            storage,
+            coordination,
+          },
+          options.health,
+        ),
+    },
+    {
       // Prometheus metrics; null with `metrics: false`.
       provide: TusMetrics,
       inject: [TUS_OPTIONS],
@@ -280,6 +305,7 @@ function nestLogger(): TusLogger {
     TusHandler,
     Janitor,
     TusMetrics,
+    TusHealthIndicator,
   ],
 })
 export class TusModule extends ConfigurableModuleClass implements NestModule {

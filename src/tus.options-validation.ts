@@ -56,6 +56,7 @@ class TusOptionsSchema {
   @Allow() onCreate?: unknown;
   @Allow() onEvent?: unknown;
   @Allow() metrics?: unknown;
+  @Allow() health?: unknown;
   @Allow() cors?: unknown;
   @Allow() janitor?: unknown;
   @Allow() logger?: unknown;

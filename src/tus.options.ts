@@ -1,3 +1,4 @@
+import type { TusHealthOptions } from './health/tus-health.indicator.js';
 import type { TusMetricsOptions } from './metrics/tus-metrics.js';
 import type { CanActivate, FactoryProvider, ModuleMetadata, Provider, Type } from '@nestjs/common';
 import type { JanitorOptions } from './janitor/janitor.js';
@@ -161,6 +162,11 @@ export interface TusModuleOptions {
    * default metrics, or in `registry`. `false`: no metrics are kept. @default {}
    */
   metrics?: TusMetricsOptions | false;
+  /**
+   * The health checks `TusHealthIndicator` runs (for `@nestjs/terminus`): the free space below
+   * which the disk is down, and how long a check may take. @default { minFreeBytes: 64 MiB, timeoutMs: 3000 }
+   */
+  health?: TusHealthOptions;
   /** At most one `tus.upload.progress` event per upload per this many ms. @default 1000 */
   progressIntervalMs?: number;
   /**

@@ -2,6 +2,7 @@ import { Module } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
 import { EventEmitterModule } from '@nestjs/event-emitter';
 import { ScheduleModule } from '@nestjs/schedule';
+import { TerminusModule } from '@nestjs/terminus';
 import { TusModule, type TusModuleOptions } from 'nestjs-tussi';
 import { BearerAuthGuard, credentialsFrom } from './bearer-auth.guard.js';
 import { operationsControllers } from './operations.controllers.js';
@@ -54,6 +55,7 @@ export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
     ietfDraft: config.get<string>('TUS_IETF_DRAFT', 'true') !== 'false',
     // Prometheus metrics, served by the sample at TUS_METRICS_PATH (operations.controllers.ts).
     metrics: config.get<string>('TUS_METRICS', 'true') === 'false' ? false : {},
+    health: { minFreeBytes: number(config.get<string>('TUS_MIN_FREE_BYTES')) },
     trustedProxies: list(config.get<string>('TUS_TRUSTED_PROXIES')),
     cors: origins.length > 0 ? { origins: origins.includes('*') ? '*' : origins } : undefined,
     coordination: redisUrl(config.get<string>('TUS_REDIS_URL')),
@@ -73,6 +75,7 @@ export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
     ConfigModule.forRoot({ isGlobal: true }),
     EventEmitterModule.forRoot(),
     ScheduleModule.forRoot(),
+    TerminusModule.forRoot({ logger: false }),
     TusModule.forRootAsync({
       path: 'files',
       guards: [BearerAuthGuard],

@@ -1,5 +1,6 @@
-import { Controller, UseGuards, type Type } from '@nestjs/common';
-import { TusMetricsController } from 'nestjs-tussi';
+import { Controller, Get, Inject, UseGuards, type Type } from '@nestjs/common';
+import { HealthCheck, HealthCheckService, type HealthCheckResult } from '@nestjs/terminus';
+import { TusHealthIndicator, TusMetricsController } from 'nestjs-tussi';
 import { BearerAuthGuard } from './bearer-auth.guard.js';
 
 /** A path from the environment, without its slashes: `/metrics/` and `metrics` are one route. */
@@ -8,10 +9,16 @@ function routePath(value: string | undefined, fallback: string): string {
 }
 
 /**
- * The operations routes of the sample, on the same port as the uploads: the module's metrics at
- * `TUS_METRICS_PATH` (default `/metrics`; `TUS_METRICS=false` removes it), behind the same
- * bearer guard as the uploads (a Prometheus scrape config sends the token as `authorization`).
- * Read when the application module is loaded: routes are fixed at that point.
+ * The operations routes of the sample, on the same port as the uploads, read when the
+ * application module is loaded (routes are fixed at that point):
+ *
+ * - the module's metrics at `TUS_METRICS_PATH` (default `/metrics`; `TUS_METRICS=false` removes
+ *   them), behind the same bearer guard as the uploads (a Prometheus scrape config sends the
+ *   token as `authorization`);
+ * - health at `TUS_HEALTH_PATH` (default `/health`, with `@nestjs/terminus`): every check of the
+ *   module and readiness (503 naming what failed, and while shutting down); `…/live` answers
+ *   while the process does. Unguarded: orchestrators and balancers probe without credentials,
+ *   and the answers name no upload.
  */
 export function operationsControllers(env: NodeJS.ProcessEnv = process.env): Type[] {
   const controllers: Type[] = [];
@@ -21,5 +28,25 @@ export function operationsControllers(env: NodeJS.ProcessEnv = process.env): Typ
     class MetricsController extends TusMetricsController {}
     controllers.push(MetricsController);
   }
+  @Controller(routePath(env.TUS_HEALTH_PATH, 'health'))
+  class HealthController {
+    constructor(
+      @Inject(HealthCheckService) private readonly health: HealthCheckService,
+      @Inject(TusHealthIndicator) private readonly tus: TusHealthIndicator,
+    ) {}
+
+    @Get()
+    @HealthCheck()
+    check(): Promise<HealthCheckResult> {
+      return this.health.check([() => this.tus.check(), () => this.tus.readiness()]);
+    }
+
+    @Get('live')
+    @HealthCheck()
+    live(): Promise<HealthCheckResult> {
+      return this.health.check([]);
+    }
+  }
+  controllers.push(HealthController);
   return controllers;
 }

@@ -32,6 +32,8 @@ export interface ServerConfig {
   ietfDraft: boolean;
   /** Where Prometheus metrics are served (`/metrics`); none when undefined. */
   metricsPath?: string;
+  /** Where health checks are served (`/health`, and `/health/live`). */
+  healthPath: string;
   workers: number;
   /** The Nest HTTP platform. */
   platform: 'express' | 'fastify';
@@ -232,6 +234,14 @@ export function serverProgram(): Command {
         .env('TUS_METRICS_PATH'),
     )
     .addOption(
+      new Option(
+        '--health-path <path>',
+        'where health checks are served (and PATH/live: the process answers)',
+      )
+        .default('/health')
+        .env('TUS_HEALTH_PATH'),
+    )
+    .addOption(
       new Option('--no-metrics', 'serve no metrics and keep none (env: TUS_METRICS=false)'),
     )
     .addOption(
@@ -418,7 +428,8 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     corsOrigins: options.corsOrigin ?? [],
     fsync,
     ietfDraft,
-    metricsPath: metrics ? `/${options.metricsPath.replace(/^\/+|\/+$/g, '')}` : undefined,
+    metricsPath: metrics ? routePath(options.metricsPath) : undefined,
+    healthPath: routePath(options.healthPath),
     workers: options.workers,
     platform: options.platform,
     redisUrl: options.redisUrl || undefined,
@@ -453,6 +464,7 @@ function exportToEnvironment(config: ServerConfig): void {
   set('TUS_IETF_DRAFT', config.ietfDraft ? 'true' : 'false');
   set('TUS_METRICS', config.metricsPath ? 'true' : 'false');
   set('TUS_METRICS_PATH', config.metricsPath);
+  set('TUS_HEALTH_PATH', config.healthPath);
   set('TUS_WORKERS', config.workers);
   set('TUS_PLATFORM', config.platform);
   set('TUS_REDIS_URL', config.redisUrl);
@@ -462,6 +474,11 @@ function exportToEnvironment(config: ServerConfig): void {
   set('TUS_S3_PREFIX', config.s3?.prefix);
   set('TUS_S3_FORCE_PATH_STYLE', config.s3?.forcePathStyle ? 'true' : undefined);
   set('TUS_S3_SCRATCH_DIR', config.s3?.scratchDir);
+}
+
+/** `/path`, from `path`, `/path/` or `path/`. */
+function routePath(value: string): string {
+  return `/${value.trim().replace(/^\/+|\/+$/g, '')}`;
 }
 
 function describe(config: ServerConfig): string {
@@ -479,6 +496,7 @@ function describe(config: ServerConfig): string {
     config.fsync ? '' : 'fsync off',
     config.ietfDraft ? '' : 'TUS 1.0.0 only (no IETF draft)',
     config.metricsPath ? `metrics at ${config.metricsPath}` : 'no metrics',
+    `health at ${config.healthPath}`,
     config.maxCreationsPerMinute ? `${config.maxCreationsPerMinute} creations/min per client` : '',
     config.maxRequestsPerMinute ? `${config.maxRequestsPerMinute} requests/min per client` : '',
     config.tokens.length > 0 || config.tokenFile

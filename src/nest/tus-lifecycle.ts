@@ -3,12 +3,14 @@ import {
   Injectable,
   Logger,
   Optional,
+  type BeforeApplicationShutdown,
   type OnApplicationBootstrap,
   type OnApplicationShutdown,
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { SchedulerRegistry } from '@nestjs/schedule';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { TusHealthIndicator } from '../health/tus-health.indicator.js';
 import { Janitor } from '../janitor/janitor.js';
 import { recoverFinalizes } from '../protocol/recovery.js';
 import { TusHandler } from '../protocol/tus-handler.js';
@@ -25,7 +27,9 @@ export const TUS_JANITOR_INTERVAL = 'tus-janitor';
  * finalizes a crash interrupted, the janitor's schedule, and closing the queue at shutdown.
  */
 @Injectable()
-export class TusLifecycle implements OnApplicationBootstrap, OnApplicationShutdown {
+export class TusLifecycle
+  implements OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown
+{
   private readonly logger = new Logger('TusModule');
   private timer: NodeJS.Timeout | undefined;
 
@@ -34,6 +38,7 @@ export class TusLifecycle implements OnApplicationBootstrap, OnApplicationShutdo
     @Inject(TusHandler) private readonly handler: TusHandler,
     @Inject(CompletedUploadQueue) private readonly queue: CompletedUploadQueue,
     @Inject(Janitor) private readonly janitor: Janitor,
+    @Inject(TusHealthIndicator) private readonly health: TusHealthIndicator,
     @Optional() private readonly adapterHost?: HttpAdapterHost,
     @Optional() private readonly scheduler?: SchedulerRegistry,
   ) {}
@@ -45,6 +50,11 @@ export class TusLifecycle implements OnApplicationBootstrap, OnApplicationShutdo
     const finished = await recoverFinalizes(this.handler.context);
     if (finished > 0) this.logger.log(`finished ${finished} finalize(s) interrupted by a restart`);
     this.scheduleJanitor();
+  }
+
+  /** Before the HTTP server closes: readiness turns down, so balancers send uploads elsewhere. */
+  beforeApplicationShutdown(): void {
+    this.health.markShuttingDown();
   }
 
   async onApplicationShutdown(): Promise<void> {

@@ -163,6 +163,11 @@ export interface UploadStorage {
   readonly volume?: string;
   /** The ids of every upload with data, and how old the data is (ms since its last change). */
   list(): Promise<{ id: string; ageMs: number }[]>;
+  /**
+   * Whether the storage is reachable now (an object store's bucket); throws a one-line reason
+   * when it is not. Health checks call it; storages on a local directory need none.
+   */
+  check?(): Promise<void>;
 }
 
 /** Where the records of uploads live (`{id}.meta` on the filesystem). */

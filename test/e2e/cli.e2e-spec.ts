@@ -150,6 +150,7 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       '--no-ietf-draft',
       '--metrics-path',
       '--no-metrics',
+      '--health-path',
       '--workers',
       '--no-prompt',
       '--help',
@@ -175,6 +176,7 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       'TUS_FSYNC',
       'TUS_IETF_DRAFT',
       'TUS_METRICS_PATH',
+      'TUS_HEALTH_PATH',
       'TUS_WORKERS',
     ]) {
       expect(server).toContain(variable);
@@ -664,7 +666,7 @@ describe('tussi-server and tussi-upload (real processes)', () => {
     expect(tus.status).toBe(201);
   });
 
-  it('serves Prometheus metrics at --metrics-path behind the token; --no-metrics serves none', async () => {
+  it('serves Prometheus metrics at --metrics-path behind the token, health at --health-path; --no-metrics serves none', async () => {
     const { srv } = await server(['--metrics-path', '/ops/metrics/', '--token', 'ops:s3cret']);
     const { origin } = new URL(srv.url);
     expect(srv.output.text).toContain('metrics at /ops/metrics');
@@ -689,10 +691,19 @@ describe('tussi-server and tussi-upload (real processes)', () => {
     expect(scraped.body.toString()).toMatch(/^tus_uploads_created_total 1$/m);
     expect(scraped.body.toString()).toMatch(/^process_resident_memory_bytes \d+/m);
 
-    const off = await server(['--no-metrics']);
+    // Health needs no token (probes carry none); --health-path moves it.
+    expect((await tusRequest(origin, { method: 'GET', path: '/health' })).status).toBe(200);
+
+    const off = await server(['--no-metrics', '--health-path', 'ops/health']);
     const offOrigin = new URL(off.srv.url).origin;
     expect(off.srv.output.text).toContain('no metrics');
     expect((await tusRequest(offOrigin, { method: 'GET', path: '/metrics' })).status).toBe(404);
+    const healthy = await tusRequest(offOrigin, { method: 'GET', path: '/ops/health' });
+    expect(healthy.status).toBe(200);
+    expect(JSON.parse(healthy.body.toString())).toMatchObject({ status: 'ok' });
+    expect((await tusRequest(offOrigin, { method: 'GET', path: '/ops/health/live' })).status).toBe(
+      200,
+    );
   });
 
   it('--platform refuses a platform it does not know', async () => {
