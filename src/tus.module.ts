@@ -278,7 +278,15 @@ function nestLogger(): TusLogger {
           options.janitor || {},
           coordination?.janitorLock,
         );
-        if (metrics) janitor.onRun = (summary) => metrics.janitorRan(summary);
+        // Every run, scheduled or by hand, logged and counted.
+        const logger = new Logger('TusModule');
+        janitor.onRun = (summary) => {
+          metrics?.janitorRan(summary);
+          const work = Object.entries(summary).filter(([, n]) => n > 0);
+          logger.log(
+            `janitor: ${work.length > 0 ? work.map(([k, n]) => `${k} ${n}`).join(', ') : 'nothing to do'}`,
+          );
+        };
         return janitor;
       },
     },

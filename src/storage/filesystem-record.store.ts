@@ -18,8 +18,8 @@ export interface FilesystemRecordStoreOptions {
 
 /**
  * Records as `{directory}/{id}.meta` JSON files, replaced atomically on every update. A record
- * is only read from a regular file with one link: anything else under its name is moved aside
- * (one log line) and the upload has no record.
+ * is only read from a regular file with one link that parses as a record: anything else under
+ * its name is moved aside (one log line) and the upload has no record.
  */
 export class FilesystemRecordStore implements UploadRecordStore {
   private readonly fileMode: number;
@@ -49,7 +49,16 @@ export class FilesystemRecordStore implements UploadRecordStore {
       await quarantineFile(path, e, this.log);
       return null;
     }
-    return UploadRecord.fromJSON(JSON.parse(text));
+    try {
+      return UploadRecord.fromJSON(JSON.parse(text));
+    } catch (e) {
+      if (!(e instanceof SyntaxError)) throw e;
+      // Records are replaced atomically, so this is no torn write: damage from outside. Moved
+      // aside for inspection (one log line); the upload has no record (404), and the janitor
+      // takes its data as an orphan.
+      await quarantineFile(path, 'unreadable', this.log, `not an upload record (${e.message})`);
+      return null;
+    }
   }
 
   async put(id: string, record: UploadRecord): Promise<void> {

@@ -120,6 +120,7 @@ export async function quarantineFile(
   path: string,
   reason: unknown,
   log: (message: string) => void,
+  why = 'not a regular file of its own',
 ): Promise<void> {
   const what = await describe(path);
   if (what === 'gone') return;
@@ -132,7 +133,7 @@ export async function quarantineFile(
     log(`refused ${path} (${what}, ${code}); it could not be moved aside: ${String(e)}`);
     return;
   }
-  log(`refused ${path} (${what}, ${code}): not a regular file of its own; moved aside to ${aside}`);
+  log(`refused ${path} (${what}, ${code}): ${why}; moved aside to ${aside}`);
 }
 
 /**

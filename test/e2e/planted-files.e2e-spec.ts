@@ -139,6 +139,23 @@ describe('planted files', () => {
     expect(app.logged.errors).toEqual([]);
   });
 
+  it('a record that is no upload record: HEAD answers 404 (not a 500), it is moved aside with one warning', async () => {
+    const { id } = await createUpload(app, 100);
+    const record = join(app.uploadDir, `${id}.meta`);
+    await writeFile(record, '{"offset": "seven"');
+
+    const res = await head(id);
+    expect(res.status).toBe(404);
+    expect((await patch(id, 0, Buffer.from('data'))).status).toBe(404);
+    const [aside] = await quarantinedIn(app.uploadDir);
+    expect(aside).toMatch(new RegExp(`^${id}\\.meta\\.quarantined-`));
+    expect(await readFile(join(app.uploadDir, aside), 'utf8')).toBe('{"offset": "seven"');
+    expect(app.logged.warnings).toEqual([
+      expect.stringMatching(new RegExp(`refused ${record} .*not an upload record.*moved aside`)),
+    ]);
+    expect(app.logged.errors).toEqual([]);
+  });
+
   it('a hard link in place of a data file is refused: the file it shares a name with is not written', async () => {
     // A hard link is a regular file, but its other name may be any file of the filesystem:
     // data files and records must have exactly one link.
