@@ -31,6 +31,8 @@ class TusOptionsSchema {
   @IsOptional() @IsInt() @Min(0) @Max(0o7777) fileMode?: number;
   @IsOptional() @IsInt() @Min(0) lockWaitMs?: number;
   @IsOptional() @IsInt() @Min(0) bodyIdleTimeoutMs?: number;
+  @IsOptional() @IsInt() @Min(0) checkpointBytes?: number;
+  @IsOptional() @IsInt() @Min(0) checkpointIntervalMs?: number;
   @IsOptional() @IsInt() @Min(1) headersTimeoutMs?: number;
   @IsOptional() @IsInt() @Min(1) maxConnections?: number;
   @IsOptional() @IsInt() @Min(1) maxConnectionsPerClient?: number;

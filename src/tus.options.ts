@@ -63,6 +63,15 @@ export interface TusModuleOptions {
   lockWaitMs?: number;
   /** A request body with no byte for this long is cut; the bytes it delivered are kept. @default 60000 */
   bodyIdleTimeoutMs?: number;
+  /**
+   * A long PATCH commits its offset durably (data synced, record written) every this many
+   * bytes, so a crash in the middle of it loses at most that much (and `checkpointIntervalMs`
+   * of it). Not for a body with a checksum (its bytes count only once verified) or a storage
+   * that cannot make part of a write durable (S3). 0: only at the end. @default 67108864 (64 MiB)
+   */
+  checkpointBytes?: number;
+  /** …and at least this often while bytes arrive (ms). 0: by size only. @default 5000 */
+  checkpointIntervalMs?: number;
   /** The HTTP server's `headersTimeout`: request headers must arrive within it. @default 60000 */
   headersTimeoutMs?: number;
   /**

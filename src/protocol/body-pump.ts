@@ -23,6 +23,18 @@ export interface BodyWriteOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * Commits in the middle of a long body: every `bytes` bytes or `intervalMs` (0: not by that
+ * measure), the bytes written so far are made durable and handed to `commit` (which counts
+ * them in the upload's offset). `commit` must not throw: a failed commit leaves the bytes to
+ * the body's end.
+ */
+export interface Checkpoints {
+  bytes: number;
+  intervalMs: number;
+  commit(bytes: number, state?: StorageState): Promise<void>;
+}
+
 /** What became of a request body. */
 export interface BodyWriteResult {
   /** Bytes written to storage (and durable when the storage syncs). */
@@ -52,6 +64,7 @@ export async function writeBody(
     state?: StorageState | null;
     lost?: AbortSignal;
     expected?: number;
+    checkpoints?: Checkpoints;
   },
 ): Promise<BodyWriteResult> {
   const sink = await storage.openWrite(id, offset, {
@@ -60,7 +73,45 @@ export async function writeBody(
     state: options.state,
     lost: options.lost,
   });
-  const pumped = await pumpBody(body, (chunks, bytes) => sink.write(chunks, bytes), options);
+  const every = options.checkpoints;
+  const checkpoint = every && sink.checkpoint?.bind(sink);
+  let write: BatchSink = (chunks, bytes) => sink.write(chunks, bytes);
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> | undefined;
+  if (every && checkpoint && (every.bytes > 0 || every.intervalMs > 0)) {
+    let written = 0;
+    let last = { bytes: 0, at: Date.now() };
+    // One checkpoint at a time; bytes written meanwhile wait for the next.
+    const run = (): Promise<void> | undefined => {
+      // Not at the very end: the body's own commit counts those bytes.
+      if (running || written <= last.bytes || written >= options.limit) return running;
+      const bytes = written;
+      last = { bytes, at: Date.now() };
+      running = (async () => {
+        const outcome = await checkpoint(bytes);
+        if (!outcome.error && outcome.bytes > 0) await every.commit(outcome.bytes, outcome.state);
+      })().finally(() => (running = undefined));
+      return running;
+    };
+    write = async (chunks, bytes) => {
+      await sink.write(chunks, bytes);
+      written += bytes;
+      if (every.bytes > 0 && written - last.bytes >= every.bytes) await run();
+    };
+    // By time too, also while the body is stalled: a crash then loses at most the interval.
+    if (every.intervalMs > 0) {
+      timer = setInterval(
+        () => {
+          if (Date.now() - last.at >= every.intervalMs) void run();
+        },
+        Math.min(every.intervalMs, 1000),
+      );
+      timer.unref();
+    }
+  }
+  const pumped = await pumpBody(body, write, options);
+  clearInterval(timer);
+  await running;
   const outcome = await sink.finish(pumped.bytes);
   const error = pumped.error ?? outcome.error;
   return {

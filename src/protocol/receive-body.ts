@@ -6,7 +6,7 @@ import {
   requestChecksum,
   type Checksum,
 } from './checksum.js';
-import { writeBody } from './body-pump.js';
+import { writeBody, type Checkpoints } from './body-pump.js';
 import { completeUpload, takePendingFinals, wakeFinals } from './concatenation.js';
 import { headerValue } from './headers.js';
 import {
@@ -80,6 +80,27 @@ export async function receiveBody(
       ? new StreamingChecksum(CHECKSUM_ALGORITHMS)
       : undefined;
   let received = 0;
+  // Bytes of this body already counted in the record by checkpoints (a long body without a
+  // checksum: its bytes count as they become durable, so a crash loses only the last stretch).
+  let committed = 0;
+  const checkpoints: Checkpoints | undefined = checksum
+    ? undefined
+    : {
+        bytes: options.checkpointBytes ?? 64 * 1024 * 1024,
+        intervalMs: options.checkpointIntervalMs ?? 5000,
+        commit: async (bytes, state) => {
+          if (bytes <= committed || lock?.signal?.aborted) return;
+          try {
+            // Never by shortening the file: the body goes on writing after these bytes.
+            const claim = bytes - committed;
+            record.offset += await commitOffset(context, id, record, claim, state, false);
+            committed = bytes;
+          } catch (e) {
+            // The body's end commits them (or says why it cannot).
+            context.logger.warn(`${id}: a checkpoint of the offset failed: ${String(e)}`);
+          }
+        },
+      };
   const stop = new ActiveWrite();
   const untrack = trackWrite(context, id, stop);
   let result;
@@ -92,6 +113,7 @@ export async function receiveBody(
       signal: lock?.signal ? AbortSignal.any([stop.signal, lock.signal]) : stop.signal,
       lost: lock?.signal,
       state: record.storage,
+      checkpoints,
       onChunk: (chunk) => {
         hasher?.update(chunk);
         received += chunk.length;
@@ -144,11 +166,13 @@ export async function receiveBody(
     const pendingFinals = context.pendingFinals.has(id);
     takePendingFinals(id, record, context);
     // A length declared on this request is stored with its bytes, never by a refused request.
-    if (accepted > 0 || how.lengthChanged || pendingFinals) {
+    // Bytes a checkpoint counted stay counted (they were durable then), whatever the end says.
+    const rest = Math.max(0, accepted - committed);
+    if (rest > 0 || how.lengthChanged || pendingFinals) {
       // The storage's state that counts the bytes is stored with them; refused bytes leave
       // the state as it was.
-      const state = accepted > 0 && accepted === result.bytes ? result.state : undefined;
-      record.offset += await commitOffset(context, id, record, accepted, state);
+      const state = rest > 0 && accepted === result.bytes ? result.state : undefined;
+      record.offset += await commitOffset(context, id, record, rest, state);
     }
     // A PATCH cut by an error or a limit may still have brought the last byte: finish the upload
     // before answering the refusal, so it does not linger in staging looking complete. (A POST
@@ -220,6 +244,7 @@ async function commitOffset(
   record: UploadRecord,
   accepted: number,
   state?: StorageState,
+  mayGiveBack = true,
 ): Promise<number> {
   const { store } = context;
   const base = record.offset;
@@ -242,6 +267,7 @@ async function commitOffset(
       // pre-allocated one would only move the shortage to its next write.
       const growing = record.length === null;
       if (
+        !mayGiveBack ||
         !isNoSpaceError(e) ||
         !growing ||
         !store.storage.truncate ||

@@ -55,6 +55,10 @@ export interface TusProtocolOptions {
   lockWaitMs: number;
   /** A body with no byte for this long is cut (its received bytes kept). 0 = never. */
   bodyIdleTimeoutMs: number;
+  /** A long body commits its offset every this many bytes (0: only at the end). @default 64 MiB */
+  checkpointBytes?: number;
+  /** …and at least this often while bytes arrive (0: by size only). @default 5000 */
+  checkpointIntervalMs?: number;
   /** At most one progress event per upload per this many milliseconds. */
   progressIntervalMs?: number;
   /** Serve the IETF draft's requests (`Upload-Draft-Interop-Version`). @default true */

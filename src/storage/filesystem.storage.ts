@@ -139,6 +139,16 @@ export class FilesystemStorage implements UploadStorage {
         }
         position += bytes;
       },
+      checkpoint: async (written) => {
+        if (this.fsync && written > 0) {
+          try {
+            await fdCall.fdatasync(fd);
+          } catch (e) {
+            return { bytes: 0, error: e as Error };
+          }
+        }
+        return { bytes: written };
+      },
       finish: async (written) => {
         try {
           if (this.fsync && written > 0) {

@@ -44,6 +44,12 @@ export interface BodySink {
    * written): `written` bytes were written. Makes them durable and says how many count.
    */
   finish(written: number): Promise<WriteOutcome>;
+  /**
+   * Makes the `written` bytes so far durable in the middle of a body (the write goes on), so
+   * the protocol can count them before the body ends. A storage without it counts a body's
+   * bytes only at its end.
+   */
+  checkpoint?(written: number): Promise<WriteOutcome>;
 }
 
 /** What a write stored. */

@@ -20,6 +20,8 @@ export interface RobustServerOptions {
   lockWaitMs?: number;
   bodyIdleTimeoutMs?: number;
   headersTimeoutMs?: number;
+  checkpointBytes?: number;
+  checkpointIntervalMs?: number;
   maxSize?: number;
   maxChunkSize?: number;
   maxMetadataSize?: number;
