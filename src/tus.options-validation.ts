@@ -33,6 +33,7 @@ class TusOptionsSchema {
   @IsOptional() @IsInt() @Min(0) bodyIdleTimeoutMs?: number;
   @IsOptional() @IsInt() @Min(0) checkpointBytes?: number;
   @IsOptional() @IsInt() @Min(0) checkpointIntervalMs?: number;
+  @IsOptional() @IsInt() @Min(0) shutdownTimeoutMs?: number;
   @IsOptional() @IsInt() @Min(1) headersTimeoutMs?: number;
   @IsOptional() @IsInt() @Min(1) maxConnections?: number;
   @IsOptional() @IsInt() @Min(1) maxConnectionsPerClient?: number;

@@ -72,6 +72,12 @@ export interface TusModuleOptions {
   checkpointBytes?: number;
   /** …and at least this often while bytes arrive (ms). 0: by size only. @default 5000 */
   checkpointIntervalMs?: number;
+  /**
+   * A graceful shutdown (`app.close()`, `enableShutdownHooks`): new requests answer 503 with
+   * `Retry-After` at once, PATCHes under way get this long to end, then they are cut with their
+   * bytes kept, so the shutdown ends within it (Kubernetes kills after 30 s). @default 30000
+   */
+  shutdownTimeoutMs?: number;
   /** The HTTP server's `headersTimeout`: request headers must arrive within it. @default 60000 */
   headersTimeoutMs?: number;
   /**

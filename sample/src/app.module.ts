@@ -56,6 +56,8 @@ export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
     // Prometheus metrics, served by the sample at TUS_METRICS_PATH (operations.controllers.ts).
     metrics: config.get<string>('TUS_METRICS', 'true') === 'false' ? false : {},
     health: { minFreeBytes: number(config.get<string>('TUS_MIN_FREE_BYTES')) },
+    // SIGTERM: PATCHes under way get this long, then are cut with their bytes kept.
+    shutdownTimeoutMs: number(config.get<string>('TUS_SHUTDOWN_TIMEOUT_MS')),
     trustedProxies: list(config.get<string>('TUS_TRUSTED_PROXIES')),
     cors: origins.length > 0 ? { origins: origins.includes('*') ? '*' : origins } : undefined,
     coordination: redisUrl(config.get<string>('TUS_REDIS_URL')),

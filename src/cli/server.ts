@@ -34,6 +34,8 @@ export interface ServerConfig {
   metricsPath?: string;
   /** Where health checks are served (`/health`, and `/health/live`). */
   healthPath: string;
+  /** At shutdown, PATCHes under way get this long (ms), then are cut with their bytes kept. */
+  shutdownTimeoutMs: number;
   workers: number;
   /** The Nest HTTP platform. */
   platform: 'express' | 'fastify';
@@ -55,8 +57,9 @@ export interface S3Config {
 /** What commander parses: the config, with the repeatable flags under their flag names. */
 type ParsedOptions = Omit<
   ServerConfig,
-  'trustedProxies' | 'corsOrigins' | 'tokens' | 's3' | 'metricsPath'
+  'trustedProxies' | 'corsOrigins' | 'tokens' | 's3' | 'metricsPath' | 'shutdownTimeoutMs'
 > & {
+  shutdownTimeout: number;
   metrics: boolean;
   metricsPath: string;
   s3Bucket?: string;
@@ -110,10 +113,13 @@ const DIRECTORIES = [
   },
 ] as const;
 
-/** In-flight PATCHes get this long to finish after a shutdown signal; then they are cut. */
-const SHUTDOWN_GRACE_MS = 10_000;
-/** After this, a shutdown that still hangs ends the process. */
-const SHUTDOWN_HARD_MS = 20_000;
+/**
+ * Past the module's shutdown deadline (`--shutdown-timeout`, which cuts the uploads still
+ * receiving), connections still open are closed after this much more, and a shutdown that
+ * still hangs ends the process after this much more again.
+ */
+const SHUTDOWN_CLOSE_AFTER_MS = 2_000;
+const SHUTDOWN_HARD_AFTER_MS = 10_000;
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 /** The resolved configuration, handed from the primary to `--workers` processes. */
 const WORKER_CONFIG_ENV = 'TUSSI_SERVER_WORKER_CONFIG';
@@ -240,6 +246,15 @@ export function serverProgram(): Command {
       )
         .default('/health')
         .env('TUS_HEALTH_PATH'),
+    )
+    .addOption(
+      new Option(
+        '--shutdown-timeout <ms>',
+        'on SIGTERM, uploads in progress get this long to finish, then are cut (bytes kept)',
+      )
+        .default(30_000)
+        .env('TUS_SHUTDOWN_TIMEOUT_MS')
+        .argParser(integerIn(0, 3_600_000)),
     )
     .addOption(
       new Option('--no-metrics', 'serve no metrics and keep none (env: TUS_METRICS=false)'),
@@ -430,6 +445,7 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     ietfDraft,
     metricsPath: metrics ? routePath(options.metricsPath) : undefined,
     healthPath: routePath(options.healthPath),
+    shutdownTimeoutMs: options.shutdownTimeout,
     workers: options.workers,
     platform: options.platform,
     redisUrl: options.redisUrl || undefined,
@@ -465,6 +481,7 @@ function exportToEnvironment(config: ServerConfig): void {
   set('TUS_METRICS', config.metricsPath ? 'true' : 'false');
   set('TUS_METRICS_PATH', config.metricsPath);
   set('TUS_HEALTH_PATH', config.healthPath);
+  set('TUS_SHUTDOWN_TIMEOUT_MS', config.shutdownTimeoutMs);
   set('TUS_WORKERS', config.workers);
   set('TUS_PLATFORM', config.platform);
   set('TUS_REDIS_URL', config.redisUrl);
@@ -575,13 +592,13 @@ async function serve(config: ServerConfig, role: 'single' | 'worker'): Promise<s
         : `tussi-server: worker ${process.pid} shutting down`,
     );
     setTimeout(() => {
-      console.log(`tussi-server: cutting the uploads still in progress (${process.pid})`);
+      console.log(`tussi-server: closing the connections still open (${process.pid})`);
       server.closeAllConnections();
-    }, SHUTDOWN_GRACE_MS).unref();
+    }, config.shutdownTimeoutMs + SHUTDOWN_CLOSE_AFTER_MS).unref();
     setTimeout(() => {
       process.stderr.write(`tussi-server: shutdown did not finish, exiting (${process.pid})\n`);
       process.exit(1);
-    }, SHUTDOWN_HARD_MS).unref();
+    }, config.shutdownTimeoutMs + SHUTDOWN_HARD_AFTER_MS).unref();
   };
   for (const signal of SIGNALS) process.on(signal, onSignal);
   return url;
@@ -609,9 +626,12 @@ async function runPrimary(config: ServerConfig): Promise<void> {
   const stopAll = (code: number) => {
     stopping = { code };
     for (const worker of workers) worker.process.kill('SIGTERM');
-    setTimeout(() => {
-      for (const worker of workers) worker.process.kill('SIGKILL');
-    }, SHUTDOWN_HARD_MS + 2000).unref();
+    setTimeout(
+      () => {
+        for (const worker of workers) worker.process.kill('SIGKILL');
+      },
+      config.shutdownTimeoutMs + SHUTDOWN_HARD_AFTER_MS + 2000,
+    ).unref();
     if (workers.size === 0) process.exit(code);
   };
 

@@ -52,9 +52,35 @@ export class TusLifecycle
     this.scheduleJanitor();
   }
 
-  /** Before the HTTP server closes: readiness turns down, so balancers send uploads elsewhere. */
-  beforeApplicationShutdown(): void {
+  /** Responses of the upload routes under way (see `track`). */
+  private readonly inFlight = new Set<ServerResponse>();
+
+  /** Tracks a response of an upload route until it closes (the middleware calls this). */
+  track(res: ServerResponse): void {
+    if (this.handler.context.lifecycle.draining) res.shouldKeepAlive = false;
+    this.inFlight.add(res);
+    res.once('close', () => this.inFlight.delete(res));
+  }
+
+  /**
+   * A graceful shutdown, before the HTTP server closes: readiness turns down (balancers send
+   * uploads elsewhere), new requests answer 503 with `Retry-After`, the responses under way
+   * end their connection once sent, and body writes under way get `shutdownTimeoutMs` to end;
+   * then they are cut, their bytes kept, so their clients resume on another replica.
+   */
+  async beforeApplicationShutdown(): Promise<void> {
     this.health.markShuttingDown();
+    for (const res of this.inFlight) {
+      if (!res.headersSent) res.shouldKeepAlive = false;
+      else res.once('finish', () => res.socket?.end());
+    }
+    const timeoutMs = this.options.shutdownTimeoutMs ?? 30_000;
+    const cut = await this.handler.drain(timeoutMs);
+    if (cut > 0) {
+      this.logger.warn(
+        `shutdown: ${cut} upload(s) still receiving after ${timeoutMs} ms were cut; their bytes are kept`,
+      );
+    }
   }
 
   async onApplicationShutdown(): Promise<void> {

@@ -2,6 +2,7 @@ import { Inject, Injectable, type NestMiddleware } from '@nestjs/common';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TusMetrics } from '../metrics/tus-metrics.js';
 import { TusHandler } from '../protocol/tus-handler.js';
+import { TusLifecycle } from './tus-lifecycle.js';
 import type { ResolvedTusOptions } from '../tus.options-validation.js';
 import { TUS_OPTIONS } from './tus.constants.js';
 import { applyCors } from './tus-cors.js';
@@ -30,6 +31,7 @@ export class TusRequestMiddleware implements NestMiddleware {
     @Inject(TusHandler) private readonly tus: TusHandler,
     @Inject(TUS_OPTIONS) private readonly options: ResolvedTusOptions,
     @Inject(TusMetrics) private readonly metrics: TusMetrics | null,
+    @Inject(TusLifecycle) private readonly lifecycle: TusLifecycle,
   ) {}
 
   use(req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void {
@@ -45,6 +47,7 @@ export class TusRequestMiddleware implements NestMiddleware {
     }
     // Every request of the upload routes, refusals by guards included, by its effective method.
     this.metrics?.observeRequest(req, res);
+    this.lifecycle.track(res);
     if (req.method !== 'OPTIONS') {
       next();
       return;

@@ -137,6 +137,7 @@ async function serve(
   handlers: TusHandlers,
 ): Promise<TusResponse> {
   if (request.malformedPath) throw TusErrors.invalidPath();
+  if (method !== 'OPTIONS' && context.lifecycle.draining) throw TusErrors.shuttingDown();
   switch (method) {
     case 'OPTIONS':
       return handlers.OPTIONS(request, context);

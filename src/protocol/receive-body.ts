@@ -12,6 +12,7 @@ import { headerValue } from './headers.js';
 import {
   ActiveWrite,
   PREEMPTION,
+  SHUTDOWN,
   TERMINATION,
   trackWrite,
   type TusContext,
@@ -191,6 +192,8 @@ export async function receiveBody(
       throw TusErrors.uploadTerminated();
     }
     // Stopped by a newer PATCH: 423, which clients retry (after a HEAD, at the offset stored).
+    // Cut by a shutdown at its deadline: 503, the client resumes (elsewhere).
+    if (stop.signal.reason === SHUTDOWN && !record.isComplete) throw TusErrors.shuttingDown();
     if (stop.signal.reason === PREEMPTION && !record.isComplete) {
       throw TusErrors.uploadInterrupted();
     }

@@ -167,6 +167,12 @@ export function trackWrite(context: TusContext, id: string, write: ActiveWrite):
 }
 
 /**
+ * The abort reason of a body write cut because the server shuts down and its deadline passed:
+ * the bytes it brought are kept, and it answers 503 (the client resumes, on another replica).
+ */
+export const SHUTDOWN: unique symbol = Symbol('nestjs-tussi.shutdown');
+
+/**
  * What the protocol reports as it goes, for metrics: every call is synchronous and cheap, and
  * what one throws is logged, never seen by a request.
  */
@@ -204,6 +210,8 @@ export interface TusContext {
   readonly pendingFinals: Map<string, Set<string>>;
   /** Metrics; none when undefined. */
   readonly observer?: TusObserver;
+  /** Set when the server shuts down: new requests answer 503 with `Retry-After`. */
+  readonly lifecycle: { draining: boolean };
 }
 
 /**

@@ -122,6 +122,15 @@ export const TusErrors = {
     new TusError('ERR_REDIS_UNAVAILABLE', 503, 'coordination service unavailable, retry later', {
       'Retry-After': '1',
     }),
+  /**
+   * The server is shutting down: a request it no longer takes, or a body cut at the shutdown's
+   * deadline (its bytes kept). Retry: behind a balancer, another replica answers.
+   */
+  shuttingDown: () =>
+    new TusError('ERR_SHUTTING_DOWN', 503, 'the server is shutting down, retry', {
+      'Retry-After': '5',
+      Connection: 'close',
+    }),
   /** The upload's lock lease ran out (or was taken over) while the request wrote: retry. */
   lockLost: () =>
     new TusError('ERR_LOCK_LOST', 503, 'the upload lock was lost while writing, retry', {

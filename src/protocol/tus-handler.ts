@@ -6,7 +6,7 @@ import { handleOptions } from './handlers/options.handler.js';
 import { handlePatch } from './handlers/patch.handler.js';
 import { handlePost } from './handlers/post.handler.js';
 import { TUS_VERSION, assertTusResumable, headerValue } from './headers.js';
-import type { MethodHandler, TusContext } from './tus-context.js';
+import { SHUTDOWN, type MethodHandler, type TusContext } from './tus-context.js';
 import {
   ProgressThrottle,
   UploadFailedEvent,
@@ -20,7 +20,7 @@ import { UnsafeFileError } from '../storage/storage.interfaces.js';
 /** What a `TusHandler` is built from. */
 export type TusHandlerConfig = Omit<
   TusContext,
-  'emit' | 'progress' | 'extensions' | 'activeWrites' | 'background' | 'pendingFinals'
+  'emit' | 'progress' | 'extensions' | 'activeWrites' | 'background' | 'pendingFinals' | 'lifecycle'
 > & {
   /** tussi's `on_event`: receives every lifecycle event (the Nest module feeds EventEmitter2). */
   onEvent?: TusEventSink;
@@ -80,7 +80,31 @@ export class TusHandler {
       activeWrites: new Map(),
       background: new Set(),
       pendingFinals: new Map(),
+      lifecycle: { draining: false },
     };
+  }
+
+  /**
+   * A graceful shutdown: from now on requests answer 503 with `Retry-After` (OPTIONS still
+   * answers); body writes under way get `timeoutMs` to end, then are cut (their durable bytes
+   * counted, the request answered 503) so a client resumes elsewhere. Resolves once the writes
+   * and the work they started have ended; returns how many writes were cut.
+   */
+  async drain(timeoutMs: number): Promise<number> {
+    const { context } = this;
+    context.lifecycle.draining = true;
+    const until = async (deadline: number) => {
+      while (context.activeWrites.size > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    };
+    await until(Date.now() + timeoutMs);
+    const cut = [...context.activeWrites.values()].filter((w) => !w.signal.aborted);
+    for (const write of cut) write.abort(SHUTDOWN);
+    // A cut write commits what it received and lets go of its lock: moments, not a deadline.
+    await until(Date.now() + 10_000);
+    await this.settled();
+    return cut.length;
   }
 
   /**
@@ -119,6 +143,7 @@ export class TusHandler {
       }
       // Tus-Resumable is checked first: "the Server MUST NOT process the request" otherwise.
       if (method !== 'OPTIONS') assertTusResumable(request.headers);
+      if (method !== 'OPTIONS' && this.context.lifecycle.draining) throw TusErrors.shuttingDown();
       if (request.malformedPath) throw TusErrors.invalidPath();
       const handler = (this.handlers as Record<string, MethodHandler | undefined>)[method];
       if (!handler) throw TusErrors.methodNotAllowed();

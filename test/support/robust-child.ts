@@ -22,6 +22,7 @@ export interface RobustServerOptions {
   headersTimeoutMs?: number;
   checkpointBytes?: number;
   checkpointIntervalMs?: number;
+  shutdownTimeoutMs?: number;
   maxSize?: number;
   maxChunkSize?: number;
   maxMetadataSize?: number;
