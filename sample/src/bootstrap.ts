@@ -3,6 +3,7 @@ import type { INestApplication, LogLevel } from '@nestjs/common';
 import { NestFactory, type AbstractHttpAdapter } from '@nestjs/core';
 import type { Server } from 'node:http';
 import v8 from 'node:v8';
+import { TusJsonLogger } from 'nestjs-tussi';
 import { AppModule } from './app.module.js';
 
 export interface BootstrapOptions {
@@ -47,7 +48,7 @@ export async function bootstrap(options: BootstrapOptions = {}): Promise<Bootstr
     // does and answer a mislabelled PATCH with their own 400 instead of the protocol's 415.
     // An app with JSON routes of its own re-enables them per route or with a path filter.
     bodyParser: false,
-    logger: options.logLevels ?? logLevelsFromEnv(),
+    logger: loggerFromEnv(options.logLevels ?? logLevelsFromEnv()),
     abortOnError: options.abortOnError,
   };
   const platform = options.platform ?? platformFromEnv();
@@ -116,6 +117,17 @@ async function fastifyAdapter(): Promise<AbstractHttpAdapter> {
     }
     throw e;
   }
+}
+
+/**
+ * `TUS_LOG_FORMAT=json`: one JSON object per line (Nest's JSON logger, with `time`, and the
+ * request's `requestId` and `uploadId` where there is one); `text` (the default): Nest's lines.
+ */
+function loggerFromEnv(levels: LogLevel[]): LogLevel[] | TusJsonLogger {
+  const format = process.env.TUS_LOG_FORMAT?.trim().toLowerCase() || 'text';
+  if (format === 'text') return levels;
+  if (format !== 'json') throw new Error(`TUS_LOG_FORMAT=${format}: text or json`);
+  return new TusJsonLogger({ logLevels: levels });
 }
 
 /** `LOG_LEVEL=warn` keeps warnings and errors only (no line per upload); default `log`. */

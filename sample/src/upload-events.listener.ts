@@ -6,6 +6,7 @@ import {
   type UploadCreatedEvent,
   type UploadFailedEvent,
   type UploadProgressEvent,
+  type UploadTerminatedEvent,
 } from 'nestjs-tussi';
 
 // Characters that would break or disguise a log line: C0 (a newline forges a line), DEL, C1,
@@ -30,11 +31,11 @@ export class LogBudget {
   private dropped = 0;
 
   constructor(
-    private readonly logger: Pick<Logger, 'log' | 'warn'>,
+    private readonly logger: Pick<Logger, 'log' | 'warn' | 'debug'>,
     private readonly perSecond = 50,
   ) {}
 
-  write(level: 'log' | 'warn', line: string): void {
+  write(level: 'log' | 'warn' | 'debug', line: string): void {
     const now = Math.floor(Date.now() / 1000);
     if (now !== this.second) {
       if (this.dropped > 0)
@@ -69,10 +70,16 @@ export class UploadEventsListener {
     );
   }
 
+  /** At debug level (`LOG_LEVEL=debug`): one line per upload per second while bytes arrive. */
   @OnEvent(TusEvents.Progress)
   progress(event: UploadProgressEvent): void {
     const percent = event.length ? ` (${((100 * event.offset) / event.length).toFixed(1)}%)` : '';
-    this.budget.write('log', `progress ${event.uploadId} ${event.offset} bytes${percent}`);
+    this.budget.write('debug', `progress ${event.uploadId} ${event.offset} bytes${percent}`);
+  }
+
+  @OnEvent(TusEvents.Terminated)
+  terminated(event: UploadTerminatedEvent): void {
+    this.budget.write('log', `terminated ${event.uploadId}`);
   }
 
   @OnEvent(TusEvents.Completed)

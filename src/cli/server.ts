@@ -36,6 +36,8 @@ export interface ServerConfig {
   healthPath: string;
   /** At shutdown, PATCHes under way get this long (ms), then are cut with their bytes kept. */
   shutdownTimeoutMs: number;
+  /** `json`: one JSON object per log line; `text`: Nest's lines. */
+  logFormat: 'text' | 'json';
   workers: number;
   /** The Nest HTTP platform. */
   platform: 'express' | 'fastify';
@@ -257,6 +259,15 @@ export function serverProgram(): Command {
         .argParser(integerIn(0, 3_600_000)),
     )
     .addOption(
+      new Option(
+        '--log-format <format>',
+        'json: one JSON object per log line (time, level, message, requestId, uploadId)',
+      )
+        .choices(['text', 'json'])
+        .default('text')
+        .env('TUS_LOG_FORMAT'),
+    )
+    .addOption(
       new Option('--no-metrics', 'serve no metrics and keep none (env: TUS_METRICS=false)'),
     )
     .addOption(
@@ -446,6 +457,7 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     metricsPath: metrics ? routePath(options.metricsPath) : undefined,
     healthPath: routePath(options.healthPath),
     shutdownTimeoutMs: options.shutdownTimeout,
+    logFormat: options.logFormat,
     workers: options.workers,
     platform: options.platform,
     redisUrl: options.redisUrl || undefined,
@@ -482,6 +494,7 @@ function exportToEnvironment(config: ServerConfig): void {
   set('TUS_METRICS_PATH', config.metricsPath);
   set('TUS_HEALTH_PATH', config.healthPath);
   set('TUS_SHUTDOWN_TIMEOUT_MS', config.shutdownTimeoutMs);
+  set('TUS_LOG_FORMAT', config.logFormat);
   set('TUS_WORKERS', config.workers);
   set('TUS_PLATFORM', config.platform);
   set('TUS_REDIS_URL', config.redisUrl);

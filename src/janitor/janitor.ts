@@ -144,10 +144,13 @@ export class Janitor {
         summary.lapsedPromises += await this.lapsePromise(id, now);
       }
       if (!record || !this.isStale(record, now)) continue;
-      summary.stale += await this.removeUnderLock(
+      const expired = await this.removeUnderLock(
         id,
         (current) => current !== null && this.isStale(current, now),
       );
+      if (expired > 0)
+        this.context.logger.info?.(`expired ${id}: no write for ${this.staleUploadAge} s`);
+      summary.stale += expired;
     }
 
     const recorded = new Set(recordIds);

@@ -1,5 +1,7 @@
 import { Inject, Injectable, type NestMiddleware } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { currentRequestContext, runInRequestContext } from '../core/request-context.js';
 import { TusMetrics } from '../metrics/tus-metrics.js';
 import { TusHandler } from '../protocol/tus-handler.js';
 import { TusLifecycle } from './tus-lifecycle.js';
@@ -7,6 +9,9 @@ import type { ResolvedTusOptions } from '../tus.options-validation.js';
 import { TUS_OPTIONS } from './tus.constants.js';
 import { applyCors } from './tus-cors.js';
 import { sendTusResponse } from './tus-response.js';
+
+/** An `X-Request-Id` taken as sent: short, and nothing a log line could be forged with. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
 /** A method token (RFC 9110): what an override may name. */
 const METHOD_TOKEN = /^[A-Za-z]{1,16}$/;
@@ -45,9 +50,24 @@ export class TusRequestMiddleware implements NestMiddleware {
         req.method = override.trim().toUpperCase();
       }
     }
+    // A second pass of the middleware for the same request (Nest may mount it twice) is in the
+    // first one's context already.
+    if (currentRequestContext()) {
+      this.route(req, res, next);
+      return;
+    }
     // Every request of the upload routes, refusals by guards included, by its effective method.
     this.metrics?.observeRequest(req, res);
     this.lifecycle.track(res);
+    // The request's id for its log lines (and its events' listeners): a safe one a proxy sent,
+    // else a new one; answered in X-Request-Id either way.
+    const sent = req.headers['x-request-id'];
+    const requestId = typeof sent === 'string' && REQUEST_ID.test(sent) ? sent : randomUUID();
+    res.setHeader('X-Request-Id', requestId);
+    runInRequestContext(requestId, () => this.route(req, res, next));
+  }
+
+  private route(req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void {
     if (req.method !== 'OPTIONS') {
       next();
       return;

@@ -41,6 +41,8 @@ export interface OnCreateContext {
 export interface TusLogger {
   error(message: string, error?: unknown): void;
   warn(message: string): void;
+  /** What happened, for the record (a refused request, an expired upload). */
+  info?(message: string): void;
 }
 
 /** The limits and waits the protocol applies; all sizes in bytes, all times in milliseconds. */

@@ -7,6 +7,8 @@ import { handlePatch } from './handlers/patch.handler.js';
 import { handlePost } from './handlers/post.handler.js';
 import { TUS_VERSION, assertTusResumable, headerValue } from './headers.js';
 import { SHUTDOWN, type MethodHandler, type TusContext } from './tus-context.js';
+import { noteUploadId } from '../core/request-context.js';
+import { isUploadId } from '../core/upload-id.js';
 import {
   ProgressThrottle,
   UploadFailedEvent,
@@ -117,6 +119,7 @@ export class TusHandler {
   }
 
   async handle(request: TusRequest): Promise<TusResponse> {
+    if (request.id !== undefined && isUploadId(request.id)) noteUploadId(request.id);
     let method = request.method.toUpperCase();
     const draft =
       this.context.options.ietfDraft === false ? undefined : draftVersion(request.headers);
@@ -181,10 +184,20 @@ export class TusHandler {
       this.context.logger.error(`${method} failed`, error);
       tusError = TusErrors.internal();
     }
-    if (tusError.status >= 500)
+    if (tusError.status >= 500) {
       this.context.emit(
         new UploadFailedEvent(request.id, tusError.status, error, request.principal ?? null),
       );
+    }
+    // Every refusal once: a client's (4xx) as information, the server's own (a 503, a 507) as a
+    // warning; a failure nobody expected was logged above with its stack.
+    // (An id that is no upload id is the client's text: never written into a log line.)
+    const id =
+      request.id === undefined ? '(new upload)' : isUploadId(request.id) ? request.id : '(bad id)';
+    const verb = /^[A-Z]{1,16}$/.test(method) ? method : 'OTHER';
+    const line = `${verb} ${id}: ${tusError.status} ${tusError.code}`;
+    if (tusError.status < 500) this.context.logger.info?.(`refused ${line}`);
+    else if (error instanceof TusError) this.context.logger.warn(`refused ${line}`);
     return tusError;
   }
 

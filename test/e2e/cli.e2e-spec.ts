@@ -151,6 +151,8 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       '--metrics-path',
       '--no-metrics',
       '--health-path',
+      '--log-format',
+      '--shutdown-timeout',
       '--workers',
       '--no-prompt',
       '--help',
@@ -177,6 +179,8 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       'TUS_IETF_DRAFT',
       'TUS_METRICS_PATH',
       'TUS_HEALTH_PATH',
+      'TUS_LOG_FORMAT',
+      'TUS_SHUTDOWN_TIMEOUT_MS',
       'TUS_WORKERS',
     ]) {
       expect(server).toContain(variable);
@@ -704,6 +708,43 @@ describe('tussi-server and tussi-upload (real processes)', () => {
     expect((await tusRequest(offOrigin, { method: 'GET', path: '/ops/health/live' })).status).toBe(
       200,
     );
+  });
+
+  it('--log-format json: the log lines are JSON objects with the upload and request ids', async () => {
+    const { srv } = await server(['--log-format', 'json']);
+    const { origin } = new URL(srv.url);
+    const created = await tusRequest(origin, {
+      method: 'POST',
+      path: '/files/',
+      headers: { 'Tus-Resumable': '1.0.0', 'Upload-Length': '3', 'X-Request-Id': 'lb-42' },
+    });
+    expect(created.status).toBe(201);
+    const id = idOfUrl(String(created.headers.location));
+    const done = await tusRequest(origin, {
+      method: 'PATCH',
+      path: `/files/${id}`,
+      headers: {
+        'Tus-Resumable': '1.0.0',
+        'Upload-Offset': '0',
+        'Content-Type': 'application/offset+octet-stream',
+      },
+      body: Buffer.from('abc'),
+    });
+    expect(done.status).toBe(204);
+    await srv.output.waitFor(new RegExp(`"message":"completed ${id}`), 10_000);
+    const json = srv.output.text
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(json.find((l) => String(l.message).startsWith(`created ${id}`))).toMatchObject({
+      level: 'log',
+      requestId: 'lb-42',
+      uploadId: id,
+      context: 'Uploads',
+    });
+    const completed = json.find((l) => String(l.message).startsWith(`completed ${id}`));
+    expect(completed).toMatchObject({ uploadId: id, requestId: done.headers['x-request-id'] });
+    expect(typeof completed?.time).toBe('string');
   });
 
   it('--platform refuses a platform it does not know', async () => {

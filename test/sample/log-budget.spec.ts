@@ -6,7 +6,8 @@ describe("the sample's log budget", () => {
     jest.useFakeTimers({ now: 1_000_000 });
     try {
       const lines: string[] = [];
-      const logger = { log: (l: string) => lines.push(l), warn: (l: string) => lines.push(l) };
+      const push = (l: string) => lines.push(l);
+      const logger = { log: push, warn: push, debug: push };
       const budget = new LogBudget(logger, 3);
       for (let i = 0; i < 1000; i++) budget.write('log', `created ${i}`);
       expect(lines).toEqual(['created 0', 'created 1', 'created 2']);

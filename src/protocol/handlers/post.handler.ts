@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { noteUploadId } from '../../core/request-context.js';
 import { completeUpload, parseFinalConcat, registerWaitingFinal } from '../concatenation.js';
 import { expiresHeader } from '../expiration.js';
 import {
@@ -61,6 +62,7 @@ export const handlePost: MethodHandler = async (request, context) => {
     : {};
 
   const id = randomUUID();
+  noteUploadId(id);
   const record = new UploadRecord(length, 0, metadata, serverMetadata);
   record.encodedMetadata = encoded;
   record.concat = concat ?? null;
