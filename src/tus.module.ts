@@ -8,6 +8,7 @@ import {
 } from '@nestjs/common';
 import { HttpAdapterHost, ModuleRef, ModulesContainer } from '@nestjs/core';
 import { EventEmitter2 } from '@nestjs/event-emitter';
+import { CronJob } from 'cron';
 import { TusHealthIndicator } from './health/tus-health.indicator.js';
 import { Janitor } from './janitor/janitor.js';
 import { TusMetrics } from './metrics/tus-metrics.js';
@@ -70,6 +71,17 @@ function nestLogger(): TusLogger {
       else dropped++;
     },
   };
+}
+
+/**
+ * How often the janitor runs: `intervalMs`, or the time between a cron expression's next two
+ * runs (replicas sharing Redis run it once per period between them).
+ */
+function janitorPeriodMs(janitor: ResolvedTusOptions['janitor']): number | undefined {
+  if (!janitor) return undefined;
+  if (janitor.cron === undefined) return janitor.intervalMs;
+  const [next, after] = new CronJob(janitor.cron, () => {}).nextDates(2);
+  return after.toMillis() - next.toMillis();
 }
 
 /**
@@ -145,7 +157,7 @@ function nestLogger(): TusLogger {
           directoryMode: options.directoryMode,
           fileMode: options.fileMode,
           queuePollIntervalMs: options.queuePollIntervalMs,
-          janitorIntervalMs: options.janitor ? options.janitor.intervalMs : undefined,
+          janitorIntervalMs: janitorPeriodMs(options.janitor),
           dataPath: storage.localPath ? (id) => storage.localPath!(id) : null,
           logger: options.logger ?? nestLogger(),
         });

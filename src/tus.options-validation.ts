@@ -1,3 +1,4 @@
+import { validateCronExpression } from 'cron';
 import { plainToInstance } from 'class-transformer';
 import {
   Allow,
@@ -172,6 +173,12 @@ function checkJanitor(janitor: TusModuleOptions['janitor']): void {
     const { intervalMs, staleUploadAge, completedFileAge, orphanAge, promiseLapseAge } = janitor;
     if (intervalMs !== undefined && !(Number.isInteger(intervalMs) && intervalMs >= 1000)) {
       problems.push('intervalMs must be an integer >= 1000');
+    }
+    const { cron } = janitor;
+    if (cron !== undefined && !(typeof cron === 'string' && validateCronExpression(cron).valid)) {
+      problems.push(
+        `cron must be a cron expression (e.g. '0 * * * *'), not ${JSON.stringify(cron)}`,
+      );
     }
     for (const [name, value] of Object.entries({
       staleUploadAge,

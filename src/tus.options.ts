@@ -194,11 +194,12 @@ export interface TusModuleOptions {
   /** CORS for browser clients; without it no CORS header is sent. @default none */
   cors?: TusCorsOptions;
   /**
-   * The janitor: tussi's cleanup, run every `intervalMs` (through `@nestjs/schedule`'s
-   * `SchedulerRegistry` when the application imports `ScheduleModule`), or `false` to run it
-   * yourself (`Janitor.run()`). @default { staleUploadAge: 86400, completedFileAge: 604800, intervalMs: 3600000 }
+   * The janitor: tussi's cleanup, run every `intervalMs`, or on the `cron` expression (e.g.
+   * `'0 * * * *'`, a cron job of `@nestjs/schedule`; it wins over `intervalMs`), registered as
+   * `tus-janitor` in `SchedulerRegistry` when the application imports `ScheduleModule`; or
+   * `false` to run it yourself (`Janitor.run()`). @default { staleUploadAge: 86400, completedFileAge: 604800, intervalMs: 3600000 }
    */
-  janitor?: (JanitorOptions & { intervalMs?: number }) | false;
+  janitor?: (JanitorOptions & { intervalMs?: number; cron?: string }) | false;
   /**
    * Bind each upload to the principal that created it: HEAD, PATCH, DELETE, and naming it in a
    * final upload by any other principal answer 404, as if it did not exist. The owner is stored

@@ -58,6 +58,10 @@ export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
     health: { minFreeBytes: number(config.get<string>('TUS_MIN_FREE_BYTES')) },
     // SIGTERM: PATCHes under way get this long, then are cut with their bytes kept.
     shutdownTimeoutMs: number(config.get<string>('TUS_SHUTDOWN_TIMEOUT_MS')),
+    // The janitor on a cron expression (e.g. '0 * * * *'), else hourly.
+    janitor: config.get<string>('TUS_JANITOR_CRON')?.trim()
+      ? { cron: config.get<string>('TUS_JANITOR_CRON')!.trim() }
+      : undefined,
     trustedProxies: list(config.get<string>('TUS_TRUSTED_PROXIES')),
     cors: origins.length > 0 ? { origins: origins.includes('*') ? '*' : origins } : undefined,
     coordination: redisUrl(config.get<string>('TUS_REDIS_URL')),

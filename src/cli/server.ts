@@ -38,6 +38,8 @@ export interface ServerConfig {
   shutdownTimeoutMs: number;
   /** `json`: one JSON object per log line; `text`: Nest's lines. */
   logFormat: 'text' | 'json';
+  /** When the janitor runs (a cron expression); hourly when undefined. */
+  janitorCron?: string;
   workers: number;
   /** The Nest HTTP platform. */
   platform: 'express' | 'fastify';
@@ -268,6 +270,12 @@ export function serverProgram(): Command {
         .env('TUS_LOG_FORMAT'),
     )
     .addOption(
+      new Option(
+        '--janitor-cron <expression>',
+        "when the janitor cleans up, as a cron expression (e.g. '0 3 * * *'); default hourly",
+      ).env('TUS_JANITOR_CRON'),
+    )
+    .addOption(
       new Option('--no-metrics', 'serve no metrics and keep none (env: TUS_METRICS=false)'),
     )
     .addOption(
@@ -458,6 +466,7 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     healthPath: routePath(options.healthPath),
     shutdownTimeoutMs: options.shutdownTimeout,
     logFormat: options.logFormat,
+    janitorCron: options.janitorCron?.trim() || undefined,
     workers: options.workers,
     platform: options.platform,
     redisUrl: options.redisUrl || undefined,
@@ -495,6 +504,7 @@ function exportToEnvironment(config: ServerConfig): void {
   set('TUS_HEALTH_PATH', config.healthPath);
   set('TUS_SHUTDOWN_TIMEOUT_MS', config.shutdownTimeoutMs);
   set('TUS_LOG_FORMAT', config.logFormat);
+  set('TUS_JANITOR_CRON', config.janitorCron);
   set('TUS_WORKERS', config.workers);
   set('TUS_PLATFORM', config.platform);
   set('TUS_REDIS_URL', config.redisUrl);

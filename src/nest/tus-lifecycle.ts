@@ -9,6 +9,7 @@ import {
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { SchedulerRegistry } from '@nestjs/schedule';
+import { CronJob } from 'cron';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { TusHealthIndicator } from '../health/tus-health.indicator.js';
 import { Janitor } from '../janitor/janitor.js';
@@ -19,7 +20,7 @@ import type { ResolvedTusOptions } from '../tus.options-validation.js';
 import { limitConnections } from './connection-limits.js';
 import { TUS_OPTIONS } from './tus.constants.js';
 
-/** Name of the janitor's interval in `SchedulerRegistry`. */
+/** Name of the janitor's interval (or cron job) in `SchedulerRegistry`. */
 export const TUS_JANITOR_INTERVAL = 'tus-janitor';
 
 /**
@@ -32,6 +33,7 @@ export class TusLifecycle
 {
   private readonly logger = new Logger('TusModule');
   private timer: NodeJS.Timeout | undefined;
+  private cron: CronJob | undefined;
 
   constructor(
     @Inject(TUS_OPTIONS) private readonly options: ResolvedTusOptions,
@@ -91,6 +93,12 @@ export class TusLifecycle
         this.scheduler.deleteInterval(TUS_JANITOR_INTERVAL);
       }
     }
+    if (this.cron) {
+      await this.cron.stop();
+      if (this.scheduler?.doesExist('cron', TUS_JANITOR_INTERVAL)) {
+        this.scheduler.deleteCronJob(TUS_JANITOR_INTERVAL);
+      }
+    }
     await this.queue.close();
     await this.handler.context.store.close();
   }
@@ -124,6 +132,14 @@ export class TusLifecycle
 
   private scheduleJanitor(): void {
     if (this.options.janitor === false) return;
+    const cron = this.options.janitor?.cron;
+    if (cron !== undefined) {
+      // A cron job of @nestjs/schedule's (listed in SchedulerRegistry with ScheduleModule).
+      this.cron = new CronJob(cron, () => this.runJanitor());
+      this.scheduler?.addCronJob(TUS_JANITOR_INTERVAL, this.cron);
+      this.cron.start();
+      return;
+    }
     const every = this.options.janitor?.intervalMs ?? 3_600_000;
     this.timer = setInterval(() => void this.runJanitor(), every);
     this.timer.unref();

@@ -153,6 +153,7 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       '--health-path',
       '--log-format',
       '--shutdown-timeout',
+      '--janitor-cron',
       '--workers',
       '--no-prompt',
       '--help',
@@ -180,6 +181,7 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       'TUS_METRICS_PATH',
       'TUS_HEALTH_PATH',
       'TUS_LOG_FORMAT',
+      'TUS_JANITOR_CRON',
       'TUS_SHUTDOWN_TIMEOUT_MS',
       'TUS_WORKERS',
     ]) {
@@ -745,6 +747,11 @@ describe('tussi-server and tussi-upload (real processes)', () => {
     const completed = json.find((l) => String(l.message).startsWith(`completed ${id}`));
     expect(completed).toMatchObject({ uploadId: id, requestId: done.headers['x-request-id'] });
     expect(typeof completed?.time).toBe('string');
+  });
+
+  it('--janitor-cron runs the janitor on the expression, each run logged', async () => {
+    const { srv } = await server(['--janitor-cron', '*/1 * * * * *']);
+    await srv.output.waitFor(/janitor: nothing to do/, 5000);
   });
 
   it('--platform refuses a platform it does not know', async () => {

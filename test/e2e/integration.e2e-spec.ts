@@ -25,6 +25,7 @@ import {
   MemoryRecordStore,
   TUS_JANITOR_INTERVAL,
   TusEvents,
+  TusMetrics,
   TusModule,
   UploadCompletedEvent,
   UploadCreatedEvent,
@@ -1356,6 +1357,39 @@ forEachPlatform((platform) => {
       } finally {
         await app.close();
       }
+    });
+
+    it("janitor.cron: a cron job of @nestjs/schedule ('tus-janitor') that runs the janitor, stopped at close", async () => {
+      const app = await init([
+        ScheduleModule.forRoot(),
+        await tus({ janitor: { cron: '* * * * * *', intervalMs: 3_600_000 } }),
+      ]);
+      const registry = app.get(SchedulerRegistry);
+      try {
+        expect(registry.doesExist('cron', 'tus-janitor')).toBe(true);
+        expect(registry.doesExist('interval', 'tus-janitor')).toBe(false);
+        const job = registry.getCronJob('tus-janitor');
+        expect(job.isActive).toBe(true);
+        // Every second: the janitor's runs show in its metrics within a few.
+        const metrics = app.get(TusMetrics);
+        const runs = async () =>
+          Number(/^tus_janitor_runs_total (\d+)$/m.exec(await metrics.text())?.[1] ?? 0);
+        const deadline = Date.now() + 5000;
+        while ((await runs()) < 2 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        expect(await runs()).toBeGreaterThanOrEqual(2);
+      } finally {
+        const job = registry.getCronJob('tus-janitor');
+        await app.close();
+        expect(job.isActive).toBe(false);
+      }
+    });
+
+    it('janitor.cron refuses what is no cron expression, at start', async () => {
+      await expect(tus({ janitor: { cron: 'every hour' } }).then((m) => init([m]))).rejects.toThrow(
+        /janitor: cron must be a cron expression/,
+      );
     });
 
     it('janitor: false schedules nothing', async () => {
