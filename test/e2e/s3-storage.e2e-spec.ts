@@ -19,6 +19,7 @@ import { writeBody } from '../../src/protocol/body-pump.js';
 import { S3RecordStore } from '../../src/s3/s3-record.store.js';
 import { S3Storage } from '../../src/s3/s3.storage.js';
 import { nextPartSize, parseManifest } from '../../src/s3/s3-manifest.js';
+import { TusHealthIndicator } from '../../src/health/tus-health.indicator.js';
 import { startCephRgw, type CephRgw } from '../support/ceph-rgw.js';
 
 /**
@@ -99,6 +100,15 @@ describe('S3 storage on a real S3 server', () => {
     });
     await expect(refused.check()).rejects.toThrow(/access denied/);
     await refused.close();
+  });
+
+  it('health: tus_s3 is up while the bucket answers, down naming why when it does not', async () => {
+    const healthy = new TusHealthIndicator({ storage, coordination: null });
+    expect(await healthy.check()).toEqual({ tus_s3: { status: 'up' } });
+    const missing = new S3Storage({ ...storage['options'], bucket: 'no-such-bucket-here' }, client);
+    const down = await new TusHealthIndicator({ storage: missing, coordination: null }).check();
+    expect(down.tus_s3).toMatchObject({ status: 'down' });
+    expect(String(down.tus_s3.message)).toMatch(/no-such-bucket-here.*does not exist/);
   });
 
   /**
