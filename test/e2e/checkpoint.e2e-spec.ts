@@ -53,10 +53,9 @@ forEachPlatform(() => {
       await app?.close();
     });
 
-    it('HEAD sees the durable bytes of a PATCH still under way; the PATCH ends where it should', async () => {
-      const data = randomBytes(2 * MiB);
-      const { id } = await createUpload(app, data.length);
-      const { body, release } = pausedBody(data.subarray(0, MiB), data.subarray(MiB));
+    /** One PATCH of all of `data` at offset 0, its body paused after `first` bytes. */
+    function pausedPatch(id: string, data: Buffer, first: number, extra = {}) {
+      const { body, release } = pausedBody(data.subarray(0, first), data.subarray(first));
       const patch = app.request({
         method: 'PATCH',
         path: `/files/${id}`,
@@ -65,9 +64,17 @@ forEachPlatform(() => {
           'Content-Type': OCTETS,
           'Upload-Offset': '0',
           'Content-Length': String(data.length),
+          ...extra,
         },
         body,
       });
+      return { patch, release };
+    }
+
+    it('HEAD sees the durable bytes of a PATCH still under way; the PATCH ends where it should', async () => {
+      const data = randomBytes(2 * MiB);
+      const { id } = await createUpload(app, data.length);
+      const { patch, release } = pausedPatch(id, data, MiB);
       // While the body is paused after 1 MiB: at least the last checkpoint (768 KiB) is counted.
       const mid = await pollUntil(
         () => headUpload(app, id),
@@ -86,18 +93,8 @@ forEachPlatform(() => {
       const data = randomBytes(MiB);
       const { id } = await createUpload(app, 2 * MiB);
       const digest = createHash('sha1').update(data).digest('base64');
-      const { body, release } = pausedBody(data.subarray(0, 768 * KiB), data.subarray(768 * KiB));
-      const patch = app.request({
-        method: 'PATCH',
-        path: `/files/${id}`,
-        headers: {
-          ...TUS,
-          'Content-Type': OCTETS,
-          'Upload-Offset': '0',
-          'Content-Length': String(data.length),
-          'Upload-Checksum': `sha1 ${digest}`,
-        },
-        body,
+      const { patch, release } = pausedPatch(id, data, 768 * KiB, {
+        'Upload-Checksum': `sha1 ${digest}`,
       });
       await new Promise((r) => setTimeout(r, 500));
       expect((await headUpload(app, id)).offset).toBe(0);
