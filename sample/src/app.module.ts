@@ -6,6 +6,7 @@ import { TerminusModule } from '@nestjs/terminus';
 import { TusModule, type TusModuleOptions } from 'nestjs-tussi';
 import { BearerAuthGuard, credentialsFrom } from './bearer-auth.guard.js';
 import { operationsControllers } from './operations.controllers.js';
+import { UploadFeed, uploadPageControllers } from './upload-page.js';
 import { UploadConsumer } from './upload-consumer.service.js';
 import { UploadEventsListener } from './upload-events.listener.js';
 
@@ -89,7 +90,7 @@ export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
       useFactory: tusOptionsFrom,
     }),
   ],
-  controllers: operationsControllers(),
-  providers: [UploadConsumer, UploadEventsListener],
+  controllers: [...uploadPageControllers(), ...operationsControllers()],
+  providers: [UploadConsumer, UploadEventsListener, UploadFeed],
 })
 export class AppModule {}

@@ -34,6 +34,8 @@ export interface BootstrapResult {
   port: number;
   /** `http://HOST:PORT/files/`, where clients create uploads. */
   url: string;
+  /** `http://HOST:PORT/`, the upload page; undefined with `TUS_UI=false`. */
+  pageUrl?: string;
 }
 
 /**
@@ -68,7 +70,9 @@ export async function bootstrap(options: BootstrapOptions = {}): Promise<Bootstr
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : (options.port ?? 1080);
   const shown = host.includes(':') ? `[${host}]` : host;
-  return { app, server, port, url: `http://${shown}:${port}/files/` };
+  const origin = `http://${shown}:${port}`;
+  const ui = (process.env.TUS_UI ?? 'true').trim().toLowerCase() !== 'false';
+  return { app, server, port, url: `${origin}/files/`, pageUrl: ui ? `${origin}/` : undefined };
 }
 
 /**

@@ -7,6 +7,7 @@ import {
 import { ConfigService } from '@nestjs/config';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { UploadFeed } from './upload-page.js';
 import {
   AbortError,
   CompletedUploadQueue,
@@ -40,6 +41,7 @@ export class UploadConsumer implements OnApplicationBootstrap, OnApplicationShut
   constructor(
     private readonly queue: CompletedUploadQueue,
     config: ConfigService,
+    private readonly feed: UploadFeed,
   ) {
     this.destDir = resolve(config.get<string>('TUS_DEST_DIR', './data/dest'));
   }
@@ -72,8 +74,19 @@ export class UploadConsumer implements OnApplicationBootstrap, OnApplicationShut
 
   private async deliver(upload: CompletedUpload): Promise<void> {
     const name = destinationName(upload);
-    await upload.save(join(this.destDir, name));
+    const path = join(this.destDir, name);
+    await upload.save(path);
     await upload.saveRecord(join(this.destDir, `${name}.meta`));
+    // The upload page's list (its sha256 only while a page watches: reading it back costs).
+    const sha256 = await this.feed.sha256Of(path).catch(() => undefined);
+    this.feed.delivered({
+      id: upload.name,
+      name,
+      size: upload.record.length ?? 0,
+      at: new Date().toISOString(),
+      ...(sha256 && { sha256 }),
+      owner: upload.record.owner,
+    });
     const by = upload.record.serverMetadata.uploaded_by;
     this.logger.log(`delivered ${name} (${upload.record.length} bytes${by ? `, by ${by}` : ''})`);
   }

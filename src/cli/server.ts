@@ -40,6 +40,8 @@ export interface ServerConfig {
   logFormat: 'text' | 'json';
   /** When the janitor runs (a cron expression); hourly when undefined. */
   janitorCron?: string;
+  /** Serve the upload page at `/`. */
+  ui: boolean;
   workers: number;
   /** The Nest HTTP platform. */
   platform: 'express' | 'fastify';
@@ -86,7 +88,13 @@ export interface SampleBootstrap {
     shutdownHooks?: { signals?: string[]; useProcessExit?: boolean } | false;
     abortOnError?: boolean;
     platform?: 'express' | 'fastify';
-  }) => Promise<{ app: { close(): Promise<void> }; server: Server; port: number; url: string }>;
+  }) => Promise<{
+    app: { close(): Promise<void> };
+    server: Server;
+    port: number;
+    url: string;
+    pageUrl?: string;
+  }>;
 }
 
 /**
@@ -275,6 +283,7 @@ export function serverProgram(): Command {
         "when the janitor cleans up, as a cron expression (e.g. '0 3 * * *'); default hourly",
       ).env('TUS_JANITOR_CRON'),
     )
+    .addOption(new Option('--no-ui', 'serve no upload page at / (env: TUS_UI=false)'))
     .addOption(
       new Option('--no-metrics', 'serve no metrics and keep none (env: TUS_METRICS=false)'),
     )
@@ -411,6 +420,10 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     program.getOptionValueSource('metrics') === 'cli'
       ? options.metrics
       : (process.env.TUS_METRICS ?? 'true').trim().toLowerCase() !== 'false';
+  const ui =
+    program.getOptionValueSource('ui') === 'cli'
+      ? options.ui
+      : (process.env.TUS_UI ?? 'true').trim().toLowerCase() !== 'false';
   const ietfDraft =
     program.getOptionValueSource('ietfDraft') === 'cli'
       ? options.ietfDraft
@@ -467,6 +480,7 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     shutdownTimeoutMs: options.shutdownTimeout,
     logFormat: options.logFormat,
     janitorCron: options.janitorCron?.trim() || undefined,
+    ui,
     workers: options.workers,
     platform: options.platform,
     redisUrl: options.redisUrl || undefined,
@@ -505,6 +519,7 @@ function exportToEnvironment(config: ServerConfig): void {
   set('TUS_SHUTDOWN_TIMEOUT_MS', config.shutdownTimeoutMs);
   set('TUS_LOG_FORMAT', config.logFormat);
   set('TUS_JANITOR_CRON', config.janitorCron);
+  set('TUS_UI', config.ui ? 'true' : 'false');
   set('TUS_WORKERS', config.workers);
   set('TUS_PLATFORM', config.platform);
   set('TUS_REDIS_URL', config.redisUrl);
@@ -577,9 +592,12 @@ function errorLine(e: unknown): string {
  * Nest's shutdown hooks close the HTTP server (in-flight PATCHes finish; after a grace period
  * they are cut, and the server keeps the bytes received) and stop the consumer.
  */
-async function serve(config: ServerConfig, role: 'single' | 'worker'): Promise<string> {
+async function serve(
+  config: ServerConfig,
+  role: 'single' | 'worker',
+): Promise<{ url: string; pageUrl?: string }> {
   const { bootstrap } = await loadSample();
-  const { server, url } = await bootstrap({
+  const { server, url, pageUrl } = await bootstrap({
     host: config.host,
     port: config.port,
     shutdownHooks: { signals: [...SIGNALS], useProcessExit: true },
@@ -624,7 +642,7 @@ async function serve(config: ServerConfig, role: 'single' | 'worker'): Promise<s
     }, config.shutdownTimeoutMs + SHUTDOWN_HARD_AFTER_MS).unref();
   };
   for (const signal of SIGNALS) process.on(signal, onSignal);
-  return url;
+  return { url, pageUrl };
 }
 
 /**
@@ -664,6 +682,7 @@ async function runPrimary(config: ServerConfig): Promise<void> {
     ready = true;
     const pids = [...workers].map((w) => w.process.pid).join(', ');
     console.log(`tussi-server: ${config.workers} workers listening (pids ${pids})`);
+    if (config.ui) console.log(`Upload page: http://${shown}:${address.port}/`);
     console.log(`TUS upload URL: http://${shown}:${address.port}/files/`);
   });
 
@@ -730,7 +749,8 @@ export async function main(argv: string[] = process.argv): Promise<void> {
       await runPrimary(config);
       return;
     }
-    const url = await serve(config, 'single');
+    const { url, pageUrl } = await serve(config, 'single');
+    if (pageUrl) console.log(`Upload page: ${pageUrl}`);
     console.log(`TUS upload URL: ${url}`);
   } catch (e) {
     process.stderr.write(`tussi-server: ${errorLine(e)}\n`);

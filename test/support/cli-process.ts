@@ -74,6 +74,17 @@ export async function ensureCliBuilt(): Promise<void> {
   ) {
     await tsc(['-p', 'sample/tsconfig.json', '--outDir', 'dist/sample']);
   }
+  // The upload page the sample serves, bundled from sample/ui (`npm run build:ui`).
+  const page = join(ROOT, 'dist', 'sample', 'ui', 'app.js');
+  const newestUi = Math.max(
+    ...['.mjs', '.css', '.html'].map((suffix) => newestMtime(join(ROOT, 'sample', 'ui'), suffix)),
+  );
+  if (!existsSync(page) || statSync(page).mtimeMs < newestUi) {
+    await promisify(execFile)(process.execPath, ['sample/ui/build.mjs', 'dist/sample/ui'], {
+      cwd: ROOT,
+      timeout: 120_000,
+    });
+  }
 }
 
 /** Collected output of a child, with a bounded wait for a line. */
