@@ -154,6 +154,7 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       '--log-format',
       '--shutdown-timeout',
       '--janitor-cron',
+      '--no-ui',
       '--workers',
       '--no-prompt',
       '--help',
@@ -182,6 +183,7 @@ describe('tussi-server and tussi-upload (real processes)', () => {
       'TUS_HEALTH_PATH',
       'TUS_LOG_FORMAT',
       'TUS_JANITOR_CRON',
+      'TUS_UI',
       'TUS_SHUTDOWN_TIMEOUT_MS',
       'TUS_WORKERS',
     ]) {
@@ -752,6 +754,24 @@ describe('tussi-server and tussi-upload (real processes)', () => {
   it('--janitor-cron runs the janitor on the expression, each run logged', async () => {
     const { srv } = await server(['--janitor-cron', '*/1 * * * * *']);
     await srv.output.waitFor(/janitor: nothing to do/, 5000);
+  });
+
+  it('prints the upload page first and serves it at /; --no-ui serves none', async () => {
+    const { srv } = await server();
+    const [, page] = /Upload page: (http:\/\/\S+)/.exec(srv.output.text) ?? [];
+    expect(page).toBe(new URL('/', srv.url).href);
+    const html = await tusRequest(page, { method: 'GET', path: '/' });
+    expect(html.status).toBe(200);
+    expect(html.headers['content-security-policy']).toMatch(/default-src 'self'/);
+    expect(html.body.toString()).toContain('<script type="module" src="/ui/app.js">');
+    const script = await tusRequest(page, { method: 'GET', path: '/ui/app.js' });
+    expect(script.status).toBe(200);
+    expect(script.body.length).toBeGreaterThan(50_000);
+
+    const off = await server(['--no-ui']);
+    expect(off.srv.output.text).not.toContain('Upload page:');
+    const origin = new URL(off.srv.url).origin;
+    expect((await tusRequest(origin, { method: 'GET', path: '/' })).status).toBe(404);
   });
 
   it('--platform refuses a platform it does not know', async () => {
