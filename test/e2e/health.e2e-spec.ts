@@ -1,8 +1,9 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { mkdir, rm } from 'node:fs/promises';
-import { AppModule } from '../../sample/src/app.module.js';
+import { join } from 'node:path';
 import { TusHealthIndicator, TusModule } from '../../src/index.js';
 import { forEachPlatform, startApp, tempDirs, type TestApp } from '../support/app.js';
+import { startSampleApp } from '../support/clients-server.js';
 import { startRedisServer, type RedisServer } from '../support/redis-server.js';
 
 interface HealthBody {
@@ -11,25 +12,10 @@ interface HealthBody {
   error: Record<string, { status: string; message?: string }>;
 }
 
-const ENV = ['TUS_UPLOAD_DIR', 'TUS_COMPLETED_DIR', 'TUS_DEST_DIR', 'TUS_REDIS_URL'] as const;
-
-/** The sample application (its /health routes) on fresh directories, with `extra` variables. */
-async function startSample(extra: Partial<Record<(typeof ENV)[number], string>> = {}) {
-  const dirs = await tempDirs('tussi-health-');
-  const saved = Object.fromEntries(ENV.map((name) => [name, process.env[name]]));
-  try {
-    process.env.TUS_UPLOAD_DIR = dirs.uploadDir;
-    process.env.TUS_COMPLETED_DIR = dirs.completedDir;
-    process.env.TUS_DEST_DIR = `${dirs.root}/dest`;
-    for (const [name, value] of Object.entries(extra)) process.env[name] = value;
-    const app = await startApp([AppModule], { ...dirs, removeOnClose: dirs.root });
-    return { app, dirs };
-  } finally {
-    for (const [name, value] of Object.entries(saved)) {
-      if (value === undefined) delete process.env[name];
-      else process.env[name] = value;
-    }
-  }
+/** The sample application (its /health routes) on fresh directories, with `env`. */
+async function startSample(env: { TUS_REDIS_URL?: string } = {}) {
+  const { app, root } = await startSampleApp(env, 'tussi-health-');
+  return { app, dirs: { uploadDir: join(root, 'uploads'), completedDir: join(root, 'completed') } };
 }
 
 async function health(app: TestApp, path = '/health') {
@@ -40,7 +26,7 @@ async function health(app: TestApp, path = '/health') {
 forEachPlatform(() => {
   describe('health (the sample, @nestjs/terminus)', () => {
     let app: TestApp;
-    let dirs: Awaited<ReturnType<typeof tempDirs>>;
+    let dirs: { uploadDir: string; completedDir: string };
     beforeAll(async () => {
       ({ app, dirs } = await startSample());
     });

@@ -1,15 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import http from 'node:http';
-import { AppModule } from '../../sample/src/app.module.js';
-import {
-  OCTETS,
-  TUS,
-  forEachPlatform,
-  idOf,
-  startApp,
-  tempDirs,
-  type TestApp,
-} from '../support/app.js';
+import { OCTETS, TUS, forEachPlatform, idOf, type TestApp } from '../support/app.js';
+import { startSampleApp } from '../support/clients-server.js';
 import { pollUntil, sha256 } from '../support/http.js';
 
 interface FeedEvent {
@@ -52,33 +44,9 @@ function subscribe(app: TestApp, token?: string) {
   return { events, opened, status: () => status, close: () => req.destroy() };
 }
 
-const ENV = [
-  'TUS_UPLOAD_DIR',
-  'TUS_COMPLETED_DIR',
-  'TUS_DEST_DIR',
-  'TUS_TOKEN',
-  'TUS_CORS_ORIGINS',
-];
-
-/** The sample application with `env` (its variables are read when the module is created). */
-async function startSample(env: Record<string, string> = {}): Promise<TestApp> {
-  const dirs = await tempDirs('tussi-feed-');
-  const saved = Object.fromEntries(ENV.map((name) => [name, process.env[name]]));
-  try {
-    for (const name of ENV) delete process.env[name];
-    Object.assign(process.env, {
-      TUS_UPLOAD_DIR: dirs.uploadDir,
-      TUS_COMPLETED_DIR: dirs.completedDir,
-      TUS_DEST_DIR: `${dirs.root}/dest`,
-      ...env,
-    });
-    return await startApp([AppModule], { ...dirs, removeOnClose: dirs.root });
-  } finally {
-    for (const [name, value] of Object.entries(saved)) {
-      if (value === undefined) delete process.env[name];
-      else process.env[name] = value;
-    }
-  }
+/** The sample application with `env`. */
+async function startSample(env: { TUS_TOKEN?: string } = {}): Promise<TestApp> {
+  return (await startSampleApp(env, 'tussi-feed-')).app;
 }
 
 /** One upload of `data` named `filename`, POST then PATCH; returns its id. */

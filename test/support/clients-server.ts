@@ -10,7 +10,7 @@ import { pollUntil, sha256, sha256File } from './http.js';
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
 
-/** The sample application's environment variables that the real-client suites set. */
+/** The sample application's environment variables that the suites set. */
 const ENV = [
   'TUS_UPLOAD_DIR',
   'TUS_COMPLETED_DIR',
@@ -18,7 +18,40 @@ const ENV = [
   'TUS_CORS_ORIGINS',
   'TUS_TOKEN',
   'TUS_TOKEN_FILE',
+  'TUS_REDIS_URL',
 ] as const;
+
+/**
+ * The sample application (`AppModule`, configured from its environment variables like
+ * `npm start`) on an ephemeral port of 127.0.0.1, with fresh temp dirs (`uploads/`,
+ * `completed/`, `dest/`; removed on close) and the other variables of `ENV` as `env` gives them
+ * (unset otherwise). The variables are restored once the app is up: they are read when the
+ * module is created.
+ */
+export async function startSampleApp(
+  env: Partial<Record<(typeof ENV)[number], string>> = {},
+  prefix = 'tussi-sample-',
+): Promise<{ app: TestApp; root: string; destDir: string }> {
+  const dirs = await tempDirs(prefix);
+  const destDir = join(dirs.root, 'dest');
+  const saved = Object.fromEntries(ENV.map((name) => [name, process.env[name]]));
+  try {
+    for (const name of ENV) delete process.env[name];
+    Object.assign(process.env, {
+      TUS_UPLOAD_DIR: dirs.uploadDir,
+      TUS_COMPLETED_DIR: dirs.completedDir,
+      TUS_DEST_DIR: destDir,
+      ...env,
+    });
+    const app = await startApp([AppModule], { ...dirs, removeOnClose: dirs.root });
+    return { app, root: dirs.root, destDir };
+  } finally {
+    for (const [name, value] of Object.entries(saved)) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  }
+}
 
 export interface SampleServer {
   app: TestApp;
@@ -60,26 +93,10 @@ export interface ExpectedDelivery {
 export async function startSampleServer(
   options: { corsOrigins?: string[]; prefix?: string } = {},
 ): Promise<SampleServer> {
-  const dirs = await tempDirs(options.prefix ?? 'tussi-clients-');
-  const destDir = join(dirs.root, 'dest');
-  const saved = Object.fromEntries(ENV.map((name) => [name, process.env[name]]));
-  let app: TestApp;
-  try {
-    process.env.TUS_UPLOAD_DIR = dirs.uploadDir;
-    process.env.TUS_COMPLETED_DIR = dirs.completedDir;
-    process.env.TUS_DEST_DIR = destDir;
-    if (options.corsOrigins) process.env.TUS_CORS_ORIGINS = options.corsOrigins.join(',');
-    else delete process.env.TUS_CORS_ORIGINS;
-    delete process.env.TUS_TOKEN;
-    delete process.env.TUS_TOKEN_FILE;
-    app = await startApp([AppModule], { ...dirs, removeOnClose: dirs.root });
-  } finally {
-    for (const name of ENV) {
-      const value = saved[name];
-      if (value === undefined) delete process.env[name];
-      else process.env[name] = value;
-    }
-  }
+  const { app, root, destDir } = await startSampleApp(
+    options.corsOrigins ? { TUS_CORS_ORIGINS: options.corsOrigins.join(',') } : {},
+    options.prefix ?? 'tussi-clients-',
+  );
 
   const expectDelivered: SampleServer['expectDelivered'] = async (url, expected) => {
     const id = idOf(url);
@@ -129,7 +146,7 @@ export async function startSampleServer(
   return {
     app,
     endpoint: `${app.baseUrl}/files/`,
-    root: dirs.root,
+    root,
     destDir,
     expectDelivered,
     close: () => app.close(),
