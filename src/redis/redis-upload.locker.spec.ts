@@ -33,7 +33,9 @@ afterAll(async () => {
 async function replica(keys: RedisKeys, leaseMs: number) {
   const connection = connect(redis.url);
   open.push(connection);
-  await connection.run((c) => c.ping());
+  // Connected first: on a loaded machine a fresh connection can take longer than the short
+  // outage window the fixture gives every command.
+  await connection.run((c) => c.ping(), 10_000);
   const locker = new RedisUploadLocker(connection, keys, {
     leaseMs,
     grace: { locksMs: leaseMs, queueMs: leaseMs },
@@ -170,7 +172,7 @@ describe('RedisUploadLocker', () => {
     const keys = await runningKeys();
     const connection = connect(redis.url);
     open.push(connection);
-    await connection.run((c) => c.ping());
+    await connection.run((c) => c.ping(), 10_000);
     const locker = new RedisUploadLocker(connection, keys, {
       leaseMs: 1000,
       grace: { locksMs: 1000, queueMs: 1000 },
