@@ -6,6 +6,7 @@ import {
   Injectable,
   NotFoundException,
   Req,
+  ServiceUnavailableException,
   Sse,
   UseGuards,
   type BeforeApplicationShutdown,
@@ -63,6 +64,10 @@ export type FeedEvent =
 
 /** The most files a snapshot lists (the newest). */
 const SNAPSHOT_LIMIT = 200;
+/** A snapshot is read from the directory at most this often (per principal). */
+const SNAPSHOT_TTL_MS = 2000;
+/** Pages watching at once; more are refused (503), so watching cannot be made to cost. */
+const MAX_WATCHERS = 100;
 
 /**
  * The upload page's view of the server: the module's lifecycle events and the consumer's
@@ -75,6 +80,7 @@ export class UploadFeed implements BeforeApplicationShutdown {
   private readonly closing = new Subject<void>();
   private readonly hashes = new Map<string, string>();
   private watchers = 0;
+  private readonly snapshots = new Map<string, { at: number; files: Promise<DeliveredFile[]> }>();
   readonly destDir: string;
 
   constructor(@Inject(ConfigService) config: ConfigService) {
@@ -121,6 +127,8 @@ export class UploadFeed implements BeforeApplicationShutdown {
 
   /** The consumer delivered a file (with its sha256 when it computed one). */
   delivered(file: DeliveredFile): void {
+    // The next page to connect reads the directory again: it holds this file now.
+    this.snapshots.clear();
     if (file.sha256) {
       this.hashes.set(file.id, file.sha256);
       if (this.hashes.size > 10_000) this.hashes.delete(this.hashes.keys().next().value!);
@@ -136,8 +144,31 @@ export class UploadFeed implements BeforeApplicationShutdown {
     return hash.digest('hex');
   }
 
-  /** The delivered files (newest first) that `principal` may see, from the directory. */
-  async snapshot(principal: string | null): Promise<DeliveredFile[]> {
+  /** True when no more pages may watch now. */
+  get full(): boolean {
+    return this.watchers >= MAX_WATCHERS;
+  }
+
+  /**
+   * The delivered files (newest first) that `principal` may see, read from the directory at
+   * most every 2 s between deliveries: pages connecting at once share one read.
+   */
+  snapshot(principal: string | null): Promise<DeliveredFile[]> {
+    const key = principal ?? '';
+    const cached = this.snapshots.get(key);
+    if (cached && Date.now() - cached.at < SNAPSHOT_TTL_MS) {
+      return cached.files.then((files) =>
+        files.map((f) => ({ ...f, sha256: f.sha256 ?? this.hashes.get(f.id) })),
+      );
+    }
+    const files = this.readSnapshot(principal);
+    if (this.snapshots.size > 1000) this.snapshots.clear();
+    this.snapshots.set(key, { at: Date.now(), files });
+    files.catch(() => this.snapshots.delete(key));
+    return files;
+  }
+
+  private async readSnapshot(principal: string | null): Promise<DeliveredFile[]> {
     const names = await readdir(this.destDir).catch(() => [] as string[]);
     const files: DeliveredFile[] = [];
     for (const meta of names.filter((n) => n.endsWith('.meta'))) {
@@ -286,6 +317,7 @@ export function uploadPageControllers(env: NodeJS.ProcessEnv = process.env): Typ
 
     @Sse('events')
     events(@Req() req: PlatformRequest): Observable<MessageEvent> {
+      if (this.feed.full) throw new ServiceUnavailableException('too many pages watching');
       return this.feed.stream(principalOf(req));
     }
   }

@@ -139,6 +139,39 @@ forEachPlatform(() => {
   });
 });
 
+describe("the upload page's event stream under many pages", () => {
+  let app: TestApp;
+  beforeAll(async () => {
+    app = await startSample();
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it('takes 100 pages at once, refuses the next with 503, takes one again when one leaves', async () => {
+    const pages = Array.from({ length: 100 }, () => subscribe(app));
+    await Promise.all(pages.map((p) => p.opened));
+    expect(pages.every((p) => p.status() === 200)).toBe(true);
+    const extra = subscribe(app);
+    await extra.opened;
+    expect(extra.status()).toBe(503);
+    extra.close();
+    pages.pop()!.close();
+    const again = await pollUntil(
+      async () => {
+        const page = subscribe(app);
+        await page.opened;
+        if (page.status() !== 200) page.close();
+        return page;
+      },
+      (page) => page.status() === 200,
+      { timeoutMs: 5000, what: 'a place for one more page' },
+    );
+    again.close();
+    for (const p of pages) p.close();
+  });
+});
+
 describe("the upload page's event stream with tokens", () => {
   let app: TestApp;
   beforeAll(async () => {
