@@ -12,6 +12,7 @@ import {
   type BodySink,
   type UploadStorage,
   type WriteOptions,
+  type WriteOutcome,
 } from './storage.interfaces.js';
 
 export interface FilesystemStorageOptions {
@@ -123,6 +124,17 @@ export class FilesystemStorage implements UploadStorage {
     let position = offset;
     const small = options.expected !== undefined && options.expected <= SMALL_BODY_BYTES;
     const window = new AllocationWindow(fd, offset, offset + options.limit, !small);
+    // The `written` bytes made durable: with fsync, nothing of them counts when it fails.
+    const sync = async (written: number): Promise<WriteOutcome> => {
+      if (this.fsync && written > 0) {
+        try {
+          await fdCall.fdatasync(fd);
+        } catch (e) {
+          return { bytes: 0, error: e as Error };
+        }
+      }
+      return { bytes: written };
+    };
     return {
       write: async (chunks, bytes) => {
         await window.cover(position, bytes);
@@ -139,30 +151,16 @@ export class FilesystemStorage implements UploadStorage {
         }
         position += bytes;
       },
-      checkpoint: async (written) => {
-        if (this.fsync && written > 0) {
-          try {
-            await fdCall.fdatasync(fd);
-          } catch (e) {
-            return { bytes: 0, error: e as Error };
-          }
-        }
-        return { bytes: written };
-      },
+      checkpoint: sync,
       finish: async (written) => {
         try {
-          if (this.fsync && written > 0) {
-            try {
-              await fdCall.fdatasync(fd);
-            } catch (e) {
-              // Nothing of this request can be claimed durable.
-              return { bytes: 0, error: e as Error };
-            }
-          }
+          const synced = await sync(written);
+          // Nothing of this request can be claimed durable.
+          if (synced.error) return synced;
           // What the body did not fill goes back to the disk (the slack first of all, which
           // the record about to be written may need).
           await window.release(position).catch(() => {});
-          return { bytes: written };
+          return synced;
         } finally {
           if (locked === undefined) await fdCall.close(fd);
         }
