@@ -43,9 +43,6 @@ const JANITOR_KINDS: Record<
   tempFiles: 'temp_file',
 };
 
-/** Marks a request already being timed. */
-const OBSERVED = Symbol('nestjs-tussi.metrics.observed');
-
 /** How long the count of unfinished uploads is reused: listing them is not free. */
 const ACTIVE_COUNT_TTL_MS = 10_000;
 
@@ -74,7 +71,7 @@ export class TusMetrics implements TusObserver {
 
   private store?: UploadStorageService;
   private queue?: CompletedUploadQueue;
-  private activeCount?: { value: number; at: number; pending?: Promise<number> };
+  private activeCount?: { at: number; count: Promise<number | undefined> };
 
   constructor(options: TusMetricsOptions = {}) {
     const own = options.registry === undefined;
@@ -207,10 +204,6 @@ export class TusMetrics implements TusObserver {
    * or `aborted` when the connection closed first.
    */
   observeRequest(req: IncomingMessage, res: ServerResponse): void {
-    // Once per request, however many middleware passes it takes.
-    const marked = req as IncomingMessage & { [OBSERVED]?: true };
-    if (marked[OBSERVED]) return;
-    marked[OBSERVED] = true;
     const start = performance.now();
     const method = METHODS.has(req.method ?? '') ? req.method! : 'OTHER';
     const patch = method === 'PATCH';
@@ -229,22 +222,23 @@ export class TusMetrics implements TusObserver {
       this.claimSeconds.observe(Math.max(0, Date.now() - finished) / 1000);
   }
 
-  private async countActive(): Promise<number | undefined> {
+  /** The staging records, counted at most every 10 s (scrapes meanwhile share the count). */
+  private countActive(): Promise<number | undefined> {
     const store = this.store;
-    if (!store) return undefined;
+    if (!store) return Promise.resolve(undefined);
     const now = Date.now();
-    const cached = this.activeCount;
-    if (cached && now - cached.at < ACTIVE_COUNT_TTL_MS) return cached.value;
-    if (cached?.pending) return cached.pending;
-    const pending = store.records.list().then((ids) => ids.length);
-    this.activeCount = { value: cached?.value ?? 0, at: cached?.at ?? 0, pending };
-    try {
-      const value = await pending;
-      this.activeCount = { value, at: Date.now() };
-      return value;
-    } catch {
-      this.activeCount = cached;
-      return undefined;
+    if (this.activeCount && now - this.activeCount.at < ACTIVE_COUNT_TTL_MS) {
+      return this.activeCount.count;
     }
+    const count = store.records.list().then(
+      (ids) => ids.length,
+      () => {
+        // Not kept: the next scrape counts again.
+        this.activeCount = undefined;
+        return undefined;
+      },
+    );
+    this.activeCount = { at: now, count };
+    return count;
   }
 }

@@ -59,7 +59,6 @@ export class TusLifecycle
 
   /** Tracks a response of an upload route until it closes (the middleware calls this). */
   track(res: ServerResponse): void {
-    if (this.inFlight.has(res)) return;
     if (this.handler.context.lifecycle.draining) res.shouldKeepAlive = false;
     this.inFlight.add(res);
     res.once('close', () => this.inFlight.delete(res));

@@ -51,7 +51,7 @@ export class TusRequestMiddleware implements NestMiddleware {
       }
     }
     // A second pass of the middleware for the same request (Nest may mount it twice) is in the
-    // first one's context already.
+    // first one's context already: the request is timed, tracked and named once.
     if (currentRequestContext()) {
       this.route(req, res, next);
       return;
