@@ -46,6 +46,7 @@ export { TusMetrics, type TusMetricsOptions } from './metrics/tus-metrics.js';
 export { TusMetricsController } from './metrics/tus-metrics.controller.js';
 export { TusHealthIndicator, type TusHealthOptions } from './health/tus-health.indicator.js';
 export { TusJsonLogger } from './nest/tus-json-logger.js';
+export { LogBudget } from './nest/log-budget.js';
 export { currentRequestContext, type RequestContext } from './core/request-context.js';
 export { TusError, TusErrors } from './protocol/tus-error.js';
 export { TUS_VERSION } from './protocol/headers.js';

@@ -12,6 +12,7 @@ import { CronJob } from 'cron';
 import { TusHealthIndicator } from './health/tus-health.indicator.js';
 import { Janitor } from './janitor/janitor.js';
 import { TusMetrics } from './metrics/tus-metrics.js';
+import { LogBudget } from './nest/log-budget.js';
 import { TusForwardedInterceptor } from './nest/tus-forwarded.interceptor.js';
 import { TusLifecycle } from './nest/tus-lifecycle.js';
 import { TusRequestMiddleware } from './nest/tus-request.middleware.js';
@@ -53,23 +54,11 @@ function nestLogger(): TusLogger {
   const logger = new Logger('TusModule');
   // Refusals are the clients' doing: at most 50 lines a second, then one line says how many
   // were left out (a client cannot grow the log faster than that).
-  let second = 0;
-  let used = 0;
-  let dropped = 0;
+  const budget = new LogBudget(logger);
   return {
     error: (message, error) => logger.error(message, error instanceof Error ? error.stack : error),
     warn: (message) => logger.warn(message),
-    info: (message) => {
-      const now = Math.floor(Date.now() / 1000);
-      if (now !== second) {
-        if (dropped > 0) logger.log(`${dropped} log lines left out (over 50/s)`);
-        second = now;
-        used = 0;
-        dropped = 0;
-      }
-      if (used++ < 50) logger.log(message);
-      else dropped++;
-    },
+    info: (message) => budget.write('log', message),
   };
 }
 

@@ -9,6 +9,7 @@ import { operationsControllers } from './operations.controllers.js';
 import { UploadFeed, uploadPageControllers } from './upload-page.js';
 import { UploadConsumer } from './upload-consumer.service.js';
 import { UploadEventsListener } from './upload-events.listener.js';
+import { switchedOn } from './env.js';
 
 const list = (value: string | undefined) =>
   value
@@ -51,11 +52,11 @@ export function tusOptionsFrom(config: ConfigService): TusModuleOptions {
     maxSize: number(config.get<string>('TUS_MAX_SIZE')),
     maxChunkSize: number(config.get<string>('TUS_MAX_CHUNK_SIZE')),
     spaceMargin: number(config.get<string>('TUS_SPACE_MARGIN')),
-    fsync: config.get<string>('TUS_FSYNC', 'true') !== 'false',
+    fsync: switchedOn(config.get<string>('TUS_FSYNC')),
     // The IETF draft (Resumable Uploads for HTTP) beside TUS 1.0.0, unless switched off.
-    ietfDraft: config.get<string>('TUS_IETF_DRAFT', 'true') !== 'false',
+    ietfDraft: switchedOn(config.get<string>('TUS_IETF_DRAFT')),
     // Prometheus metrics, served by the sample at TUS_METRICS_PATH (operations.controllers.ts).
-    metrics: config.get<string>('TUS_METRICS', 'true') === 'false' ? false : {},
+    metrics: switchedOn(config.get<string>('TUS_METRICS')) ? {} : false,
     health: { minFreeBytes: number(config.get<string>('TUS_MIN_FREE_BYTES')) },
     // SIGTERM: PATCHes under way get this long, then are cut with their bytes kept.
     shutdownTimeoutMs: number(config.get<string>('TUS_SHUTDOWN_TIMEOUT_MS')),

@@ -5,6 +5,7 @@ import type { Server } from 'node:http';
 import v8 from 'node:v8';
 import { TusJsonLogger } from 'nestjs-tussi';
 import { AppModule } from './app.module.js';
+import { switchedOn } from './env.js';
 
 export interface BootstrapOptions {
   /** Address to listen on. @default '127.0.0.1' */
@@ -71,7 +72,7 @@ export async function bootstrap(options: BootstrapOptions = {}): Promise<Bootstr
   const port = typeof address === 'object' && address ? address.port : (options.port ?? 1080);
   const shown = host.includes(':') ? `[${host}]` : host;
   const origin = `http://${shown}:${port}`;
-  const ui = (process.env.TUS_UI ?? 'true').trim().toLowerCase() !== 'false';
+  const ui = switchedOn(process.env.TUS_UI);
   return { app, server, port, url: `${origin}/files/`, pageUrl: ui ? `${origin}/` : undefined };
 }
 

@@ -2,6 +2,7 @@ import { Controller, Get, Inject, UseGuards, type Type } from '@nestjs/common';
 import { HealthCheck, HealthCheckService, type HealthCheckResult } from '@nestjs/terminus';
 import { TusHealthIndicator, TusMetricsController } from 'nestjs-tussi';
 import { BearerAuthGuard } from './bearer-auth.guard.js';
+import { switchedOn } from './env.js';
 
 /** A path from the environment, without its slashes: `/metrics/` and `metrics` are one route. */
 function routePath(value: string | undefined, fallback: string): string {
@@ -22,7 +23,7 @@ function routePath(value: string | undefined, fallback: string): string {
  */
 export function operationsControllers(env: NodeJS.ProcessEnv = process.env): Type[] {
   const controllers: Type[] = [];
-  if ((env.TUS_METRICS ?? 'true').trim().toLowerCase() !== 'false') {
+  if (switchedOn(env.TUS_METRICS)) {
     @Controller(routePath(env.TUS_METRICS_PATH, 'metrics'))
     @UseGuards(BearerAuthGuard)
     class MetricsController extends TusMetricsController {}

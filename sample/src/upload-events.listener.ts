@@ -7,6 +7,7 @@ import {
   type UploadFailedEvent,
   type UploadProgressEvent,
   type UploadTerminatedEvent,
+  LogBudget,
 } from 'nestjs-tussi';
 
 // Characters that would break or disguise a log line: C0 (a newline forges a line), DEL, C1,
@@ -19,38 +20,6 @@ const UNPRINTABLE = /[\p{Cc}\p{Zl}\p{Zp}\p{Bidi_Control}\p{Cs}]/gu;
  */
 export function printable(text: string): string {
   return text.replace(UNPRINTABLE, (c) => `\\u{${c.codePointAt(0)!.toString(16).toUpperCase()}}`);
-}
-
-/**
- * At most `perSecond` lines a second: past it, lines are counted, not written, and one line
- * says how many were left out. Clients cannot grow the log faster than this, whatever they do.
- */
-export class LogBudget {
-  private second = 0;
-  private used = 0;
-  private dropped = 0;
-
-  constructor(
-    private readonly logger: Pick<Logger, 'log' | 'warn' | 'debug'>,
-    private readonly perSecond = 50,
-  ) {}
-
-  write(level: 'log' | 'warn' | 'debug', line: string): void {
-    const now = Math.floor(Date.now() / 1000);
-    if (now !== this.second) {
-      if (this.dropped > 0)
-        this.logger.warn(`${this.dropped} log lines left out (over ${this.perSecond}/s)`);
-      this.second = now;
-      this.used = 0;
-      this.dropped = 0;
-    }
-    if (this.used < this.perSecond) {
-      this.used++;
-      this.logger[level](line);
-    } else {
-      this.dropped++;
-    }
-  }
 }
 
 /** Logs the lifecycle of every upload, as read from the event bus, within a line budget. */

@@ -31,6 +31,7 @@ import {
 } from 'nestjs-tussi';
 import { Observable, Subject, interval, map, merge, takeUntil } from 'rxjs';
 import { BearerAuthGuard, credentialsFrom } from './bearer-auth.guard.js';
+import { switchedOn } from './env.js';
 
 /** One finished upload in the destination directory, as the page lists it. */
 export interface DeliveredFile {
@@ -256,7 +257,7 @@ function principalOf(req: PlatformRequest): string | null {
  * page sends the token it asked for once).
  */
 export function uploadPageControllers(env: NodeJS.ProcessEnv = process.env): Type[] {
-  if ((env.TUS_UI ?? 'true').trim().toLowerCase() === 'false') return [];
+  if (!switchedOn(env.TUS_UI)) return [];
   const files = pageFiles();
   const file = (name: string) => {
     const found = files?.[name];

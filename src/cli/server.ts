@@ -411,23 +411,15 @@ export async function resolveConfig(argv: string[]): Promise<ServerConfig> {
     }
   }
 
-  // --no-fsync wins; otherwise TUS_FSYNC=false turns it off, as in the sample.
-  const fsync =
-    program.getOptionValueSource('fsync') === 'cli'
-      ? options.fsync
-      : (process.env.TUS_FSYNC ?? 'true').trim().toLowerCase() !== 'false';
-  const metrics =
-    program.getOptionValueSource('metrics') === 'cli'
-      ? options.metrics
-      : (process.env.TUS_METRICS ?? 'true').trim().toLowerCase() !== 'false';
-  const ui =
-    program.getOptionValueSource('ui') === 'cli'
-      ? options.ui
-      : (process.env.TUS_UI ?? 'true').trim().toLowerCase() !== 'false';
-  const ietfDraft =
-    program.getOptionValueSource('ietfDraft') === 'cli'
-      ? options.ietfDraft
-      : (process.env.TUS_IETF_DRAFT ?? 'true').trim().toLowerCase() !== 'false';
+  // A --no-X flag wins; otherwise its variable set to false turns it off, as in the sample.
+  const onUnlessOff = (key: 'fsync' | 'metrics' | 'ui' | 'ietfDraft', variable: string) =>
+    program.getOptionValueSource(key) === 'cli'
+      ? options[key]
+      : (process.env[variable] ?? 'true').trim().toLowerCase() !== 'false';
+  const fsync = onUnlessOff('fsync', 'TUS_FSYNC');
+  const metrics = onUnlessOff('metrics', 'TUS_METRICS');
+  const ui = onUnlessOff('ui', 'TUS_UI');
+  const ietfDraft = onUnlessOff('ietfDraft', 'TUS_IETF_DRAFT');
 
   if (options.tokenFile) {
     // Read now, so a missing or empty file stops the start with one line, not a stack trace.

@@ -1,5 +1,6 @@
 import { describe, expect, it, jest } from '@jest/globals';
-import { LogBudget, printable } from '../../sample/src/upload-events.listener.js';
+import { printable } from '../../sample/src/upload-events.listener.js';
+import { LogBudget } from '../../src/index.js';
 
 describe("the sample's log budget", () => {
   it('writes at most perSecond lines a second, then one line saying how many were left out', () => {
