@@ -6,7 +6,8 @@ import {
 } from '@nestjs/common';
 import { ConfigService } from '@nestjs/config';
 import { mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { destinationDir } from './env.js';
 import { UploadFeed } from './upload-page.js';
 import {
   AbortError,
@@ -43,7 +44,7 @@ export class UploadConsumer implements OnApplicationBootstrap, OnApplicationShut
     config: ConfigService,
     private readonly feed: UploadFeed,
   ) {
-    this.destDir = resolve(config.get<string>('TUS_DEST_DIR', './data/dest'));
+    this.destDir = destinationDir(config);
   }
 
   onApplicationBootstrap(): void {

@@ -18,7 +18,7 @@ import { OnEvent } from '@nestjs/event-emitter';
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   TusEvents,
@@ -31,7 +31,7 @@ import {
 } from 'nestjs-tussi';
 import { Observable, Subject, interval, map, merge, takeUntil } from 'rxjs';
 import { BearerAuthGuard, credentialsFrom } from './bearer-auth.guard.js';
-import { switchedOn } from './env.js';
+import { destinationDir, switchedOn } from './env.js';
 
 /** One finished upload in the destination directory, as the page lists it. */
 export interface DeliveredFile {
@@ -85,7 +85,7 @@ export class UploadFeed implements BeforeApplicationShutdown {
   readonly destDir: string;
 
   constructor(@Inject(ConfigService) config: ConfigService) {
-    this.destDir = resolve(config.get<string>('TUS_DEST_DIR', './data/dest'));
+    this.destDir = destinationDir(config);
   }
 
   beforeApplicationShutdown(): void {
