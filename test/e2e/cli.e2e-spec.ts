@@ -18,6 +18,7 @@ import {
   spawnUpload,
   stagingOffset,
   startServer,
+  startServerIn,
   until,
   UPLOAD_BIN,
   cliEnv,
@@ -88,25 +89,9 @@ describe('tussi-server and tussi-upload (real processes)', () => {
   /** A server with its three directories under a fresh dir. */
   async function server(extra: string[] = []) {
     const base = await dir('server');
-    const dirs = {
-      base,
-      uploads: join(base, 'uploads'),
-      completed: join(base, 'completed'),
-      dest: join(base, 'dest'),
-      cache: join(base, 'cache'),
-    };
-    const args = [
-      '--upload-dir',
-      dirs.uploads,
-      '--completed-dir',
-      dirs.completed,
-      '--dest-dir',
-      dirs.dest,
-      ...extra,
-    ];
-    const srv = await startServer(args, { cwd: base });
-    servers.push(srv);
-    return { srv, ...dirs };
+    const started = await startServerIn(base, extra);
+    servers.push(started.srv);
+    return { ...started, base, cache: join(base, 'cache') };
   }
 
   beforeAll(async () => {

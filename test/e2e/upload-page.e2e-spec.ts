@@ -9,7 +9,7 @@ import { MiB, KiB, randomFile, type SourceFile } from '../support/clients-server
 import {
   ensureCliBuilt,
   sha256File,
-  startServer,
+  startServerIn,
   until,
   type ServerProcess,
 } from '../support/cli-process.js';
@@ -47,27 +47,11 @@ describe('the upload page in Chromium', () => {
   }, 60_000);
 
   async function server(name: string, extra: string[] = []) {
-    const base = join(root, name);
-    const dirs = {
-      uploads: join(base, 'uploads'),
-      completed: join(base, 'completed'),
-      dest: join(base, 'dest'),
-    };
-    const srv = await startServer(
-      [
-        '--upload-dir',
-        dirs.uploads,
-        '--completed-dir',
-        dirs.completed,
-        '--dest-dir',
-        dirs.dest,
-        ...extra,
-      ],
-      { cwd: root },
-    );
+    const started = await startServerIn(join(root, name), extra, root);
+    const { srv } = started;
     servers.push(srv);
     const [, pageUrl] = /Upload page: (http:\/\/\S+)/.exec(srv.output.text) ?? [];
-    return { srv, pageUrl, ...dirs };
+    return { ...started, pageUrl };
   }
 
   /** Opens the page; records every request it makes (all origins) and its errors. */

@@ -201,6 +201,35 @@ export async function startServer(
   }
 }
 
+/**
+ * `tussi-server` on `base/uploads`, `base/completed` and `base/dest` (created by the server),
+ * started in `cwd`, with `extra` flags.
+ */
+export async function startServerIn(
+  base: string,
+  extra: string[] = [],
+  cwd = base,
+): Promise<{ srv: ServerProcess; uploads: string; completed: string; dest: string }> {
+  const dirs = {
+    uploads: join(base, 'uploads'),
+    completed: join(base, 'completed'),
+    dest: join(base, 'dest'),
+  };
+  const srv = await startServer(
+    [
+      '--upload-dir',
+      dirs.uploads,
+      '--completed-dir',
+      dirs.completed,
+      '--dest-dir',
+      dirs.dest,
+      ...extra,
+    ],
+    { cwd },
+  );
+  return { srv, ...dirs };
+}
+
 export interface UploadRun {
   code: number | null;
   signal: NodeJS.Signals | null;
