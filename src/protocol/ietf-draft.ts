@@ -194,7 +194,8 @@ async function create(
   );
   const location = created.headers.Location;
   let offset = Number(created.headers['Upload-Offset'] ?? 0);
-  const lengthKnown = extra['upload-defer-length'] === undefined;
+  // Deferred by the translation above or by the client's own `Upload-Defer-Length`.
+  const lengthKnown = declared !== undefined || extra['upload-length'] !== undefined;
   if (complete && !lengthKnown) {
     // The body's end was its length (chunked): declared now, which completes the upload.
     const id = location.slice(location.lastIndexOf('/') + 1);
