@@ -1,73 +1,103 @@
 import { validateCronExpression } from 'cron';
-import { plainToInstance } from 'class-transformer';
-import {
-  Allow,
-  IsArray,
-  IsBoolean,
-  IsInt,
-  IsNotEmpty,
-  IsOptional,
-  IsString,
-  Max,
-  Min,
-  ValidateIf,
-  validateSync,
-} from 'class-validator';
 import { TrustedProxies } from './nest/trusted-proxies.js';
 import { coordinationProblems } from './redis/redis-coordination.js';
 import type { TusModuleOptions } from './tus.options.js';
 
-/** The checks applied to the options when the application starts. */
-class TusOptionsSchema {
-  @ValidateIf((o: { storage?: unknown }) => o.storage === undefined)
-  @IsString()
-  @IsNotEmpty()
-  uploadDir?: string;
-  @IsString() @IsNotEmpty() completedDir!: string;
-  @IsOptional() @IsInt() @Min(0) maxSize?: number;
-  @IsOptional() @IsInt() @Min(1) maxChunkSize?: number;
-  @IsOptional() @IsInt() @Min(1) maxMetadataSize?: number;
-  @IsOptional() @IsBoolean() fsync?: boolean;
-  @IsOptional() @IsInt() @Min(0) @Max(0o7777) directoryMode?: number;
-  @IsOptional() @IsInt() @Min(0) @Max(0o7777) fileMode?: number;
-  @IsOptional() @IsInt() @Min(0) lockWaitMs?: number;
-  @IsOptional() @IsInt() @Min(0) bodyIdleTimeoutMs?: number;
-  @IsOptional() @IsInt() @Min(0) checkpointBytes?: number;
-  @IsOptional() @IsInt() @Min(0) checkpointIntervalMs?: number;
-  @IsOptional() @IsInt() @Min(0) shutdownTimeoutMs?: number;
-  @IsOptional() @IsInt() @Min(1) headersTimeoutMs?: number;
-  @IsOptional() @IsInt() @Min(1) maxConnections?: number;
-  @IsOptional() @IsInt() @Min(1) maxConnectionsPerClient?: number;
-  @IsOptional() @IsBoolean() configureHttpServer?: boolean;
-  @IsOptional() @IsInt() @Min(0) spaceMargin?: number;
-  @IsOptional() @IsInt() @Min(10) queuePollIntervalMs?: number;
-  @IsOptional() @IsInt() @Min(0) progressIntervalMs?: number;
-  @IsOptional() @IsArray() @IsString({ each: true }) trustedProxies?: string[];
-  @IsOptional() @IsBoolean() trustForwardedHost?: boolean;
-  @IsOptional() @IsInt() @Min(1) expireAfterMs?: number;
-  @IsOptional() @IsBoolean() removePartials?: boolean;
-  @IsOptional() @IsInt() @Min(1) maxPartsPerFinal?: number;
-  @IsOptional() @IsInt() @Min(1) maxFinalsPerPartial?: number;
-  @IsOptional() @IsBoolean() allowDuplicateParts?: boolean;
-  @IsOptional() @IsBoolean() ietfDraft?: boolean;
-  @IsOptional() @IsInt() @Min(0) minBytesPerSecond?: number;
-  // Objects and functions, checked below or by their own types.
-  @Allow() storage?: unknown;
-  @Allow() recordStore?: unknown;
-  @Allow() locker?: unknown;
-  @Allow() extensions?: unknown;
-  @Allow() completedQueue?: unknown;
-  @Allow() onCreate?: unknown;
-  @Allow() onEvent?: unknown;
-  @Allow() metrics?: unknown;
-  @Allow() health?: unknown;
-  @Allow() cors?: unknown;
-  @Allow() janitor?: unknown;
-  @Allow() logger?: unknown;
-  @Allow() coordination?: unknown;
-  @Allow() ownership?: unknown;
-  @Allow() rateLimits?: unknown;
-  @Allow() rateLimitStorage?: unknown;
+/** A rule for one scalar option: a problem with `value`, or undefined when it is fine. */
+type Rule = (value: unknown) => string | undefined;
+
+const integer =
+  (min: number, max = Number.MAX_SAFE_INTEGER): Rule =>
+  (value) =>
+    Number.isInteger(value) && (value as number) >= min && (value as number) <= max
+      ? undefined
+      : max === Number.MAX_SAFE_INTEGER
+        ? `must be an integer >= ${min}`
+        : `must be an integer from ${min} to ${max}`;
+const boolean: Rule = (value) => (typeof value === 'boolean' ? undefined : 'must be a boolean');
+const nonEmptyString: Rule = (value) =>
+  typeof value === 'string' && value !== '' ? undefined : 'must be a non-empty string';
+const strings: Rule = (value) =>
+  Array.isArray(value) && value.every((v) => typeof v === 'string')
+    ? undefined
+    : 'must be an array of strings';
+/** Objects and functions, checked below or by their own types. */
+const anything: Rule = () => undefined;
+
+/**
+ * Every option the module reads, with the check applied when the application starts (an
+ * absent option is not checked: its default applies). A name not in here is refused, so a
+ * misspelt option stops the start-up instead of being ignored.
+ */
+const RULES: Record<keyof TusModuleOptions, Rule> = {
+  uploadDir: nonEmptyString,
+  completedDir: nonEmptyString,
+  maxSize: integer(0),
+  maxChunkSize: integer(1),
+  maxMetadataSize: integer(1),
+  fsync: boolean,
+  directoryMode: integer(0, 0o7777),
+  fileMode: integer(0, 0o7777),
+  lockWaitMs: integer(0),
+  bodyIdleTimeoutMs: integer(0),
+  checkpointBytes: integer(0),
+  checkpointIntervalMs: integer(0),
+  shutdownTimeoutMs: integer(0),
+  headersTimeoutMs: integer(1),
+  maxConnections: integer(1),
+  maxConnectionsPerClient: integer(1),
+  configureHttpServer: boolean,
+  spaceMargin: integer(0),
+  queuePollIntervalMs: integer(10),
+  progressIntervalMs: integer(0),
+  trustedProxies: strings,
+  trustForwardedHost: boolean,
+  expireAfterMs: integer(1),
+  removePartials: boolean,
+  maxPartsPerFinal: integer(1),
+  maxFinalsPerPartial: integer(1),
+  allowDuplicateParts: boolean,
+  ietfDraft: boolean,
+  minBytesPerSecond: integer(0),
+  storage: anything,
+  recordStore: anything,
+  locker: anything,
+  extensions: anything,
+  completedQueue: anything,
+  onCreate: anything,
+  onEvent: anything,
+  metrics: anything,
+  health: anything,
+  cors: anything,
+  janitor: anything,
+  logger: anything,
+  coordination: anything,
+  ownership: anything,
+  rateLimits: anything,
+  rateLimitStorage: anything,
+};
+
+/** The problems of the scalar options and the unknown names, one string each. */
+function scalarProblems(options: TusModuleOptions): string[] {
+  const problems: string[] = [];
+  const given = options as unknown as Record<string, unknown>;
+  // Without a storage of its own, the module writes to uploadDir: it is required then.
+  if (options.storage === undefined && given.uploadDir == null) {
+    problems.push('uploadDir: must be a non-empty string');
+  }
+  if (given.completedDir == null) problems.push('completedDir: must be a non-empty string');
+  for (const [name, value] of Object.entries(given)) {
+    if (!Object.hasOwn(RULES, name)) {
+      problems.push(`unknown option \`${name}\``);
+      continue;
+    }
+    // null is absent, as undefined; a storage of its own makes uploadDir unused.
+    if (value === undefined || value === null) continue;
+    if (name === 'uploadDir' && options.storage !== undefined) continue;
+    const problem = RULES[name as keyof TusModuleOptions](value);
+    if (problem) problems.push(`${name}: ${problem}`);
+  }
+  return problems;
 }
 
 /** Options of the module definition itself, which `forRootAsync` takes beside `useFactory`. */
@@ -102,21 +132,9 @@ export function resolveTusOptions(options: TusModuleOptions): ResolvedTusOptions
         'factory returns (there it would be ignored)',
     );
   }
-  const schema = plainToInstance(TusOptionsSchema, { ...options });
-  const errors = validateSync(schema, {
-    forbidUnknownValues: false,
-    whitelist: true,
-    forbidNonWhitelisted: true,
-  });
-  if (errors.length > 0) {
-    const detail = errors
-      .map((e) =>
-        e.constraints?.whitelistValidation
-          ? `unknown option \`${e.property}\``
-          : `${e.property}: ${Object.values(e.constraints ?? {}).join(', ')}`,
-      )
-      .join('; ');
-    throw new Error(`Invalid TusModule options: ${detail}`);
+  const problems = scalarProblems(options);
+  if (problems.length > 0) {
+    throw new Error(`Invalid TusModule options: ${problems.join('; ')}`);
   }
   for (const [name, value] of Object.entries(options.rateLimits ?? {})) {
     if (!['creationsPerMinute', 'requestsPerMinute', 'windowMs'].includes(name)) {
