@@ -233,6 +233,44 @@ class ReadSmallWorker : public PromiseWorker {
   std::string content_;
 };
 
+// `data` written at `offset` of an existing regular file of its own (OpenRegular), then
+// optionally fdatasync'ed: an update in place, with no file created or renamed.
+class WriteAtWorker : public PromiseWorker {
+ public:
+  WriteAtWorker(Napi::Env env, std::string path, off_t offset, std::string data, bool durable)
+      : PromiseWorker(env), path_(std::move(path)), offset_(offset), data_(std::move(data)),
+        durable_(durable) {}
+
+  void Execute() override {
+    int fd = OpenRegular(path_, O_RDWR, &failure_);
+    if (fd < 0) return;
+    size_t done = 0;
+    while (done < data_.size()) {
+      ssize_t n = ::pwrite(fd, data_.data() + done, data_.size() - done,
+                           offset_ + static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        failure_.Set("write", path_);
+        CloseQuietly(fd);
+        return;
+      }
+      done += static_cast<size_t>(n);
+    }
+    if (durable_ && ::fdatasync(fd) != 0) {
+      failure_.Set("fdatasync", path_);
+      CloseQuietly(fd);
+      return;
+    }
+    if (::close(fd) != 0 && errno != EINTR) failure_.Set("close", path_);
+  }
+
+ private:
+  std::string path_;
+  off_t offset_;
+  std::string data_;
+  bool durable_;
+};
+
 class SyncDirectoryWorker : public PromiseWorker {
  public:
   SyncDirectoryWorker(Napi::Env env, std::string dir) : PromiseWorker(env), dir_(std::move(dir)) {}
@@ -544,6 +582,19 @@ Napi::Value SyncDirectory(const Napi::CallbackInfo& info) {
   return Start<SyncDirectoryWorker>(info.Env(), info[0].As<Napi::String>().Utf8Value());
 }
 
+Napi::Value WriteAt(const Napi::CallbackInfo& info) {
+  if (!Usage(info,
+             info.Length() == 4 && info[0].IsString() && info[1].IsNumber() &&
+                 info[2].IsString() && info[3].IsBoolean(),
+             "writeAt(path, offset, data, durable)")) {
+    return info.Env().Undefined();
+  }
+  return Start<WriteAtWorker>(info.Env(), info[0].As<Napi::String>().Utf8Value(),
+                              static_cast<off_t>(info[1].As<Napi::Number>().Int64Value()),
+                              info[2].As<Napi::String>().Utf8Value(),
+                              info[3].As<Napi::Boolean>().Value());
+}
+
 Napi::Value LockFile(const Napi::CallbackInfo& info) {
   if (!Usage(info, info.Length() == 1 && info[0].IsString(), "lockFile(path)")) {
     return info.Env().Undefined();
@@ -615,6 +666,7 @@ void InitDurableFile(Napi::Env env, Napi::Object exports) {
   exports.Set("openFile", Napi::Function::New(env, OpenFile));
   exports.Set("moveFile", Napi::Function::New(env, MoveFile));
   exports.Set("arriveFile", Napi::Function::New(env, ArriveFile));
+  exports.Set("writeAt", Napi::Function::New(env, WriteAt));
 }
 
 }  // namespace tussi

@@ -5,7 +5,13 @@ import { lstat, open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { fdCall } from './fd.js';
 import { nativeAddon } from './native.js';
-import { CREATE_EXCLUSIVE, OPEN_EXISTING, checkRegularFile, quarantineFile } from './safe-file.js';
+import {
+  CREATE_EXCLUSIVE,
+  OPEN_EXISTING,
+  checkRegularFile,
+  openRegularFile,
+  quarantineFile,
+} from './safe-file.js';
 
 /** How {@link writeFileAtomic} creates its file, and what it does with a target it cannot replace. */
 export interface AtomicWriteOptions {
@@ -28,6 +34,7 @@ export const portable = {
   writeFileAtomic: (path: string, data: string, durable: boolean, options?: AtomicWriteOptions) =>
     writeAtomicWith(writeFileAtomicPortable, path, data, durable, options),
   syncDirectory: syncDirectoryPortable,
+  writeAt: writeAtPortable,
 };
 
 /**
@@ -38,6 +45,50 @@ export const portable = {
  */
 export function readSmallFile(path: string): Promise<string> {
   return nativeAddon ? nativeAddon.readSmallFile(path) : readSmallFilePortable(path);
+}
+
+/**
+ * Writes `data` (UTF-8) at `offset` of the existing file `path`, in place, [fdatasync'ed]: no
+ * file created, nothing renamed. Only a regular file of one link is opened (see
+ * `safe-file.ts`); what the write replaces may be seen half-written by a reader at the same
+ * moment or after a power loss, so the caller's format must tell (see `slotted-record.ts`).
+ */
+export function writeAt(
+  path: string,
+  offset: number,
+  data: string,
+  durable: boolean,
+): Promise<void> {
+  return nativeAddon?.writeAt
+    ? nativeAddon.writeAt(path, offset, data, durable)
+    : writeAtPortable(path, offset, data, durable);
+}
+
+async function writeAtPortable(
+  path: string,
+  offset: number,
+  data: string,
+  durable: boolean,
+): Promise<void> {
+  const fd = await openRegularFile(path, true);
+  try {
+    const bytes = Buffer.from(data);
+    for (let done = 0; done < bytes.length;) {
+      const { bytesWritten } = await fdCall.write(
+        fd,
+        bytes,
+        done,
+        bytes.length - done,
+        offset + done,
+      );
+      done += bytesWritten;
+    }
+    if (durable) await fdCall.fdatasync(fd);
+  } catch (e) {
+    await fdCall.close(fd).catch(() => {});
+    throw e;
+  }
+  await fdCall.close(fd);
 }
 
 /** fsync a directory, so a rename or unlink in it survives a crash. */

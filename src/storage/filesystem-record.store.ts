@@ -2,8 +2,15 @@ import { readdir, unlink } from 'node:fs/promises';
 import { isUploadId } from '../core/upload-id.js';
 import { join } from 'node:path';
 import { UploadRecord } from '../core/upload-record.js';
-import { readSmallFile, sweepTempFiles, writeFileAtomic } from './durable-file.js';
+import { readSmallFile, sweepTempFiles, writeAt, writeFileAtomic } from './durable-file.js';
 import { isRefusedFile, quarantineFile, warnToConsole } from './safe-file.js';
+import {
+  asciiJson,
+  decodeRecordFile,
+  encodeRecordFile,
+  encodeSlot,
+  type SlotState,
+} from './slotted-record.js';
 import type { UploadRecordStore } from './storage.interfaces.js';
 
 export interface FilesystemRecordStoreOptions {
@@ -17,13 +24,22 @@ export interface FilesystemRecordStoreOptions {
 }
 
 /**
- * Records as `{directory}/{id}.meta` JSON files, replaced atomically on every update. A record
- * is only read from a regular file with one link that parses as a record: anything else under
- * its name is moved aside (one log line) and the upload has no record.
+ * Records as `{directory}/{id}.meta` files of two slots (see `slotted-record.ts`): created
+ * atomically (temp file and rename), then updated in place, one slot at a time, so an update is
+ * one write and no file creation. A record is only read from a regular file with one link that
+ * holds a valid slot (or, written by an earlier version, a plain JSON record): anything else
+ * under its name is moved aside (one log line) and the upload has no record.
  */
 export class FilesystemRecordStore implements UploadRecordStore {
   private readonly fileMode: number;
   private readonly log: (message: string) => void;
+  /**
+   * The slots of each record object as last read or written here. Records are updated under
+   * the upload's lock, by the request that read them under it: the slot to write next is the
+   * other one, with the next number. A record object without (new, or read from elsewhere) is
+   * written as a new file.
+   */
+  private readonly slots = new WeakMap<UploadRecord, SlotState>();
 
   constructor(
     readonly directory: string,
@@ -49,23 +65,42 @@ export class FilesystemRecordStore implements UploadRecordStore {
       await quarantineFile(path, e, this.log);
       return null;
     }
+    const decoded = decodeRecordFile(text);
     try {
-      return UploadRecord.fromJSON(JSON.parse(text));
+      if (!decoded) throw new SyntaxError('no valid slot');
+      const record = UploadRecord.fromJSON(JSON.parse(decoded.json));
+      if (decoded.state) this.slots.set(record, decoded.state);
+      return record;
     } catch (e) {
       if (!(e instanceof SyntaxError)) throw e;
-      // Records are replaced atomically, so this is no torn write: damage from outside. Moved
-      // aside for inspection (one log line); the upload has no record (404), and the janitor
-      // takes its data as an orphan.
+      // One slot is always whole while the other is written, so this is no torn write: damage
+      // from outside. Moved aside for inspection (one log line); the upload has no record
+      // (404), and the janitor takes its data as an orphan.
       await quarantineFile(path, 'unreadable', this.log, `not an upload record (${e.message})`);
       return null;
     }
   }
 
   async put(id: string, record: UploadRecord): Promise<void> {
-    await writeFileAtomic(this.pathOf(id), JSON.stringify(record), this.fsync, {
-      mode: this.fileMode,
-      log: this.log,
-    });
+    const json = asciiJson(record);
+    const path = this.pathOf(id);
+    const known = this.slots.get(record);
+    const slot = known && encodeSlot(known.seq + 1, json, known.size);
+    if (known && slot) {
+      const next = known.slot === 0 ? 1 : 0;
+      try {
+        await writeAt(path, next * known.size, slot, this.fsync);
+        this.slots.set(record, { seq: known.seq + 1, slot: next, size: known.size });
+        return;
+      } catch (e) {
+        // Gone, or something planted under its name: replaced by a new file, as ever.
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && !isRefusedFile(e)) throw e;
+      }
+    }
+    // A new record, one read elsewhere, or one grown past its slots: a new file.
+    const file = encodeRecordFile((known?.seq ?? 0) + 1, json);
+    await writeFileAtomic(path, file.text, this.fsync, { mode: this.fileMode, log: this.log });
+    this.slots.set(record, file.state);
   }
 
   async remove(id: string): Promise<void> {

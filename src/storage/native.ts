@@ -23,6 +23,12 @@ export interface NativeAddon {
   ): Promise<void>;
   /** The whole file as UTF-8: open, check, read, close in one job. */
   readSmallFile(path: string): Promise<string>;
+  /**
+   * Opens `path` (an existing regular file of one link), writes `data` at `offset`,
+   * [fdatasyncs it], closes it: an update in place. Missing from an addon built by an older
+   * version.
+   */
+  writeAt?(path: string, offset: number, data: string, durable: boolean): Promise<void>;
   /** Opens, fsyncs and closes a directory in one job. */
   syncDirectory(path: string): Promise<void>;
   /**

@@ -11,6 +11,7 @@ import { preallocation } from './fallocate.js';
 import { FileUploadLocker } from './file-upload.locker.js';
 import { FilesystemRecordStore } from './filesystem-record.store.js';
 import { FilesystemStorage } from './filesystem.storage.js';
+import { decodeRecordFile } from './slotted-record.js';
 import { MemoryRecordStore, MemoryStorage, MemoryUploadLocker } from './memory.storage.js';
 import {
   LockTargetMissingError,
@@ -75,7 +76,9 @@ const filesystemSubject = async (): Promise<Subject> => {
     data: (id) => readIfAny(storage.pathOf(id)),
     rawRecord: async (id) => {
       const text = await readIfAny(records.pathOf(id));
-      return text === undefined ? undefined : (JSON.parse(text.toString('utf8')) as unknown);
+      if (text === undefined) return undefined;
+      // The JSON of the newest slot (see slotted-record.ts).
+      return JSON.parse(decodeRecordFile(text.toString('utf8'))!.json) as unknown;
     },
     listing: () => readdir(directory),
     locksNeedUpload: true,

@@ -6,6 +6,7 @@ import {
   CompletedUploadQueue,
   TimeoutError,
   TusEvents,
+  decodeRecordFile,
   type CompletedUpload,
   type TusEvent,
 } from '../../src/index.js';
@@ -49,7 +50,8 @@ interface RecordJson {
 }
 
 async function readRecord(path: string): Promise<RecordJson> {
-  return JSON.parse(await readFile(path, 'utf8')) as RecordJson;
+  // A staging record's newest slot, or a completed record's JSON (see slotted-record.ts).
+  return JSON.parse(decodeRecordFile(await readFile(path, 'utf8'))!.json) as RecordJson;
 }
 
 function queueOf(app: TestApp): CompletedUploadQueue {

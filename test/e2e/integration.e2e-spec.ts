@@ -32,6 +32,7 @@ import {
   UploadFailedEvent,
   UploadProgressEvent,
   UploadRecord,
+  decodeRecordFile,
   type JanitorSummary,
   type TusEvent,
   type TusLogger,
@@ -1140,7 +1141,8 @@ forEachPlatform((platform) => {
         'Upload-Metadata': `filename ${b64('report.pdf')},tenant ${b64('acme')}`,
       });
       expect(res.status).toBe(201);
-      const json = JSON.parse(await readFile(join(uploadDir, `${id}.meta`), 'utf8'));
+      const file = await readFile(join(uploadDir, `${id}.meta`), 'utf8');
+      const json = JSON.parse(decodeRecordFile(file)!.json);
       expect(json.server_metadata).toEqual({ owner: 'Bearer alice', tenant: 'acme' });
       expect(json.metadata).toEqual({ filename: 'report.pdf', tenant: 'acme' });
     });

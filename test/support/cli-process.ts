@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { bootstrap } from '../../sample/src/bootstrap.js';
 import type { SampleBootstrap } from '../../src/cli/server.js';
+import { decodeRecordFile } from '../../src/storage/slotted-record.js';
 
 /**
  * tussi-server imports dist/sample/bootstrap.js at run time, typed by its own SampleBootstrap:
@@ -308,9 +309,8 @@ export async function stagingOffset(uploadDir: string): Promise<number | undefin
   }
   for (const name of names.filter((n) => n.endsWith('.meta'))) {
     try {
-      const record = JSON.parse(await readFile(join(uploadDir, name), 'utf8')) as {
-        offset?: number;
-      };
+      const text = await readFile(join(uploadDir, name), 'utf8');
+      const record = JSON.parse(decodeRecordFile(text)?.json ?? '') as { offset?: number };
       if ((record.offset ?? 0) > 0) return record.offset;
     } catch {
       // Replaced while read: look again next time.
