@@ -59,7 +59,7 @@ export * from './storage/storage.interfaces.js';
 export { UploadStorageService } from './storage/upload-storage.service.js';
 export { FilesystemStorage, type FilesystemStorageOptions } from './storage/filesystem.storage.js';
 export { FilesystemRecordStore } from './storage/filesystem-record.store.js';
-export { decodeRecordFile, type DecodedRecord, type SlotState } from './storage/slotted-record.js';
+export { decodeRecordFile, type DecodedRecord, type SlotState } from './core/slotted-record.js';
 export {
   FileSpaceLedger,
   InsufficientSpaceError,

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { decodeRecordFile } from './slotted-record.js';
 
 /** Client metadata: keys and their decoded values (`Upload-Metadata`). */
 export type UploadMetadata = Record<string, string>;
@@ -180,9 +181,14 @@ export class UploadRecord {
     return record;
   }
 
-  /** Reads a record saved as `.meta` JSON (by this server, a consumer's `saveRecord`, or tussi). */
+  /**
+   * Reads a record saved as `.meta` (by this server, a consumer's `saveRecord`, or tussi): plain
+   * JSON, or a staging record's newest slot (see `slotted-record.ts`).
+   */
   static async fromFile(path: string): Promise<UploadRecord> {
-    return UploadRecord.fromJSON(JSON.parse(await readFile(path, 'utf8')));
+    const decoded = decodeRecordFile(await readFile(path, 'utf8'));
+    if (!decoded) throw new SyntaxError(`${path}: no valid slot`);
+    return UploadRecord.fromJSON(JSON.parse(decoded.json));
   }
 }
 

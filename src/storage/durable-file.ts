@@ -51,7 +51,7 @@ export function readSmallFile(path: string): Promise<string> {
  * Writes `data` (UTF-8) at `offset` of the existing file `path`, in place, [fdatasync'ed]: no
  * file created, nothing renamed. Only a regular file of one link is opened (see
  * `safe-file.ts`); what the write replaces may be seen half-written by a reader at the same
- * moment or after a power loss, so the caller's format must tell (see `slotted-record.ts`).
+ * moment or after a power loss, so the caller's format must tell (see `src/core/slotted-record.ts`).
  */
 export function writeAt(
   path: string,

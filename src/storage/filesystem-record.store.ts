@@ -10,7 +10,7 @@ import {
   encodeRecordFile,
   encodeSlot,
   type SlotState,
-} from './slotted-record.js';
+} from '../core/slotted-record.js';
 import type { UploadRecordStore } from './storage.interfaces.js';
 
 export interface FilesystemRecordStoreOptions {
@@ -24,7 +24,7 @@ export interface FilesystemRecordStoreOptions {
 }
 
 /**
- * Records as `{directory}/{id}.meta` files of two slots (see `slotted-record.ts`): created
+ * Records as `{directory}/{id}.meta` files of two slots (see `src/core/slotted-record.ts`): created
  * atomically (temp file and rename), then updated in place, one slot at a time, so an update is
  * one write and no file creation. A record is only read from a regular file with one link that
  * holds a valid slot (or, written by an earlier version, a plain JSON record): anything else

@@ -11,7 +11,7 @@ import { preallocation } from './fallocate.js';
 import { FileUploadLocker } from './file-upload.locker.js';
 import { FilesystemRecordStore } from './filesystem-record.store.js';
 import { FilesystemStorage } from './filesystem.storage.js';
-import { decodeRecordFile } from './slotted-record.js';
+import { decodeRecordFile } from '../core/slotted-record.js';
 import { MemoryRecordStore, MemoryStorage, MemoryUploadLocker } from './memory.storage.js';
 import {
   LockTargetMissingError,

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { bootstrap } from '../../sample/src/bootstrap.js';
 import type { SampleBootstrap } from '../../src/cli/server.js';
-import { decodeRecordFile } from '../../src/storage/slotted-record.js';
+import { decodeRecordFile } from '../../src/core/slotted-record.js';
 
 /**
  * tussi-server imports dist/sample/bootstrap.js at run time, typed by its own SampleBootstrap:

@@ -13,7 +13,7 @@ import {
   encodeRecordFile,
   encodeSlot,
   slotSizeFor,
-} from './slotted-record.js';
+} from '../core/slotted-record.js';
 
 const id = '0b4cbb4e-3c5c-4a55-9bd4-0f0e3b1e6a11';
 
@@ -114,6 +114,8 @@ describe.each([
     expect(after.ino).toBe(before.ino);
     expect(after.size).toBe(before.size);
     expect(await readdir(dir)).toEqual([`${id}.meta`]);
+    // What a tool reading the file sees.
+    expect((await UploadRecord.fromFile(path())).offset).toBe(5000);
   });
 
   it('a torn update of a slot leaves the state before it (a crash in the middle of a write)', async () => {
