@@ -10,9 +10,11 @@ import { KiB, MiB, createOn, patchOn } from '../support/robust-http.js';
 
 /**
  * Load: 200 uploads at once (1 MiB each, four 256 KiB PATCHes each) against one server child
- * process (dist/, fsync on), in three waves. Every upload completes with no error and the exact bytes;
+ * process (dist/, fsync on), in four waves. Every upload completes with no error and the exact bytes;
  * the server's RSS, sampled from /proc every 20 ms, stays flat: its peak under a generous
- * bound, and later waves' peaks close to the first's (no growth per upload).
+ * bound, and the peaks of the waves after the second close to the second's (no growth per
+ * upload). The first wave is the warm-up: the heap grows to its working size then (by up to
+ * tens of MiB more when the machine is loaded and the uploads overlap longer).
  */
 const UPLOADS = 200;
 const SIZE = 1 * MiB;
@@ -20,7 +22,7 @@ const PATCH_SIZE = 256 * KiB;
 const PEAK_BOUND = 300 * MiB;
 /** A later wave may peak a little higher (allocator noise), not by a leak's worth. */
 const LATER_WAVE_MARGIN = 80 * MiB;
-const WAVES = 3;
+const WAVES = 4;
 const POOL = randomBytes(4 * MiB);
 
 describe(`load: ${UPLOADS} concurrent uploads against one server process`, () => {
@@ -122,7 +124,8 @@ describe(`load: ${UPLOADS} concurrent uploads against one server process`, () =>
       peakUnderBound: true,
       report,
     });
-    expect({ flat: peaks.every((p) => p < peaks[0] + LATER_WAVE_MARGIN), report }).toEqual({
+    const warm = peaks[1];
+    expect({ flat: peaks.slice(2).every((p) => p < warm + LATER_WAVE_MARGIN), report }).toEqual({
       flat: true,
       report,
     });
