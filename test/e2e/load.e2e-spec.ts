@@ -13,8 +13,8 @@ import { KiB, MiB, createOn, patchOn } from '../support/robust-http.js';
  * process (dist/, fsync on), in four waves. Every upload completes with no error and the exact bytes;
  * the server's RSS, sampled from /proc every 20 ms, stays flat: its peak under a generous
  * bound, and the peaks of the waves after the second close to the second's (no growth per
- * upload). The first wave is the warm-up: the heap grows to its working size then (by up to
- * tens of MiB more when the machine is loaded and the uploads overlap longer).
+ * upload). The first wave is the warm-up: the heap grows to its working size then or in the next
+ * wave (tens of MiB more when the machine is loaded and the uploads overlap longer).
  */
 const UPLOADS = 200;
 const SIZE = 1 * MiB;
