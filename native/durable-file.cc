@@ -234,22 +234,32 @@ class ReadSmallWorker : public PromiseWorker {
 };
 
 // `data` written at `offset` of an existing regular file of its own (OpenRegular), then
-// optionally fdatasync'ed: an update in place, with no file created or renamed.
-class WriteAtWorker : public PromiseWorker {
+// optionally fdatasync'ed, but only if the file is still what the caller last saw: `size`
+// bytes long, with `check` at `check_at` (a record's newest slot header, as read under the
+// upload's lock). Resolves false, writing nothing, when it is not: an update in place, with no
+// file created or renamed, that never lands on a file that changed under it.
+class UpdateInPlaceWorker : public PromiseWorker {
  public:
-  WriteAtWorker(Napi::Env env, std::string path, off_t offset, std::string data, bool durable)
+  UpdateInPlaceWorker(Napi::Env env, std::string path, off_t offset, std::string data,
+                      bool durable, off_t size, off_t check_at, std::string check)
       : PromiseWorker(env), path_(std::move(path)), offset_(offset), data_(std::move(data)),
-        durable_(durable) {}
+        durable_(durable), size_(size), check_at_(check_at), check_(std::move(check)) {}
 
   void Execute() override {
     int fd = OpenRegular(path_, O_RDWR, &failure_);
     if (fd < 0) return;
+    int matches = Matches(fd);
+    if (matches <= 0) {
+      CloseQuietly(fd);
+      return;
+    }
     size_t done = 0;
     while (done < data_.size()) {
       ssize_t n = ::pwrite(fd, data_.data() + done, data_.size() - done,
                            offset_ + static_cast<off_t>(done));
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
+      if (n <= 0) {
+        if (n == 0) errno = EIO;
         failure_.Set("write", path_);
         CloseQuietly(fd);
         return;
@@ -261,14 +271,48 @@ class WriteAtWorker : public PromiseWorker {
       CloseQuietly(fd);
       return;
     }
-    if (::close(fd) != 0 && errno != EINTR) failure_.Set("close", path_);
+    if (::close(fd) != 0 && errno != EINTR) {
+      failure_.Set("close", path_);
+      return;
+    }
+    written_ = true;
   }
 
+ protected:
+  Napi::Value Result(Napi::Env env) override { return Napi::Boolean::New(env, written_); }
+
  private:
+  // 1: as expected; 0: changed; -1: failed (failure_ set).
+  int Matches(int fd) {
+    struct stat info;
+    if (::fstat(fd, &info) != 0) {
+      failure_.Set("fstat", path_);
+      return -1;
+    }
+    if (info.st_size != size_) return 0;
+    std::string seen(check_.size(), '\0');
+    size_t got = 0;
+    while (got < seen.size()) {
+      ssize_t n = ::pread(fd, &seen[got], seen.size() - got, check_at_ + static_cast<off_t>(got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        failure_.Set("read", path_);
+        return -1;
+      }
+      if (n == 0) return 0;
+      got += static_cast<size_t>(n);
+    }
+    return seen == check_ ? 1 : 0;
+  }
+
   std::string path_;
   off_t offset_;
   std::string data_;
   bool durable_;
+  off_t size_;
+  off_t check_at_;
+  std::string check_;
+  bool written_ = false;
 };
 
 class SyncDirectoryWorker : public PromiseWorker {
@@ -582,17 +626,21 @@ Napi::Value SyncDirectory(const Napi::CallbackInfo& info) {
   return Start<SyncDirectoryWorker>(info.Env(), info[0].As<Napi::String>().Utf8Value());
 }
 
-Napi::Value WriteAt(const Napi::CallbackInfo& info) {
+Napi::Value UpdateInPlace(const Napi::CallbackInfo& info) {
   if (!Usage(info,
-             info.Length() == 4 && info[0].IsString() && info[1].IsNumber() &&
-                 info[2].IsString() && info[3].IsBoolean(),
-             "writeAt(path, offset, data, durable)")) {
+             info.Length() == 7 && info[0].IsString() && info[1].IsNumber() &&
+                 info[2].IsString() && info[3].IsBoolean() && info[4].IsNumber() &&
+                 info[5].IsNumber() && info[6].IsString(),
+             "updateInPlace(path, offset, data, durable, size, checkAt, check)")) {
     return info.Env().Undefined();
   }
-  return Start<WriteAtWorker>(info.Env(), info[0].As<Napi::String>().Utf8Value(),
-                              static_cast<off_t>(info[1].As<Napi::Number>().Int64Value()),
-                              info[2].As<Napi::String>().Utf8Value(),
-                              info[3].As<Napi::Boolean>().Value());
+  return Start<UpdateInPlaceWorker>(
+      info.Env(), info[0].As<Napi::String>().Utf8Value(),
+      static_cast<off_t>(info[1].As<Napi::Number>().Int64Value()),
+      info[2].As<Napi::String>().Utf8Value(), info[3].As<Napi::Boolean>().Value(),
+      static_cast<off_t>(info[4].As<Napi::Number>().Int64Value()),
+      static_cast<off_t>(info[5].As<Napi::Number>().Int64Value()),
+      info[6].As<Napi::String>().Utf8Value());
 }
 
 Napi::Value LockFile(const Napi::CallbackInfo& info) {
@@ -666,7 +714,7 @@ void InitDurableFile(Napi::Env env, Napi::Object exports) {
   exports.Set("openFile", Napi::Function::New(env, OpenFile));
   exports.Set("moveFile", Napi::Function::New(env, MoveFile));
   exports.Set("arriveFile", Napi::Function::New(env, ArriveFile));
-  exports.Set("writeAt", Napi::Function::New(env, WriteAt));
+  exports.Set("updateInPlace", Napi::Function::New(env, UpdateInPlace));
 }
 
 }  // namespace tussi

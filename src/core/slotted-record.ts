@@ -54,9 +54,14 @@ export function slotSizeFor(json: string): number {
   return Math.ceil((json.length + HEADROOM) / SECTOR) * SECTOR;
 }
 
+/** How a slot with sequence number `seq` starts: what an update checks before it writes. */
+export function slotPrefix(seq: number): string {
+  return `${MAGIC}${seq} `;
+}
+
 /** One slot holding `json` with sequence number `seq`, or undefined when it does not fit. */
 export function encodeSlot(seq: number, json: string, size: number): string | undefined {
-  const header = `${MAGIC}${seq} ${crc32(json).toString(16).padStart(8, '0')} ${json.length}\n`;
+  const header = `${slotPrefix(seq)}${crc32(json).toString(16).padStart(8, '0')} ${json.length}\n`;
   const used = header.length + json.length;
   if (used > size) return undefined;
   return header + json + '\n'.repeat(size - used);
@@ -69,12 +74,14 @@ export function encodeRecordFile(seq: number, json: string): { text: string; sta
 }
 
 /**
- * The newest valid record in a file's text, or null when neither slot is valid (damage from
- * outside: while one slot is written, the other always holds the state before).
+ * The newest valid record in a file's text, or null when neither slot is valid (while one slot
+ * is written the other holds the state before, so that is damage from outside, or a read that
+ * overlapped two updates). A file that starts with `{` is plain JSON; any other is slots, even
+ * when the start of slot 0 is damaged.
  */
 export function decodeRecordFile(text: string): DecodedRecord | null {
-  if (!text.startsWith(MAGIC)) return { json: text, state: null };
-  if (text.length % 2 !== 0 || text.length % SECTOR !== 0) return null;
+  if (text.startsWith('{')) return { json: text, state: null };
+  if (text.length === 0 || text.length % (2 * SECTOR) !== 0) return null;
   const size = text.length / 2;
   let best: DecodedRecord | null = null;
   for (const slot of [0, 1] as const) {

@@ -34,7 +34,7 @@ export const portable = {
   writeFileAtomic: (path: string, data: string, durable: boolean, options?: AtomicWriteOptions) =>
     writeAtomicWith(writeFileAtomicPortable, path, data, durable, options),
   syncDirectory: syncDirectoryPortable,
-  writeAt: writeAtPortable,
+  updateInPlace: updateInPlacePortable,
 };
 
 /**
@@ -47,32 +47,48 @@ export function readSmallFile(path: string): Promise<string> {
   return nativeAddon ? nativeAddon.readSmallFile(path) : readSmallFilePortable(path);
 }
 
-/**
- * Writes `data` (UTF-8) at `offset` of the existing file `path`, in place, [fdatasync'ed]: no
- * file created, nothing renamed. Only a regular file of one link is opened (see
- * `safe-file.ts`); what the write replaces may be seen half-written by a reader at the same
- * moment or after a power loss, so the caller's format must tell (see `src/core/slotted-record.ts`).
- */
-export function writeAt(
-  path: string,
-  offset: number,
-  data: string,
-  durable: boolean,
-): Promise<void> {
-  return nativeAddon?.writeAt
-    ? nativeAddon.writeAt(path, offset, data, durable)
-    : writeAtPortable(path, offset, data, durable);
+/** What an update in place expects to find: the file's size and some bytes at a position. */
+export interface InPlaceExpectation {
+  size: number;
+  at: number;
+  /** ASCII. */
+  bytes: string;
 }
 
-async function writeAtPortable(
+/**
+ * Writes `data` (ASCII) at `offset` of the existing file `path`, in place, [fdatasync'ed]: no
+ * file created, nothing renamed; but only if the file is still as `expect` says (its size, and
+ * the bytes at a position): false, with nothing written, when it changed. Only a regular file
+ * of one link is opened (see `safe-file.ts`). What the write replaces may be seen half-written
+ * by a reader at the same moment or after a power loss, so the caller's format must tell (see
+ * `src/core/slotted-record.ts`).
+ */
+export function updateInPlace(
   path: string,
   offset: number,
   data: string,
   durable: boolean,
-): Promise<void> {
+  expect: InPlaceExpectation,
+): Promise<boolean> {
+  return nativeAddon?.updateInPlace
+    ? nativeAddon.updateInPlace(path, offset, data, durable, expect.size, expect.at, expect.bytes)
+    : updateInPlacePortable(path, offset, data, durable, expect);
+}
+
+async function updateInPlacePortable(
+  path: string,
+  offset: number,
+  data: string,
+  durable: boolean,
+  expect: InPlaceExpectation,
+): Promise<boolean> {
   const fd = await openRegularFile(path, true);
   try {
-    const bytes = Buffer.from(data);
+    if ((await fdCall.fstat(fd)).size !== expect.size) return false;
+    const seen = Buffer.alloc(expect.bytes.length);
+    const { bytesRead } = await fdCall.read(fd, seen, 0, seen.length, expect.at);
+    if (bytesRead !== seen.length || seen.toString('latin1') !== expect.bytes) return false;
+    const bytes = Buffer.from(data, 'latin1');
     for (let done = 0; done < bytes.length;) {
       const { bytesWritten } = await fdCall.write(
         fd,
@@ -81,6 +97,8 @@ async function writeAtPortable(
         bytes.length - done,
         offset + done,
       );
+      if (bytesWritten === 0)
+        throw Object.assign(new Error(`EIO: write, ${path}`), { code: 'EIO' });
       done += bytesWritten;
     }
     if (durable) await fdCall.fdatasync(fd);
@@ -89,6 +107,7 @@ async function writeAtPortable(
     throw e;
   }
   await fdCall.close(fd);
+  return true;
 }
 
 /** fsync a directory, so a rename or unlink in it survives a crash. */

@@ -2,13 +2,14 @@ import { readdir, unlink } from 'node:fs/promises';
 import { isUploadId } from '../core/upload-id.js';
 import { join } from 'node:path';
 import { UploadRecord } from '../core/upload-record.js';
-import { readSmallFile, sweepTempFiles, writeAt, writeFileAtomic } from './durable-file.js';
+import { readSmallFile, sweepTempFiles, updateInPlace, writeFileAtomic } from './durable-file.js';
 import { isRefusedFile, quarantineFile, warnToConsole } from './safe-file.js';
 import {
   asciiJson,
   decodeRecordFile,
   encodeRecordFile,
   encodeSlot,
+  slotPrefix,
   type SlotState,
 } from '../core/slotted-record.js';
 import type { UploadRecordStore } from './storage.interfaces.js';
@@ -30,6 +31,9 @@ export interface FilesystemRecordStoreOptions {
  * holds a valid slot (or, written by an earlier version, a plain JSON record): anything else
  * under its name is moved aside (one log line) and the upload has no record.
  */
+/** Reads of a record that holds no valid slot before it is taken for damaged. */
+const READ_ATTEMPTS = 3;
+
 export class FilesystemRecordStore implements UploadRecordStore {
   private readonly fileMode: number;
   private readonly log: (message: string) => void;
@@ -55,29 +59,37 @@ export class FilesystemRecordStore implements UploadRecordStore {
   }
 
   async get(id: string): Promise<UploadRecord | null> {
-    let text: string;
     const path = this.pathOf(id);
-    try {
-      text = await readSmallFile(path);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      if (!isRefusedFile(e)) throw e;
-      await quarantineFile(path, e, this.log);
-      return null;
-    }
-    const decoded = decodeRecordFile(text);
-    try {
-      if (!decoded) throw new SyntaxError('no valid slot');
-      const record = UploadRecord.fromJSON(JSON.parse(decoded.json));
-      if (decoded.state) this.slots.set(record, decoded.state);
-      return record;
-    } catch (e) {
-      if (!(e instanceof SyntaxError)) throw e;
-      // One slot is always whole while the other is written, so this is no torn write: damage
-      // from outside. Moved aside for inspection (one log line); the upload has no record
-      // (404), and the janitor takes its data as an orphan.
-      await quarantineFile(path, 'unreadable', this.log, `not an upload record (${e.message})`);
-      return null;
+    for (let attempt = 1; ; attempt++) {
+      let text: string;
+      try {
+        text = await readSmallFile(path);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+        if (!isRefusedFile(e)) throw e;
+        await quarantineFile(path, e, this.log);
+        return null;
+      }
+      const decoded = decodeRecordFile(text);
+      try {
+        if (!decoded) throw new SyntaxError('no valid slot');
+        const record = UploadRecord.fromJSON(JSON.parse(decoded.json));
+        if (decoded.state) this.slots.set(record, decoded.state);
+        return record;
+      } catch (e) {
+        if (!(e instanceof SyntaxError)) throw e;
+        // While one slot is written the other is whole, but a read without the lock may
+        // overlap two updates (or read a large record in pieces): read again before calling
+        // it damage.
+        if (attempt < READ_ATTEMPTS) {
+          await new Promise((resolve) => setTimeout(resolve, attempt * 5));
+          continue;
+        }
+        // Damage from outside. Moved aside for inspection (one log line); the upload has no
+        // record (404), and the janitor takes its data as an orphan.
+        await quarantineFile(path, 'unreadable', this.log, `not an upload record (${e.message})`);
+        return null;
+      }
     }
   }
 
@@ -89,15 +101,24 @@ export class FilesystemRecordStore implements UploadRecordStore {
     if (known && slot) {
       const next = known.slot === 0 ? 1 : 0;
       try {
-        await writeAt(path, next * known.size, slot, this.fsync);
-        this.slots.set(record, { seq: known.seq + 1, slot: next, size: known.size });
-        return;
+        // Only over the file as it was read: the same size, its newest slot still the one
+        // seen (not so after a lock lost to another replica, or a record rewritten anew).
+        const written = await updateInPlace(path, next * known.size, slot, this.fsync, {
+          size: 2 * known.size,
+          at: known.slot * known.size,
+          bytes: slotPrefix(known.seq),
+        });
+        if (written) {
+          this.slots.set(record, { seq: known.seq + 1, slot: next, size: known.size });
+          return;
+        }
       } catch (e) {
         // Gone, or something planted under its name: replaced by a new file, as ever.
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && !isRefusedFile(e)) throw e;
       }
     }
-    // A new record, one read elsewhere, or one grown past its slots: a new file.
+    // A new record, one read elsewhere, one grown past its slots or whose file changed: a new
+    // file, replacing whatever is there (the last writer wins, as with every new file).
     const file = encodeRecordFile((known?.seq ?? 0) + 1, json);
     await writeFileAtomic(path, file.text, this.fsync, { mode: this.fileMode, log: this.log });
     this.slots.set(record, file.state);

@@ -24,11 +24,19 @@ export interface NativeAddon {
   /** The whole file as UTF-8: open, check, read, close in one job. */
   readSmallFile(path: string): Promise<string>;
   /**
-   * Opens `path` (an existing regular file of one link), writes `data` at `offset`,
-   * [fdatasyncs it], closes it: an update in place. Missing from an addon built by an older
-   * version.
+   * Opens `path` (an existing regular file of one link) and, if it is `size` bytes long with
+   * `check` at `checkAt`, writes `data` at `offset`, [fdatasyncs it]; closes it. False (nothing
+   * written) when the file is not as expected. Missing from an addon built by an older version.
    */
-  writeAt?(path: string, offset: number, data: string, durable: boolean): Promise<void>;
+  updateInPlace?(
+    path: string,
+    offset: number,
+    data: string,
+    durable: boolean,
+    size: number,
+    checkAt: number,
+    check: string,
+  ): Promise<boolean>;
   /** Opens, fsyncs and closes a directory in one job. */
   syncDirectory(path: string): Promise<void>;
   /**

@@ -52,11 +52,20 @@ describe('the slotted record format', () => {
 
   it('neither slot valid, or a file of another size: no record', () => {
     const { text, state } = encodeRecordFile(1, '{"offset":1}');
-    // Without the header it is no slotted file: taken as plain JSON, which JSON.parse refuses.
-    expect(decodeRecordFile('\n'.repeat(text.length))?.state).toBeNull();
+    expect(decodeRecordFile('\n'.repeat(text.length))).toBeNull();
     const broken = text.replace('{"offset":1}', '{"offset":2}');
     expect(decodeRecordFile(broken)).toBeNull();
     expect(decodeRecordFile(text.slice(0, state.size + 100))).toBeNull();
+  });
+
+  it('slot 0 damaged from its first byte (a zeroed sector): slot 1 is read', () => {
+    const first = encodeRecordFile(1, '{"offset":1}');
+    const size = first.state.size;
+    const text = '\0'.repeat(size) + encodeSlot(2, '{"offset":2}', size)!;
+    expect(decodeRecordFile(text)).toEqual({
+      json: '{"offset":2}',
+      state: { seq: 2, slot: 1, size },
+    });
   });
 
   it('a plain JSON record (an earlier version) is read as it is', () => {
@@ -88,13 +97,13 @@ describe.each([
     dir = await mkdtemp(join(tmpdir(), 'tussi-slots-'));
     store = new FilesystemRecordStore(dir, true, { log: () => {} });
     if (usePortable && nativeAddon) {
-      saved = (nativeAddon as { writeAt?: unknown }).writeAt;
-      delete (nativeAddon as { writeAt?: unknown }).writeAt;
+      saved = (nativeAddon as { updateInPlace?: unknown }).updateInPlace;
+      delete (nativeAddon as { updateInPlace?: unknown }).updateInPlace;
     }
   });
   afterEach(async () => {
     if (usePortable && nativeAddon) {
-      (nativeAddon as { writeAt?: unknown }).writeAt = saved;
+      (nativeAddon as { updateInPlace?: unknown }).updateInPlace = saved;
     }
     await rm(dir, { recursive: true, force: true });
   });
@@ -172,6 +181,30 @@ describe.each([
     expect((await readdir(dir)).some((n) => n.startsWith(`${id}.meta.quarantined-`))).toBe(true);
   });
 
+  it('a record object whose file changed since it was read is written anew: the last writer wins', async () => {
+    await store.put(id, record(0));
+    const stale = (await store.get(id))!;
+    // Another holder (a replica that took over an expired lease) updates it twice meanwhile.
+    const other = new FilesystemRecordStore(dir, true, { log: () => {} });
+    const theirs = (await other.get(id))!;
+    for (const offset of [100, 200]) {
+      theirs.offset = offset;
+      await other.put(id, theirs);
+    }
+    stale.offset = 50;
+    await store.put(id, stale);
+    expect((await store.get(id))!.offset).toBe(50);
+    // And when the other one grew it past its slots (a file of another size).
+    const mine = (await store.get(id))!;
+    const grown = (await other.get(id))!;
+    grown.metadata.note = 'x'.repeat(3000);
+    await other.put(id, grown);
+    mine.offset = 60;
+    await store.put(id, mine);
+    expect((await store.get(id))!).toMatchObject({ offset: 60, metadata: { filename: 'a.txt' } });
+    expect((await readdir(dir)).filter((n) => n.includes('quarantined'))).toEqual([]);
+  });
+
   it('a record removed under a record object that was read is written anew', async () => {
     await store.put(id, record(0));
     const current = (await store.get(id))!;
@@ -182,7 +215,8 @@ describe.each([
   });
 
   it('the portable writer is the one used when the addon has none', () => {
-    expect(typeof portable.writeAt).toBe('function');
-    if (usePortable) expect((nativeAddon as { writeAt?: unknown } | null)?.writeAt).toBeUndefined();
+    expect(typeof portable.updateInPlace).toBe('function');
+    if (usePortable)
+      expect((nativeAddon as { updateInPlace?: unknown } | null)?.updateInPlace).toBeUndefined();
   });
 });
