@@ -7,7 +7,7 @@
  * Options (after `--`): --smoke, --rounds N, --only ID,ID (workload ids: single-8m, single-64m,
  * small, parallel-1, parallel-4, parallel-16, parallel-64, single-256m), --servers KEY,KEY
  * (nestjs, nestjs-fastify, nestjs-draft, nestjs-fsync, nestjs-v8, tus, raw, …), --out DIR,
- * --cpu-prof (profile each server; summary in the report), --budget-seconds N (start no round that would end past N s; default 480, smoke
+ * --cpu-prof (profile each server; summary in the report), --budget-seconds N (start no round that would end past N s; default 600, smoke
  * 60), --max-seconds N (abort past it; default 900, smoke 120).
  *
  * Each server runs in its own child process on 127.0.0.1; the client runs here. Each round runs
@@ -81,7 +81,7 @@ if (args.help) {
   --long                after the rounds, a long run through nestjs-tussi: 20 phases of 1,000
                         small uploads and one 1 GiB upload (smoke: 4 of 50 and 8 MiB), RSS
                         sampled every 250 ms: growth from the first quarter to the last
-  --budget-seconds N    start no round that would end past N s (default 480; smoke 60)
+  --budget-seconds N    start no round that would end past N s (default 600; smoke 60)
   --max-seconds N       abort past N s (default 900; smoke 120)
   --quiet               no progress lines, no report on stdout
 `);
@@ -121,7 +121,7 @@ const outDir = resolve(
 const workDir = join(RESULTS, 'tmp', `run-${process.pid}`);
 const maxSeconds = Number(args['max-seconds'] ?? (mode === 'smoke' ? 120 : 900));
 /** No round starts unless the last one's duration says it ends within this many seconds. */
-const budgetSeconds = Number(args['budget-seconds'] ?? (mode === 'smoke' ? 60 : 480));
+const budgetSeconds = Number(args['budget-seconds'] ?? (mode === 'smoke' ? 60 : 600));
 
 const servers = new Map<ServerKey, RunningServer>();
 let gateway: { dir: string; s3: S3Target } | undefined;
