@@ -83,30 +83,43 @@ async function updateInPlacePortable(
   expect: InPlaceExpectation,
 ): Promise<boolean> {
   const fd = await openRegularFile(path, true);
+  let written: boolean;
   try {
-    if ((await fdCall.fstat(fd)).size !== expect.size) return false;
-    const seen = Buffer.alloc(expect.bytes.length);
-    const { bytesRead } = await fdCall.read(fd, seen, 0, seen.length, expect.at);
-    if (bytesRead !== seen.length || seen.toString('latin1') !== expect.bytes) return false;
-    const bytes = Buffer.from(data, 'latin1');
-    for (let done = 0; done < bytes.length;) {
-      const { bytesWritten } = await fdCall.write(
-        fd,
-        bytes,
-        done,
-        bytes.length - done,
-        offset + done,
-      );
-      if (bytesWritten === 0)
-        throw Object.assign(new Error(`EIO: write, ${path}`), { code: 'EIO' });
-      done += bytesWritten;
-    }
-    if (durable) await fdCall.fdatasync(fd);
+    written = await updateIfUnchanged(fd, path, offset, data, durable, expect);
   } catch (e) {
     await fdCall.close(fd).catch(() => {});
     throw e;
   }
+  // Closed whether it wrote or not; a failed close means the bytes may not be there.
   await fdCall.close(fd);
+  return written;
+}
+
+async function updateIfUnchanged(
+  fd: number,
+  path: string,
+  offset: number,
+  data: string,
+  durable: boolean,
+  expect: InPlaceExpectation,
+): Promise<boolean> {
+  if ((await fdCall.fstat(fd)).size !== expect.size) return false;
+  const seen = Buffer.alloc(expect.bytes.length);
+  const { bytesRead } = await fdCall.read(fd, seen, 0, seen.length, expect.at);
+  if (bytesRead !== seen.length || seen.toString('latin1') !== expect.bytes) return false;
+  const bytes = Buffer.from(data, 'latin1');
+  for (let done = 0; done < bytes.length;) {
+    const { bytesWritten } = await fdCall.write(
+      fd,
+      bytes,
+      done,
+      bytes.length - done,
+      offset + done,
+    );
+    if (bytesWritten === 0) throw Object.assign(new Error(`EIO: write, ${path}`), { code: 'EIO' });
+    done += bytesWritten;
+  }
+  if (durable) await fdCall.fdatasync(fd);
   return true;
 }
 

@@ -205,6 +205,25 @@ describe.each([
     expect((await readdir(dir)).filter((n) => n.includes('quarantined'))).toEqual([]);
   });
 
+  it('an update that finds the file changed leaves no descriptor open', async () => {
+    await store.put(id, record(0));
+    const other = new FilesystemRecordStore(dir, true, { log: () => {} });
+    const openFiles = async () => (await readdir('/proc/self/fd')).length;
+    const before = await openFiles();
+    for (let i = 0; i < 20; i++) {
+      const stale = (await store.get(id))!;
+      const theirs = (await other.get(id))!;
+      for (const offset of [1, 2]) {
+        theirs.offset = offset;
+        await other.put(id, theirs);
+      }
+      stale.offset = 3;
+      await store.put(id, stale);
+    }
+    // One leaked per refused update would be 20.
+    expect(await openFiles()).toBeLessThan(before + 10);
+  });
+
   it('a record removed under a record object that was read is written anew', async () => {
     await store.put(id, record(0));
     const current = (await store.get(id))!;
