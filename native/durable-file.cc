@@ -56,6 +56,24 @@ void CloseQuietly(int fd) {
   errno = saved;
 }
 
+// Writes all of `data` at `offset` (retrying short writes and EINTR); false with `failure` set
+// when a write fails, or writes nothing (EIO: no endless loop).
+bool WriteFully(int fd, const std::string& data, off_t offset, Failure* failure,
+                const std::string& path) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done,
+                         offset + static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;
+      return failure->Set("write", path);
+    }
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
 // A refusal with no errno of its own. UV_EFTYPE ("inappropriate file type or format") names a
 // FIFO, socket or device where a regular file was expected, as libuv does on BSD.
 bool Refuse(Failure* failure, int err, const std::string& path) {
@@ -170,16 +188,9 @@ class WriteAtomicWorker : public PromiseWorker {
     int fd = OpenRetrying(temp_.c_str(),
                           O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, mode_);
     if (fd < 0) return failure_.Set("open", temp_);
-    size_t done = 0;
-    while (done < data_.size()) {
-      ssize_t n = ::pwrite(fd, data_.data() + done, data_.size() - done, done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        failure_.Set("write", temp_);
-        CloseQuietly(fd);
-        return false;
-      }
-      done += static_cast<size_t>(n);
+    if (!WriteFully(fd, data_, 0, &failure_, temp_)) {
+      CloseQuietly(fd);
+      return false;
     }
     if (durable_ && ::fsync(fd) != 0) {
       failure_.Set("fsync", temp_);
@@ -253,18 +264,9 @@ class UpdateInPlaceWorker : public PromiseWorker {
       CloseQuietly(fd);
       return;
     }
-    size_t done = 0;
-    while (done < data_.size()) {
-      ssize_t n = ::pwrite(fd, data_.data() + done, data_.size() - done,
-                           offset_ + static_cast<off_t>(done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        if (n == 0) errno = EIO;
-        failure_.Set("write", path_);
-        CloseQuietly(fd);
-        return;
-      }
-      done += static_cast<size_t>(n);
+    if (!WriteFully(fd, data_, offset_, &failure_, path_)) {
+      CloseQuietly(fd);
+      return;
     }
     if (durable_ && ::fdatasync(fd) != 0) {
       failure_.Set("fdatasync", path_);

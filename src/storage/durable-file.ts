@@ -83,44 +83,41 @@ async function updateInPlacePortable(
   expect: InPlaceExpectation,
 ): Promise<boolean> {
   const fd = await openRegularFile(path, true);
-  let written: boolean;
+  let written = false;
   try {
-    written = await updateIfUnchanged(fd, path, offset, data, durable, expect);
-  } catch (e) {
-    await fdCall.close(fd).catch(() => {});
-    throw e;
+    if ((await fdCall.fstat(fd)).size !== expect.size) return false;
+    const seen = Buffer.alloc(expect.bytes.length);
+    const { bytesRead } = await fdCall.read(fd, seen, 0, seen.length, expect.at);
+    if (bytesRead !== seen.length || seen.toString('latin1') !== expect.bytes) return false;
+    await writeFully(fd, Buffer.from(data, 'latin1'), offset, path);
+    if (durable) await fdCall.fdatasync(fd);
+    written = true;
+    return true;
+  } finally {
+    // After a write, a failed close means the bytes may not be there; otherwise it is only let go.
+    if (written) await fdCall.close(fd);
+    else await fdCall.close(fd).catch(() => {});
   }
-  // Closed whether it wrote or not; a failed close means the bytes may not be there.
-  await fdCall.close(fd);
-  return written;
 }
 
-async function updateIfUnchanged(
+/** All of `bytes` at `position`, short writes retried; a write of nothing is EIO (no endless loop). */
+async function writeFully(
   fd: number,
+  bytes: Buffer,
+  position: number,
   path: string,
-  offset: number,
-  data: string,
-  durable: boolean,
-  expect: InPlaceExpectation,
-): Promise<boolean> {
-  if ((await fdCall.fstat(fd)).size !== expect.size) return false;
-  const seen = Buffer.alloc(expect.bytes.length);
-  const { bytesRead } = await fdCall.read(fd, seen, 0, seen.length, expect.at);
-  if (bytesRead !== seen.length || seen.toString('latin1') !== expect.bytes) return false;
-  const bytes = Buffer.from(data, 'latin1');
+): Promise<void> {
   for (let done = 0; done < bytes.length;) {
     const { bytesWritten } = await fdCall.write(
       fd,
       bytes,
       done,
       bytes.length - done,
-      offset + done,
+      position + done,
     );
     if (bytesWritten === 0) throw Object.assign(new Error(`EIO: write, ${path}`), { code: 'EIO' });
     done += bytesWritten;
   }
-  if (durable) await fdCall.fdatasync(fd);
-  return true;
 }
 
 /** fsync a directory, so a rename or unlink in it survives a crash. */
@@ -285,10 +282,7 @@ async function writeFileAtomicPortable(
 ): Promise<void> {
   const fd = await fdCall.open(temp, CREATE_EXCLUSIVE, mode);
   try {
-    const bytes = Buffer.from(data);
-    for (let done = 0; done < bytes.length;) {
-      done += (await fdCall.write(fd, bytes, done, bytes.length - done, done)).bytesWritten;
-    }
+    await writeFully(fd, Buffer.from(data), 0, temp);
     if (durable) await fdCall.fsync(fd);
   } catch (e) {
     await fdCall.close(fd);

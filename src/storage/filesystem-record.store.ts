@@ -24,6 +24,9 @@ export interface FilesystemRecordStoreOptions {
   log?: (message: string) => void;
 }
 
+/** Reads of a record that holds no valid slot before it is taken for damaged. */
+const READ_ATTEMPTS = 3;
+
 /**
  * Records as `{directory}/{id}.meta` files of two slots (see `src/core/slotted-record.ts`): created
  * atomically (temp file and rename), then updated in place, one slot at a time, so an update is
@@ -31,9 +34,6 @@ export interface FilesystemRecordStoreOptions {
  * holds a valid slot (or, written by an earlier version, a plain JSON record): anything else
  * under its name is moved aside (one log line) and the upload has no record.
  */
-/** Reads of a record that holds no valid slot before it is taken for damaged. */
-const READ_ATTEMPTS = 3;
-
 export class FilesystemRecordStore implements UploadRecordStore {
   private readonly fileMode: number;
   private readonly log: (message: string) => void;
