@@ -82,10 +82,10 @@ function scalarProblems(options: TusModuleOptions): string[] {
   const problems: string[] = [];
   const given = options as unknown as Record<string, unknown>;
   // Without a storage of its own, the module writes to uploadDir: it is required then.
-  if (options.storage === undefined && given.uploadDir == null) {
-    problems.push('uploadDir: must be a non-empty string');
+  const required = [...(options.storage === undefined ? ['uploadDir'] : []), 'completedDir'];
+  for (const name of required as (keyof TusModuleOptions)[]) {
+    if (given[name] == null) problems.push(`${name}: ${RULES[name](undefined)}`);
   }
-  if (given.completedDir == null) problems.push('completedDir: must be a non-empty string');
   for (const [name, value] of Object.entries(given)) {
     if (!Object.hasOwn(RULES, name)) {
       problems.push(`unknown option \`${name}\``);

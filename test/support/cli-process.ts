@@ -1,13 +1,13 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { bootstrap } from '../../sample/src/bootstrap.js';
 import type { SampleBootstrap } from '../../src/cli/server.js';
-import { decodeRecordFile } from '../../src/core/slotted-record.js';
+import { UploadRecord } from '../../src/core/upload-record.js';
 
 /**
  * tussi-server imports dist/sample/bootstrap.js at run time, typed by its own SampleBootstrap:
@@ -309,9 +309,8 @@ export async function stagingOffset(uploadDir: string): Promise<number | undefin
   }
   for (const name of names.filter((n) => n.endsWith('.meta'))) {
     try {
-      const text = await readFile(join(uploadDir, name), 'utf8');
-      const record = JSON.parse(decodeRecordFile(text)?.json ?? '') as { offset?: number };
-      if ((record.offset ?? 0) > 0) return record.offset;
+      const { offset } = await UploadRecord.fromFile(join(uploadDir, name));
+      if (offset > 0) return offset;
     } catch {
       // Replaced while read: look again next time.
     }
